@@ -1,0 +1,1 @@
+"""Accuracy-vs-latency measurement and the choice of precision per engine (not built yet)."""

@@ -1,0 +1,3 @@
+from chatvla2.cli import main
+
+raise SystemExit(main())

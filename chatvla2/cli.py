@@ -1,0 +1,117 @@
+"""`chatvla2 SUBCOMMAND ...`: argument parsing and lazy dispatch.
+
+Each subcommand names the function that runs it as "package.module:function"; that module is
+imported only when the subcommand runs, so `chatvla2 --help` needs neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable
+
+# Optional dependencies and the extra that installs each.
+EXTRA_FOR_MODULE = {
+    "torch": "export",
+    "onnx": "export",
+    "onnxscript": "export",
+    "modelopt": "export",
+    "tensorrt": "tensorrt",
+    "pytest": "dev",
+    "hypothesis": "dev",
+}
+
+# Errors a user can cause (bad paths, names, files, devices): printed as one line, exit code 2.
+# Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, LookupError, OSError)
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="NAME", help="a named preset: tiny, small or paper")
+    source.add_argument("--checkpoint", metavar="DIR", help="a checkpoint directory")
+
+
+def _info(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+
+
+def _demo(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument("--prompt", default=None, help="the instruction (default: the math game's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial diffusion noise")
+
+
+def _sim_arm(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    p.add_argument(
+        "--faults",
+        default="",
+        help="comma-separated faults to inject, e.g. drop=0.01,corrupt=0.001,latency=0.002,"
+        "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _arm(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the SLCAN adapter (or a pyserial URL)")
+    where.add_argument("--sim", action="store_true", help="start a simulated arm and use it")
+    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    p.add_argument("action", choices=["status", "enable", "home", "damp"])
+
+
+# name -> (help, argument builder, "module:function" that runs it)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {
+    "info": ("parameters per component of a model", _info, "models.info:main"),
+    "demo": ("reference inference on a sample observation", _demo, "models.demo:main"),
+    "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
+    "arm": ("read, enable, home or damp an ARX arm", _arm, "drivers.cli:arm_main"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatvla2", description="Run ChatVLA-2 policies on robots.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, target) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command)
+        command.set_defaults(_target=target)
+    return parser
+
+
+def _load(target: str) -> Callable[[argparse.Namespace], int | None]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prefix = f"chatvla2 {args.command}: error:"
+    try:
+        run = _load(args._target)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in EXTRA_FOR_MODULE:
+            print(
+                f"{prefix} needs the '{top}' package: pip install 'chatvla2-edge[{EXTRA_FOR_MODULE[top]}]'",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if os.environ.get("CHATVLA2_DEBUG"):
+            raise
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

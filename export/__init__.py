@@ -1,0 +1,1 @@
+"""Trained PyTorch modules -> verified ONNX graphs -> quantized TensorRT engines (not built yet)."""

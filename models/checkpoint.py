@@ -1,0 +1,146 @@
+"""Checkpoints: a directory of plain files, loaded without unpickling anything.
+
+    config.json          the ModelConfig
+    model.safetensors    every weight
+    tokenizer.json       the tokenizer (a Hugging Face tokenizer.json)
+    normalization.json   actions min/max, state mean/std
+
+Loading checks, before any weight is used: every file is there, the config parses, the
+safetensors header is intact and every tensor's bytes lie inside the file (a truncated file names
+the first tensor cut off), and every tensor matches the config's name, shape and dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.config import ModelConfig
+from models.normalization import NormalizationStats
+from models.tokenizer import TextTokenizer
+from models.vla import ChatVLA2
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+NORMALIZATION_FILE = "normalization.json"
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, NORMALIZATION_FILE)
+FORMAT_VERSION = 1
+
+# safetensors dtype names (its header) <-> torch dtypes.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the first offending file or tensor."""
+
+
+def save_checkpoint(model: ChatVLA2, directory: str | Path) -> Path:
+    """Write a checkpoint; it appears complete or not at all (written aside, then renamed)."""
+    directory = Path(directory)
+    if model.tokenizer is None or model.stats is None:
+        raise ValueError("the model has no tokenizer or normalization statistics to save")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        config = {"format_version": FORMAT_VERSION, **model.cfg.to_dict()}
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        model.tokenizer.save(staging / TOKENIZER_FILE)
+        model.stats.save(staging / NORMALIZATION_FILE)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensor table of a safetensors file, checked against the file's size."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{path}: truncated before its header")
+        (header_length,) = struct.unpack("<Q", prefix)
+        if header_length > size - 8:
+            raise CheckpointError(f"{path}: header length {header_length} exceeds the file ({size} bytes)")
+        try:
+            header = json.loads(f.read(header_length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path}: corrupt header (not JSON)") from None
+    header.pop("__metadata__", None)
+    data_size = size - 8 - header_length
+    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+        begin, end = entry["data_offsets"]
+        if end > data_size:
+            raise CheckpointError(
+                f"{path}: truncated: tensor {name!r} needs bytes up to {end}, the file holds {data_size}"
+            )
+    return header
+
+
+def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> ChatVLA2:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    for name in CHECKPOINT_FILES:
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"checkpoint {directory}: missing {name}")
+    try:
+        config_data = json.loads((directory / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from None
+    version = config_data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: format_version {version}, expected {FORMAT_VERSION}")
+    cfg = ModelConfig.from_dict(config_data)
+    tokenizer = TextTokenizer.from_file(directory / TOKENIZER_FILE)
+    stats = NormalizationStats.load(directory / NORMALIZATION_FILE)
+
+    weights_path = directory / WEIGHTS_FILE
+    header = read_safetensors_header(weights_path)
+    model = ChatVLA2(cfg, tokenizer, stats)
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in header:
+            raise CheckpointError(f"{weights_path}: missing tensor {name!r}")
+        entry = header[name]
+        if tuple(entry["shape"]) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(entry['shape'])}, "
+                f"the config expects {tuple(tensor.shape)}"
+            )
+        if SAFETENSORS_DTYPES.get(entry["dtype"]) != tensor.dtype:
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} has dtype {entry['dtype']}, the model expects {tensor.dtype}"
+            )
+    unexpected = sorted(set(header) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{weights_path}: unexpected tensor {unexpected[0]!r}")
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except Exception as exc:  # safetensors' own error type
+        raise CheckpointError(f"{weights_path}: unreadable ({exc})") from None
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()

@@ -1,0 +1,54 @@
+"""The prompt layout and its M-RoPE position ids (numpy, no torch).
+
+Layout, as Qwen2-VL lays out images before text:
+    per camera view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>
+    then the instruction and a newline; the reasoning follows, ended by <|im_end|>.
+Position ids (Qwen2-VL's rule, arXiv 2409.12191): a text token has equal (temporal, height, width)
+ids, one more than the largest id before it; the tokens of an image share the temporal id and
+take their (row, column) in the merged grid, all offset by the position where the image starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.tokenizer import TextTokenizer
+
+
+def prompt_token_ids(tokenizer: TextTokenizer, instruction: str, num_views: int, tokens_per_view: int) -> list[int]:
+    ids: list[int] = []
+    for _ in range(num_views):
+        ids += [tokenizer.vision_start_id] + [tokenizer.image_pad_id] * tokens_per_view + [tokenizer.vision_end_id]
+    return ids + tokenizer.encode(instruction + "\n")
+
+
+def mrope_position_ids(token_ids, image_pad_id: int, merged_grid: tuple[int, int]) -> np.ndarray:
+    """(3, S) int64 position ids for a sequence whose images are runs of `image_pad_id`, each run
+    one image of `merged_grid` (rows, cols) tokens in row-major order."""
+    rows, cols = merged_grid
+    per_image = rows * cols
+    token_ids = np.asarray(token_ids)
+    positions = np.zeros((3, len(token_ids)), dtype=np.int64)
+    image_rows = np.repeat(np.arange(rows), cols)
+    image_cols = np.tile(np.arange(cols), rows)
+    next_position = 0
+    i = 0
+    while i < len(token_ids):
+        if token_ids[i] == image_pad_id:
+            if i + per_image > len(token_ids) or np.any(token_ids[i : i + per_image] != image_pad_id):
+                raise ValueError(f"image at token {i} does not have {per_image} image tokens")
+            positions[0, i : i + per_image] = next_position
+            positions[1, i : i + per_image] = next_position + image_rows
+            positions[2, i : i + per_image] = next_position + image_cols
+            next_position += max(rows, cols)
+            i += per_image
+        else:
+            positions[:, i] = next_position
+            next_position += 1
+            i += 1
+    return positions
+
+
+def next_text_position(positions: np.ndarray) -> int:
+    """The position id of the token that follows a sequence."""
+    return int(positions.max()) + 1 if positions.size else 0
