@@ -1,0 +1,110 @@
+"""Checkpoints round-trip bit-exactly and fail clearly, naming the offending file or tensor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.sample_observation import sample_observation
+
+
+@pytest.fixture
+def saved(tiny_model, tmp_path):
+    return save_checkpoint(tiny_model, tmp_path / "ckpt")
+
+
+def test_round_trip_is_bit_exact(tiny_model, saved, tiny_config):
+    loaded = load_checkpoint(saved)
+    original, restored = tiny_model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for name in original:
+        assert torch.equal(original[name], restored[name]), name
+    assert loaded.cfg == tiny_config
+    frames, instruction, state = sample_observation(tiny_config.vision.num_views)
+    a = tiny_model.act(frames, instruction, state, seed=3)
+    b = loaded.act(frames, instruction, state, seed=3)
+    assert a.reasoning_ids == b.reasoning_ids and np.array_equal(a.actions, b.actions)
+
+
+def test_saving_is_atomic_and_leaves_no_staging_directory(saved):
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
+
+
+def test_truncated_weights_name_the_first_tensor_cut_off(saved):
+    weights = saved / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match=r"truncated: tensor '[\w.]+'"):
+        load_checkpoint(saved)
+
+
+def test_corrupt_header_is_reported(saved):
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[10:20] = b"\xff" * 10
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt header"):
+        load_checkpoint(saved)
+
+
+def test_shape_mismatch_names_the_tensor(saved):
+    weights = saved / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["language.norm.weight"] = torch.ones(3)
+    save_file(tensors, str(weights))
+    with pytest.raises(CheckpointError, match=r"'language.norm.weight' has shape \(3,\)"):
+        load_checkpoint(saved)
+
+
+def test_dtype_mismatch_names_the_tensor(saved):
+    weights = saved / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["vision.patch_embed.weight"] = tensors["vision.patch_embed.weight"].half()
+    save_file(tensors, str(weights))
+    with pytest.raises(CheckpointError, match="'vision.patch_embed.weight' has dtype F16"):
+        load_checkpoint(saved)
+
+
+def test_missing_and_unexpected_tensors_are_named(saved):
+    weights = saved / "model.safetensors"
+    tensors = load_file(str(weights))
+    del tensors["action_head.final.linear.bias"]
+    save_file(tensors, str(weights))
+    with pytest.raises(CheckpointError, match="missing tensor 'action_head.final.linear.bias'"):
+        load_checkpoint(saved)
+
+
+def test_missing_file_is_named(saved):
+    (saved / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing tokenizer.json"):
+        load_checkpoint(saved)
+
+
+def test_config_that_does_not_match_the_weights(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["language"]["intermediate"] = 96
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(saved)
+
+
+def test_unknown_config_field_is_named(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["action_head"]["depthh"] = 3
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="action_head.depthh"):
+        load_checkpoint(saved)
+
+
+def test_weights_file_is_never_unpickled(saved):
+    """A pickle renamed to model.safetensors is refused, not executed."""
+    import pickle
+
+    (saved / "model.safetensors").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(saved)
