@@ -25,6 +25,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         name = args.config or "tiny"
         model = ChatVLA2(get_config(name)).eval()
+        # Untrained, the action head's AdaLN-Zero layers are exactly zero and the chunk would ignore
+        # the observation and the reasoning; small random values let both flow through.
+        model.action_head.perturb_zero_init_(generator=torch.Generator().manual_seed(1))
         source = f"preset {name}, untrained weights (seed 0)"
     cfg = model.cfg
     frames, instruction, state = sample_observation(cfg.vision.num_views, cfg.action_head.state_dim)

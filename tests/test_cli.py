@@ -1,0 +1,71 @@
+"""The `chatvla2` front door: fast help without torch, clear errors, and the demo end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def run_cli(*args: str, block_torch: bool = False) -> subprocess.CompletedProcess:
+    code = (BLOCK_TORCH if block_torch else "") + "from chatvla2.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    if not block_torch:
+        code = "import sys; " + code
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_works_without_torch_and_lists_every_command():
+    result = run_cli("--help", block_torch=True)
+    assert result.returncode == 0, result.stderr
+    for command in ("info", "demo", "sim-arm", "arm"):
+        assert command in result.stdout
+
+
+def test_missing_torch_names_the_extra_to_install():
+    result = run_cli("info", "--config", "tiny", block_torch=True)
+    assert result.returncode == 2
+    assert "pip install 'chatvla2-edge[export]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_preset_is_one_line_and_suggests_a_name():
+    result = run_cli("info", "--config", "tinny")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean 'tiny'" in lines[0]
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    result = run_cli("demo", "--checkpoint", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"chatvla2 demo: error: checkpoint directory not found: {tmp_path / 'nope'}"]
+
+
+@pytest.mark.parametrize("preset, total", [("paper", "11.262B"), ("tiny", "")])
+def test_info_prints_the_breakdown(preset, total):
+    result = run_cli("info", "--config", preset)
+    assert result.returncode == 0, result.stderr
+    for row in ("vision", "attention", "moe_experts", "router", "action_head", "active_per_token"):
+        assert row in result.stdout
+    assert total in result.stdout
+
+
+def test_demo_runs_the_tiny_model_end_to_end():
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert "action chunk : shape (50, 14)" in result.stdout
+    assert "reasoning    :" in result.stdout and "timings (ms)" in result.stdout
+
+
+def test_demo_from_a_saved_checkpoint(tmp_path):
+    from models.checkpoint import save_checkpoint
+    from models.config import get_config
+    from models.vla import ChatVLA2
+
+    save_checkpoint(ChatVLA2(get_config("tiny")), tmp_path / "ckpt")
+    result = run_cli("demo", "--checkpoint", str(tmp_path / "ckpt"))
+    assert result.returncode == 0, result.stderr
+    assert f"checkpoint {tmp_path / 'ckpt'}" in result.stdout
