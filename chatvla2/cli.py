@@ -63,10 +63,44 @@ def _arm(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["status", "enable", "home", "damp"])
 
 
+def _export(p: argparse.ArgumentParser) -> None:
+    _add_model_source(p)
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle directory to write")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        metavar="PLAN",
+        help="fp32, fp16, int8, int4 or fp8, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8",
+    )
+    p.add_argument(
+        "--moe",
+        choices=["auto", "gather", "dense"],
+        default="auto",
+        help="MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token",
+    )
+    p.add_argument("--calibration", metavar="FILE", help="an .npz of recorded engine inputs (default: made by running the model)")
+    p.add_argument("--max-seq", type=int, metavar="N", help="KV cache length (default: the model's max_cache_len)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+
+
+def _lint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a bundle directory written by `chatvla2 export`")
+
+
+def _build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a bundle directory written by `chatvla2 export`")
+    p.add_argument("--out", required=True, metavar="ENGINES", help="the engines directory to write")
+    p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
+    p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache, reused across builds")
+
+
 # name -> (help, argument builder, "module:function" that runs it)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {
     "info": ("parameters per component of a model", _info, "models.info:main"),
     "demo": ("reference inference on a sample observation", _demo, "models.demo:main"),
+    "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
+    "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),
+    "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
     "arm": ("read, enable, home or damp an ARX arm", _arm, "drivers.cli:arm_main"),
 }

@@ -55,63 +55,38 @@ class LinkStats:
     other_replies: int = 0  # V/N/F replies
 
 
-class SlcanSerialBus(slcanBus):
-    """python-can's SLCAN bus with a chunked, garbage-tolerant reader and batched writes."""
+class SlcanReader:
+    """Turns received SLCAN bytes into frames. Never raises: garbage is skipped and counted, each
+    BEL is counted in `rejections` (the bus raises AdapterRejected for it), and a valid frame that
+    follows garbage on the same line is still found."""
 
-    def __init__(self, channel: str, **kwargs) -> None:
-        self.link_stats = LinkStats()
+    def __init__(self, stats: LinkStats | None = None) -> None:
+        self.stats = stats or LinkStats()
+        self.frames: deque[Frame] = deque()
+        self.rejections = 0
         self._rx = bytearray()
-        self._frames: deque[Frame] = deque()
-        self._pending_rejections = 0
-        super().__init__(channel, **kwargs)
-        try:
-            self._fd: int | None = self.serialPortOrig.fileno()
-        except Exception:  # pyserial URLs without a file descriptor (loop://, socket://)
-            self._fd = None
-
-    # -- receiving -------------------------------------------------------------------------------
-    def recv_frame(self, timeout: float | None) -> Frame | None:
-        """The next data frame, or None after `timeout` seconds. Raises AdapterRejected once per BEL
-        received and LinkDisconnected when the device is gone."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._pending_rejections:
-                self._pending_rejections -= 1
-                raise AdapterRejected("the SLCAN adapter answered BEL (it refused a frame or command)")
-            if self._frames:
-                return self._frames.popleft()
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left < 0:
-                return None
-            chunk = self._read_chunk(left)
-            if chunk:
-                self.feed(chunk)
 
     def feed(self, chunk: bytes) -> None:
-        """Parse received bytes into frames, acknowledgements, BELs and garbage."""
         rx = self._rx
         rx += chunk
         start = 0
-        n = len(rx)
-        i = 0
-        while i < n:
+        for i in range(len(rx)):
             b = rx[i]
             if b == _CR or b == _BEL:
                 self._line(bytes(rx[start:i]), b)
                 start = i + 1
-            i += 1
         del rx[:start]
         if len(rx) > _MAX_LINE:  # no terminator for too long: garbage; keep a possible frame start
             cut = max(rx.rfind(b"t"), rx.rfind(b"T"))
             keep = rx[cut:] if cut > 0 and len(rx) - cut <= _MAX_LINE else b""
-            self.link_stats.garbage_lines += 1
+            self.stats.garbage_lines += 1
             self._rx = bytearray(keep)
 
     def _line(self, line: bytes, terminator: int) -> None:
-        stats = self.link_stats
+        stats = self.stats
         if terminator == _BEL:
             stats.adapter_rejections += 1
-            self._pending_rejections += 1
+            self.rejections += 1
             if line:  # bytes before a BEL: a frame or garbage, handled as a line of its own
                 self._line(line, _CR)
             return
@@ -126,14 +101,45 @@ class SlcanSerialBus(slcanBus):
                     frame = _parse_frame(line[j:])
                     if frame is not None:
                         break
-        if frame is not None:
-            if frame is not _INFO:
-                stats.frames_received += 1
-                self._frames.append(frame)
-            else:
-                stats.other_replies += 1
-        else:
+        if frame is None:
             stats.garbage_lines += 1
+        elif frame is _INFO:
+            stats.other_replies += 1
+        else:
+            stats.frames_received += 1
+            self.frames.append(frame)
+
+
+class SlcanSerialBus(slcanBus):
+    """python-can's SLCAN bus with a chunked, garbage-tolerant reader and batched writes."""
+
+    def __init__(self, channel: str, **kwargs) -> None:
+        self.link_stats = LinkStats()
+        self.reader = SlcanReader(self.link_stats)
+        super().__init__(channel, **kwargs)
+        try:
+            self._fd: int | None = self.serialPortOrig.fileno()
+        except Exception:  # pyserial URLs without a file descriptor (loop://, socket://)
+            self._fd = None
+
+    # -- receiving -------------------------------------------------------------------------------
+    def recv_frame(self, timeout: float | None) -> Frame | None:
+        """The next data frame, or None after `timeout` seconds. Raises AdapterRejected once per BEL
+        received and LinkDisconnected when the device is gone."""
+        reader = self.reader
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if reader.rejections:
+                reader.rejections -= 1
+                raise AdapterRejected("the SLCAN adapter answered BEL (it refused a frame or command)")
+            if reader.frames:
+                return reader.frames.popleft()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left < 0:
+                return None
+            chunk = self._read_chunk(left)
+            if chunk:
+                reader.feed(chunk)
 
     def _read_chunk(self, timeout: float | None) -> bytes:
         port = self.serialPortOrig

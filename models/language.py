@@ -148,8 +148,9 @@ class LanguageModel(nn.Module):
         token (right padding). Returns the last layer's normalised hidden states (B, S, hidden) and
         per-layer keys and values. Router logits are appended to `router_logits` if given."""
         seq = embeddings.shape[1]
-        causal = torch.ones(seq, seq, dtype=torch.bool, device=embeddings.device).tril()
-        allowed = causal.view(1, 1, 1, seq, seq)
+        # Causal mask as a comparison of positions (Range + GreaterOrEqual once exported).
+        index = torch.arange(seq, device=embeddings.device)
+        allowed = (index.view(-1, 1) >= index.view(1, -1)).view(1, 1, 1, seq, seq)
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool().view(-1, 1, 1, 1, seq)
         cos, sin = self.rotary(position_ids)

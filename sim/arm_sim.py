@@ -27,13 +27,16 @@ from sim.dynamics import MotorDynamics
 from sim.faults import FaultPlan, parse_faults
 
 FRAME_BITS = 125  # 8-byte standard frame: 111 bits + typical stuffing (arx.md: 111..135)
+# The adapter's transmit queue: a frame that would wait longer than this for the bus is refused
+# with BEL (queue full), as a real adapter does, instead of piling up latency without bound.
+MAX_BUS_BACKLOG_S = 0.004
 _BEL = b"\x07"
 _OK = b"\r"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 # Plausible joint inertias (kg*m^2) for joints 1..6 and the gripper: the sim's choice.
 _INERTIA = (0.05, 0.05, 0.03, 0.01, 0.01, 0.005, 0.002)
-_REST_POSE = (0.01, 0.02, 0.03, -0.01, 0.02, -0.02, 0.5)  # not all zero: a real arm at rest
+_REST_POSE = (0.05, 0.25, 0.31, -0.1, 0.15, 0.05, 0.5)  # not all zero: a real arm at rest
 
 
 @dataclass
@@ -107,6 +110,7 @@ class SimulatedArm:
         self.frames_in = 0
         self.replies_out = 0
         self.rejected = 0
+        self.tx_overflows = 0
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> "SimulatedArm":
@@ -269,6 +273,9 @@ class SimulatedArm:
         if c in (b"t", b"T"):
             frame = _parse(line)
             if frame is None or not self.channel_open:
+                return self._reject(now)
+            if self.frame_time is not None and self._bus_free_at - now > MAX_BUS_BACKLOG_S:
+                self.tx_overflows += 1
                 return self._reject(now)
             if self.ack == "cr":
                 self._reply_ok(now)

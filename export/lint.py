@@ -1,0 +1,322 @@
+"""`chatvla2 lint BUNDLE`: check ONNX graphs against the TensorRT 10.3 ONNX parser's rules.
+
+TensorRT is not installable where bundles are made, so an export that Orin's parser would refuse
+is caught here, by node, before anyone carries the bundle to a robot. The rule tables and their
+sources live in `export/tensorrt_rules.py`; this file applies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from export import tensorrt_rules as rules
+from export.manifest import BundleError, engine_file, load_manifest
+
+ERROR, WARNING, NOTE = "error", "warning", "note"
+
+
+@dataclass(frozen=True)
+class Finding:
+    node: str  # node name, or a tensor / "<model>" for graph-level findings
+    op_type: str
+    rule: str
+    message: str
+    severity: str = ERROR
+
+    def __str__(self) -> str:
+        return f"{self.severity:<7} {self.node} ({self.op_type}) [{self.rule}] {self.message}"
+
+
+class LintError(ValueError):
+    """A graph TensorRT 10.3 would refuse; the message lists every offending node."""
+
+
+def _dtype(elem_type: int) -> str:
+    return TensorProto.DataType.Name(elem_type).lower()
+
+
+class _Graphs:
+    """Constants and tensor types of a model, across its subgraphs (names are global in ONNX)."""
+
+    def __init__(self, model: onnx.ModelProto, base_dir: Path | None):
+        self.base_dir = base_dir
+        self.constants: dict[str, TensorProto] = {}
+        self.types: dict[str, onnx.TypeProto] = {}
+        try:
+            # Dtypes of intermediate tensors; a graph shape inference cannot handle is linted without.
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        except Exception:  # noqa: BLE001 - any failure just means fewer known types
+            inferred = model
+        for graph in _all_graphs(inferred.graph):
+            for init in graph.initializer:
+                self.constants[init.name] = init
+            for value in [*graph.input, *graph.output, *graph.value_info]:
+                if value.type.HasField("tensor_type"):
+                    self.types[value.name] = value.type
+            for node in graph.node:
+                if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                    for attr in node.attribute:
+                        if attr.name == "value":
+                            self.constants[node.output[0]] = attr.t
+                        elif attr.name in ("value_int", "value_ints"):
+                            self.constants[node.output[0]] = numpy_helper.from_array(
+                                np.array(onnx.helper.get_attribute_value(attr), dtype=np.int64)
+                            )
+        for func in model.functions:
+            for node in func.node:
+                if node.op_type == "Constant":
+                    for attr in node.attribute:
+                        if attr.name == "value":
+                            self.constants[node.output[0]] = attr.t
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.constants
+
+    def value(self, name: str) -> np.ndarray | None:
+        tensor = self.constants.get(name)
+        if tensor is None:
+            return None
+        if tensor.data_location == TensorProto.EXTERNAL:
+            if self.base_dir is None:
+                return None
+            # Loaded without external data for speed; small tensors (zero points, K) are read here.
+            return numpy_helper.to_array(tensor, base_dir=str(self.base_dir))
+        return numpy_helper.to_array(tensor)
+
+    def elem_type(self, name: str) -> int | None:
+        if name in self.constants:
+            return self.constants[name].data_type
+        t = self.types.get(name)
+        return t.tensor_type.elem_type if t is not None and t.tensor_type.elem_type else None
+
+
+def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_graphs(g)
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _input(node: onnx.NodeProto, index: int) -> str:
+    return node.input[index] if len(node.input) > index else ""
+
+
+def _rank(type_proto: onnx.TypeProto) -> int | None:
+    tensor = type_proto.tensor_type
+    return len(tensor.shape.dim) if tensor.HasField("shape") else None
+
+
+def _ai_onnx_opset(model: onnx.ModelProto) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return None
+
+
+# --- per-node rules -------------------------------------------------------------------------
+
+
+def _check_op(node: onnx.NodeProto, local_functions: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
+    """(rule, message, severity) for an operator TensorRT 10.3 cannot import at all."""
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx"):
+        if (node.domain, op) in local_functions:
+            return  # a model-local function: the parser inlines it; its body is linted instead
+        hint = " (ONNX Runtime contrib op)" if node.domain == "com.microsoft" else ""
+        yield "domain", f"domain {node.domain!r}{hint}: TensorRT parses only ai.onnx operators", ERROR
+        return
+    if op in rules.UNSUPPORTED_OPS:
+        why = rules.UNSUPPORTED_OPS[op]
+        yield "unsupported-op", f"{op} is unsupported by TensorRT" + (f": {why}" if why else ""), ERROR
+        return
+    for prefix, why in rules.UNSUPPORTED_PREFIXES.items():
+        if op.startswith(prefix):
+            yield "unsupported-op", f"{op} is unsupported by TensorRT: {why}", ERROR
+            return
+    if op in rules.ADDED_AFTER_10_3:
+        yield "newer-op", f"{op} needs TensorRT {rules.ADDED_AFTER_10_3[op]}; Orin has 10.3", ERROR
+    elif op in rules.UNVERIFIED_OPS:
+        yield "unverified-op", f"{op}: supported by later TensorRT 10.x, unconfirmed for 10.3", WARNING
+    elif op not in rules.SUPPORTED_OPS:
+        yield "unknown-op", f"{op} is not in TensorRT 10.3's supported ai.onnx operators", ERROR
+
+
+def _check_qdq(node: onnx.NodeProto, g: _Graphs, opset: int | None) -> Iterator[tuple[str, str, str]]:
+    quantize = node.op_type == "QuantizeLinear"
+    zero_point = _input(node, 2)
+    if zero_point:
+        if not g.is_constant(zero_point):
+            yield "qdq-zero-point", f"zero point {zero_point!r} must be a constant 0", ERROR
+        else:
+            values = g.value(zero_point)
+            if values is not None and np.any(values != 0):
+                yield "qdq-zero-point", f"zero point {zero_point!r} is not 0: TensorRT needs symmetric quantization", ERROR
+    # The quantized tensor's type: zero point's type, else output_dtype (opset 21), else the
+    # tensor's own type; ONNX's default for a Q without either is uint8.
+    quantized = node.output[0] if quantize else node.input[0]
+    dtype = g.elem_type(zero_point) if zero_point else None
+    if dtype is None and quantize:
+        dtype = _attr(node, "output_dtype") or g.elem_type(quantized) or TensorProto.UINT8
+    if dtype is None:
+        dtype = g.elem_type(quantized)
+    allowed = rules.QUANTIZE_TYPES if quantize else rules.DEQUANTIZE_TYPES
+    if dtype is not None and dtype not in allowed:
+        names = ", ".join(sorted(_dtype(t) for t in allowed))
+        yield "qdq-dtype", f"{_dtype(dtype)} quantization is unsupported (TensorRT takes {names})", ERROR
+    if dtype == TensorProto.INT4 or (_attr(node, "block_size") or 0) > 0:
+        if opset is not None and opset < rules.INT4_MIN_OPSET:
+            yield "qdq-int4-opset", f"INT4/blocked DequantizeLinear needs opset >= {rules.INT4_MIN_OPSET} (model: {opset})", ERROR
+    if dtype == TensorProto.FLOAT8E4M3FN:
+        yield "qdq-fp8-orin", "FP8 parses but Orin (SM 8.7) has no FP8: this graph builds on Thor/Hopper only", WARNING
+
+
+def _check_node(node: onnx.NodeProto, g: _Graphs, opset: int | None) -> Iterator[tuple[str, str, str]]:
+    op = node.op_type
+    if op in ("QuantizeLinear", "DequantizeLinear"):
+        yield from _check_qdq(node, g, opset)
+    elif op == "TopK":
+        if _attr(node, "sorted", 1) != 1:
+            yield "topk-sorted", "TopK needs sorted=1", ERROR
+        k = g.value(_input(node, 1)) if _input(node, 1) else None
+        if k is not None and k.size == 1 and int(k.reshape(-1)[0]) >= rules.TOPK_MAX_K:
+            yield "topk-k", f"TopK K={int(k.reshape(-1)[0])} must be < {rules.TOPK_MAX_K}", ERROR
+    elif op == "ScatterND":
+        if _attr(node, "reduction", b"none") not in (b"none", "none"):
+            reduction = _attr(node, "reduction")
+            reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+            yield "scatternd-reduction", f"ScatterND reduction {reduction!r}: only 'none' is supported", ERROR
+    elif op == "NonZero":
+        dtype = g.elem_type(node.input[0])
+        if dtype is not None and dtype not in rules.NONZERO_TYPES:
+            yield "nonzero-dtype", f"NonZero on {_dtype(dtype)}: TensorRT takes float32/float16 only", ERROR
+    elif op == "If":
+        then_branch, else_branch = _attr(node, "then_branch"), _attr(node, "else_branch")
+        for i, (a, b) in enumerate(zip(then_branch.output, else_branch.output)):
+            ra, rb = _rank(a.type), _rank(b.type)
+            if ra is not None and rb is not None and ra != rb:
+                yield "if-branch-rank", f"output {i}: then-branch rank {ra}, else-branch rank {rb}; they must match", ERROR
+    elif op == "Loop":
+        scan_outputs = len(node.output) - (len(node.input) - 2)
+        trip_count = _input(node, 0)
+        if scan_outputs > 0 and not (trip_count and g.is_constant(trip_count)):
+            yield "loop-scan-output", f"{scan_outputs} scan output(s) with a dynamic trip count: scan length cannot be dynamic", ERROR
+    if op in rules.LATE_OPSET_SUPPORT and opset is not None:
+        first, severity = rules.LATE_OPSET_SUPPORT[op]
+        if opset >= first:
+            yield "late-opset", f"{op} at opset {opset}: TensorRT supports it only from 10.9 (Orin has 10.3)", severity
+    if op in rules.CONSTANT_INPUTS:
+        index, what = rules.CONSTANT_INPUTS[op]
+        name = _input(node, index)
+        if name and not g.is_constant(name):
+            yield "constant-input", f"{op} {what} ({name!r}) must be a constant (initializer or Constant)", ERROR
+
+
+# --- model-level rules ----------------------------------------------------------------------
+
+
+def _check_types(model: onnx.ModelProto, g: _Graphs) -> Iterator[Finding]:
+    graph = model.graph
+    io = {v.name: v for v in [*graph.input, *graph.output]}
+    used = {name for sub in _all_graphs(graph) for node in sub.node for name in node.input}
+    initializers = {t.name for sub in _all_graphs(graph) for t in sub.initializer}
+    for name in sorted(set(io) | (initializers & used) | set(g.types)):
+        dtype = g.elem_type(name)
+        if dtype is None or dtype in rules.TENSOR_TYPES:
+            continue
+        if dtype in rules.IO_ONLY_TYPES and name in io:
+            continue
+        where = "graph input/output" if name in io else "initializer" if name in initializers else "tensor"
+        extra = ": TensorRT casts it down to float32; export float32" if dtype == TensorProto.DOUBLE else ""
+        yield Finding(name, "<tensor>", "dtype", f"{where} of type {_dtype(dtype)} is not a TensorRT type{extra}")
+    int64_io = sorted(n for n, v in io.items() if v.type.tensor_type.elem_type == TensorProto.INT64)
+    if int64_io:
+        yield Finding(
+            ", ".join(int64_io), "<tensor>", "int64-io",
+            "int64 graph inputs/outputs: native in TensorRT 10 (bind int64 buffers), slower than int32 on some layers",
+            NOTE,
+        )
+
+
+def lint_model(model: onnx.ModelProto, base_dir: str | Path | None = None) -> list[Finding]:
+    """Every way `model` breaks the TensorRT 10.3 ONNX parser's rules. `base_dir` is where its
+    external data lies (to read external zero points); without it those are not checked."""
+    g = _Graphs(model, Path(base_dir) if base_dir is not None else None)
+    findings: list[Finding] = []
+    opset = _ai_onnx_opset(model)
+    if opset is None or not rules.MIN_OPSET <= opset <= rules.MAX_OPSET:
+        findings.append(Finding(
+            "<model>", "<model>", "opset",
+            f"ai.onnx opset {opset} is outside what TensorRT 10.3 parses ({rules.MIN_OPSET}..{rules.MAX_OPSET})",
+        ))
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    nodes = [n for sub in _all_graphs(model.graph) for n in sub.node] + [n for f in model.functions for n in f.node]
+    for index, node in enumerate(nodes):
+        name = node.name or f"<unnamed #{index}>"
+        checks = list(_check_op(node, local_functions))
+        if not checks and node.domain in ("", "ai.onnx"):
+            checks = list(_check_node(node, g, opset))
+        findings += [Finding(name, node.op_type, rule, message, severity) for rule, message, severity in checks]
+    findings += _check_types(model, g)
+    return findings
+
+
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == ERROR]
+
+
+def assert_tensorrt_compatible(model: onnx.ModelProto, engine_name: str, base_dir: str | Path | None = None) -> None:
+    """For the exporter: raise LintError naming every node TensorRT 10.3 would refuse."""
+    bad = errors(lint_model(model, base_dir))
+    if bad:
+        listed = "; ".join(f"{f.node} ({f.op_type}) [{f.rule}] {f.message}" for f in bad)
+        raise LintError(f"{engine_name}: {len(bad)} node(s) TensorRT 10.3 cannot build: {listed}")
+
+
+def lint_bundle(bundle: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, list[Finding]]:
+    """Lint every engine's graph. Verifies the manifest's hashes first unless handed a manifest
+    already verified. Graphs load without external data: dtypes and dims are in the proto."""
+    bundle = Path(bundle)
+    if manifest is None:
+        manifest = load_manifest(bundle, verify_hashes=True)
+    results: dict[str, list[Finding]] = {}
+    for name, entry in manifest["engines"].items():
+        path = engine_file(bundle, manifest, name)
+        if entry.get("file") not in manifest["files"]:
+            raise BundleError(f"{bundle}: engine {name!r} file {entry.get('file')!r} has no hash in the manifest")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - a corrupt protobuf surfaces in many types
+            raise BundleError(f"{bundle}: {entry['file']} is not a readable ONNX model ({exc})") from None
+        results[name] = lint_model(model, base_dir=path.parent)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    results = lint_bundle(args.bundle)
+    failed = False
+    for name, findings in results.items():
+        bad = errors(findings)
+        failed |= bool(bad)
+        others = [f for f in findings if f.severity != ERROR]
+        print(f"{name}: {'ok' if not bad else f'{len(bad)} error(s)'}" + (f", {len(others)} warning/note(s)" if others else ""))
+        for finding in [*bad, *others]:
+            print(f"  {finding}")
+    return 1 if failed else 0

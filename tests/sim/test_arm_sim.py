@@ -1,0 +1,102 @@
+"""The simulated arm, byte for byte through pyserial on its pty."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import serial
+
+from drivers import damiao
+from drivers import ec_a4310 as ec
+from drivers.profiles import X5
+from sim.arm_sim import SimulatedArm
+
+
+def read_until_quiet(port: serial.Serial, quiet_s: float = 0.1, limit_s: float = 2.0) -> bytes:
+    out = b""
+    end = time.monotonic() + limit_s
+    last = time.monotonic()
+    while time.monotonic() < end:
+        chunk = port.read(port.in_waiting or 1)
+        if chunk:
+            out += chunk
+            last = time.monotonic()
+        elif time.monotonic() - last > quiet_s:
+            break
+    return out
+
+
+@pytest.fixture
+def port(sim_arm):
+    with serial.Serial(sim_arm.device_path, timeout=0.02) as p:
+        yield p
+
+
+def test_open_and_enable_bytes(port):
+    port.write(b"S8\rO\r")
+    assert read_until_quiet(port) == b"\r\r"
+    port.write(b"t0058FFFFFFFFFFFFFFFC\r")  # enable motor 5 (Damiao)
+    reply = read_until_quiet(port)
+    assert reply[:1] == b"\r"  # the adapter's acknowledgement
+    line = reply[1:]
+    assert line.startswith(b"t0008") and line.endswith(b"\r") and len(line) == 22
+    fb = damiao.decode_feedback(X5.motors[3].ranges, bytes.fromhex(line[5:21].decode()))
+    assert (fb.motor_id, fb.state) == (5, damiao.DamiaoState.ENABLED)
+    assert fb.position == pytest.approx(-0.1, abs=1e-3)  # the sim's rest pose
+
+
+def test_ec_motor_answers_on_its_own_id(port):
+    port.write(b"O\r")
+    read_until_quiet(port)
+    frame = ec.encode_command(X5.motors[0].ranges, 0, 1.0, 0, 0, 0).hex().upper().encode()
+    port.write(b"t0028" + frame + b"\r")
+    reply = read_until_quiet(port)
+    assert reply[1:6] == b"t0028" and reply[6:8] == b"20"  # type 1, no error
+
+
+def test_rejections_and_silence(port):
+    port.write(b"t0058FFFFFFFFFFFFFFFC\r")  # channel not open yet
+    assert read_until_quiet(port) == b"\x07"
+    port.write(b"O\rQ\rt0058FFFF\rt0038FFFFFFFFFFFFFFFC\r")  # unknown cmd, short frame, nobody at id 3
+    assert read_until_quiet(port) == b"\r\x07\x07\r"
+    port.write(b"V\rN\rF\rC\r")
+    assert read_until_quiet(port) == b"V1013\rNA123\rF00\r\r"
+
+
+def test_one_reply_per_command_and_bus_pacing(port):
+    port.write(b"O\r")
+    read_until_quiet(port)
+    n = 14  # one arm's cycle: 14 x 250 us = 3.5 ms of bus, inside the adapter's 4 ms queue
+    t0 = time.monotonic()
+    port.write(b"t0068FFFFFFFFFFFFFFFC\r" * n)
+    reply = read_until_quiet(port, quiet_s=0.2)
+    assert reply.count(b"t0008") == n and reply.count(b"\r") == 2 * n
+    assert time.monotonic() - t0 >= n * 2 * 125e-6 * 0.95  # 1 Mbit/s: 125 bit times per frame
+    # far more than the bus can carry: the adapter's queue fills and it answers BEL
+    port.write(b"t0068FFFFFFFFFFFFFFFC\r" * 70)
+    reply = read_until_quiet(port, quiet_s=0.2)
+    assert reply.count(b"t0008") + reply.count(b"\x07") == 70 and reply.count(b"\x07") > 0
+
+
+def test_drop_and_latency_faults():
+    with SimulatedArm("x5", faults="latency=0.1") as sim, serial.Serial(sim.device_path, timeout=0.01) as p:
+        p.write(b"O\r")
+        read_until_quiet(p)
+        t0 = time.monotonic()
+        p.write(b"t0058FFFFFFFFFFFFFFFC\r")
+        got = b""
+        while b"t000" not in got and time.monotonic() - t0 < 2:
+            got += p.read(64)
+        assert time.monotonic() - t0 >= 0.1
+        sim.inject("drop=1.0")
+        p.write(b"t0058FFFFFFFFFFFFFFFC\r")
+        assert b"t000" not in read_until_quiet(p, quiet_s=0.3)
+
+
+def test_unplug_closes_the_pty(sim_arm, port):
+    sim_arm.unplug()
+    assert sim_arm.unplugged.is_set()
+    with pytest.raises(serial.SerialException):
+        for _ in range(50):
+            port.read(1)
