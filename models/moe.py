@@ -7,8 +7,9 @@ dense MLP ("upcycling": `DynamicMoE.from_dense`).
 Two numerically equivalent forms, chosen by `implementation`, because they export differently:
 - "gather": gather the k chosen experts' weights per token, then multiply. Reads only the chosen
   experts' bytes: the right form for a single-token decode step.
-- "dense": run every expert on every token and weight the outputs with the top-k mask. Plain
-  matrix products per expert, at E/k times the expert bytes per token.
+- "dense": run every expert on every token and weight the outputs with the top-k mask. One plain
+  matrix product per expert (what weight quantizers recognise), at E/k times the expert bytes per
+  token: the right form for a prefill, where many tokens touch every expert anyway.
 """
 
 from __future__ import annotations
@@ -103,15 +104,18 @@ class DynamicMoE(nn.Module):
         return (expert_out * weights.unsqueeze(-1)).sum(dim=1)
 
     def _dense(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        gate = torch.einsum("th,eih->tei", x, self.gate_proj)
-        up = torch.einsum("th,eih->tei", x, self.up_proj)
-        expert_out = torch.einsum("tei,ehi->teh", F.silu(gate) * up, self.down_proj)
         # (T, E) combination weights: the routing weight where expert e was chosen, else 0.
         # Written as a comparison with arange (Equal + ReduceSum in ONNX), not a scatter.
         experts = torch.arange(self.num_experts, device=x.device)
         chosen = (indices.unsqueeze(-1) == experts).to(weights.dtype)  # (T, k, E)
         combine = (chosen * weights.unsqueeze(-1)).sum(dim=1)
-        return torch.einsum("teh,te->th", expert_out, combine)
+        # One matrix product per expert with its own constant weight (unrolled over the fixed E),
+        # so an exported graph has plain MatMuls that weight quantizers recognise.
+        out = torch.zeros_like(x)
+        for e in range(self.num_experts):
+            hidden = F.silu(F.linear(x, self.gate_proj[e])) * F.linear(x, self.up_proj[e])
+            out = out + combine[:, e : e + 1] * F.linear(hidden, self.down_proj[e])
+        return out
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """A slow loop over tokens and their chosen experts, for tests."""

@@ -1,0 +1,135 @@
+"""Trace the four engines of a ChatVLA2 to fp32 ONNX graphs with torch's (dynamo) exporter.
+
+Dynamic dimensions only where needed: the prompt length (prefill) and the number of camera views
+(vision). Everything else is static, so TensorRT needs one optimisation profile at most and the
+decode step and the action head can be captured in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.graph_passes import decompose_gelu
+from export.graphs import ActionHeadGraph, DecodeGraph, PrefillGraph, VisionGraph
+from models.vla import ChatVLA2
+
+# Opset 21: the lowest with blocked INT4 DequantizeLinear (deploy.md); TensorRT 10.3 parses it.
+OPSET = 21
+# Larger graphs keep their weights in a side file: protobuf cannot hold more than 2 GB.
+EXTERNAL_DATA_ABOVE_BYTES = 1_500_000_000
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What to trace: names of inputs and outputs, example inputs, dynamic axes."""
+
+    name: str
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
+    cfg = model.cfg
+    vision, language, head = cfg.vision, cfg.language, cfg.action_head
+    hidden = language.hidden
+    cache_shape = (language.layers, 1, language.kv_heads, language.max_cache_len, language.head_dim)
+    positions = torch.arange(prompt_length).view(1, 1, -1).expand(3, 1, -1).contiguous()
+    return [
+        EngineSpec(
+            "vision",
+            VisionGraph(model),
+            (torch.randn(vision.num_views, 3, vision.image_height, vision.image_width),),
+            ("pixels",),
+            ("visual_embeddings",),
+            {"pixels": {0: "views"}, "visual_embeddings": {0: "visual_tokens"}},
+        ),
+        EngineSpec(
+            "prefill",
+            PrefillGraph(model),
+            (torch.randn(1, prompt_length, hidden), positions),
+            ("embeddings", "position_ids"),
+            ("hidden", "logits", "key_cache", "value_cache"),
+            {
+                "embeddings": {1: "prompt_length"},
+                "position_ids": {2: "prompt_length"},
+                "hidden": {1: "prompt_length"},
+            },
+        ),
+        EngineSpec(
+            "decode",
+            DecodeGraph(model),
+            (
+                torch.tensor([[1]]),
+                torch.tensor([prompt_length]),
+                torch.tensor([prompt_length]),
+                torch.randn(cache_shape),
+                torch.randn(cache_shape),
+            ),
+            ("token", "position", "cache_position", "key_cache", "value_cache"),
+            ("logits", "hidden", "new_keys", "new_values"),
+            {},
+        ),
+        EngineSpec(
+            "action_head",
+            ActionHeadGraph(model),
+            (
+                torch.randn(1, hidden),
+                torch.randn(1, hidden),
+                torch.randn(1, head.state_dim),
+                torch.randn(1, head.chunk_size, head.action_dim),
+            ),
+            ("o", "r", "state", "noise"),
+            ("actions",),
+            {},
+        ),
+    ]
+
+
+def trace_to_onnx(spec: EngineSpec) -> onnx.ModelProto:
+    """One engine to an fp32 ONNX model (in memory), Gelu decomposed for TensorRT 10.3."""
+    spec.module.eval()
+    # The exporter narrates every stage on stdout and warns about torchvision: keep it quiet.
+    quiet = io.StringIO()
+    exporter_log = logging.getLogger("torch.onnx")
+    previous_level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                spec.module,
+                spec.example_inputs,
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                dynamic_axes=spec.dynamic_axes or None,
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(previous_level)
+    model = program.model_proto
+    decompose_gelu(model)
+    model.producer_name = "chatvla2-edge"
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """Write a model; returns the files written (the .onnx and, for large models, its data)."""
+    if model.ByteSize() > EXTERNAL_DATA_ABOVE_BYTES:
+        data = path.with_name(path.name + ".data")
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        return [path, data]
+    onnx.save(model, str(path))
+    return [path]
