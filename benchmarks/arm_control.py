@@ -72,11 +72,22 @@ def run(rate: float, duration: float, profile: str, sine_hz: float, warmup: floa
                 starts = np.array(list(c.cycle_starts)[n_times:])
                 periods = np.diff(starts) * 1000
                 counts = arm.interventions
+                k = c.cycles - n_cycles  # the per-cycle deques below are appended once per cycle
+                fresh = np.array(list(c.cycle_fresh)[-k:])
+                age = np.array(list(c.feedback_age)[-k:]) * 1000
+                reply = np.array(list(c.reply_times)[-k:]) * 1000
                 results.append({
-                    "rate_hz": (c.cycles - n_cycles) / elapsed,
+                    "rate_hz": k / elapsed,
                     "cycle_ms_p50": float(np.percentile(times, 50)),
                     "cycle_ms_p99": float(np.percentile(times, 99)),
                     "period_ms_p99": float(np.percentile(periods, 99)),
+                    # honest feedback figures: only replies to this cycle's own commands count
+                    "cycles_complete_pct": float(100 * np.mean(fresh == 7)),
+                    "reply_ms_p50": float(np.percentile(reply, 50)),  # send -> last own reply (or window end)
+                    "reply_ms_p99": float(np.percentile(reply, 99)),
+                    "feedback_age_ms_p50": float(np.percentile(age, 50)),  # oldest motor's data, at cycle end
+                    "feedback_age_ms_p99": float(np.percentile(age, 99)),
+                    "feedback_age_ms_max": float(age.max()),
                     "missed_feedback": counts["feedback_missed"] - counts0["feedback_missed"],
                     "frames_expected": 7 * (c.cycles - n_cycles),
                     "faults": counts["faults"],
@@ -110,12 +121,17 @@ def main() -> None:
     runs = [run(rate, args.duration, args.profile, args.sine_hz) for rate in rates]
     print(f"bimanual ARX {args.profile.upper()} x2, two simulated arms on two ptys, {os.cpu_count()} CPU cores, "
           f"{platform.processor() or platform.machine()}, {args.duration:.0f} s per rate, sine {args.sine_hz} Hz")
-    print(f"{'target Hz':>9} {'arm':>5} {'achieved Hz':>11} {'cycle p50 ms':>12} {'cycle p99 ms':>12} "
-          f"{'period p99 ms':>13} {'missed/expected':>17} {'track rms/max rad':>18}  fault")
+    print(f"{'target Hz':>9} {'arm':>5} {'achieved Hz':>11} {'cycle p50/p99 ms':>16} {'period p99':>10} "
+          f"{'complete %':>10} {'age p50/p99/max ms':>18} {'missed/expected':>17} {'late':>6} {'lost':>5} {'BEL':>5} "
+          f"{'stiff':>6} {'track rms/max rad':>18}  fault")
     for r in runs:
         for side, a in zip(("left", "right"), r["arms"]):
-            print(f"{r['target_hz']:9.0f} {side:>5} {a['rate_hz']:11.1f} {a['cycle_ms_p50']:12.3f} {a['cycle_ms_p99']:12.3f} "
-                  f"{a['period_ms_p99']:13.3f} {a['missed_feedback']:>8}/{a['frames_expected']:<8} "
+            iv = a["interventions"]
+            print(f"{r['target_hz']:9.0f} {side:>5} {a['rate_hz']:11.1f} {a['cycle_ms_p50']:7.2f}/{a['cycle_ms_p99']:<8.2f} "
+                  f"{a['period_ms_p99']:10.2f} {a['cycles_complete_pct']:10.1f} "
+                  f"{a['feedback_age_ms_p50']:6.2f}/{a['feedback_age_ms_p99']:.2f}/{a['feedback_age_ms_max']:<6.1f} "
+                  f"{a['missed_feedback']:>8}/{a['frames_expected']:<8} {iv['replies_late']:6} {iv['replies_lost']:5} "
+                  f"{iv['adapter_rejections']:5} {iv['stiff_refused']:6} "
                   f"{r['tracking_rms_rad']:8.4f}/{r['tracking_max_rad']:<8.4f}  {a['fault'] or '-'}")
     print(json.dumps({"benchmark": "arm_control", "profile": args.profile, "cpu_count": os.cpu_count(), "runs": runs}))
 

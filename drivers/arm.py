@@ -43,7 +43,10 @@ class ArmConfig:
 
 def query_motors(link: SlcanLink, frames: MotorFrames, requests: list[tuple[int, bytes]], timeout_s: float,
                  counts: Interventions | None = None) -> dict[int, MotorReading]:
-    """Send `requests`, return the replies heard within `timeout_s`, by motor index."""
+    """Send `requests`, return the replies heard within `timeout_s`, by motor index. Frames that
+    arrived before the requests were sent (e.g. the controller's last cycle) are discarded first, so
+    they are not taken for answers."""
+    link.drain()
     link.send_many(requests)
     wanted = {frames.ids.index(can_id) for can_id, _ in requests if can_id in frames.ids}
     got: dict[int, MotorReading] = {}
@@ -176,7 +179,10 @@ class ARXArm:
         try:
             if controller.running:
                 controller.damp()
-                end = time.monotonic() + self.config.disconnect_damping_s
+                # damping lasts disconnect_damping_s from the first damping command actually sent
+                # (on a loaded machine the controller thread may send it well after this call)
+                since = controller.wait_damping_sent(0.5)
+                end = (since or time.monotonic()) + self.config.disconnect_damping_s
                 while controller.running and time.monotonic() < end:
                     time.sleep(0.01)
         finally:

@@ -31,7 +31,12 @@ class ControllerConfig:
     rate_hz: float = 500.0  # arx.md: the public SDK's controller runs at 500 Hz
     target_timeout_s: float = 0.2
     feedback_timeout_s: float = 0.05  # 25 cycles at 500 Hz
-    reply_window: float = 0.95  # wait for replies up to this fraction of the period
+    reply_window: float = 0.95  # wait for this cycle's replies up to this fraction of the period
+    # Back-pressure: before sending, wait up to this fraction of the period for replies still owed
+    # by earlier cycles (each reply follows its command on the bus, so an owed reply means the bus
+    # is still busy with the previous cycle: sending now would only queue frames in the adapter).
+    settle_window: float = 0.5
+    reply_lost_s: float = 0.008  # a reply owed for longer is counted lost and no longer expected
     cycle_times_kept: int = 200_000
 
     def __post_init__(self) -> None:
@@ -77,6 +82,15 @@ class ArmController:
         self.cycles = 0
         self.cycle_times: deque[float] = deque(maxlen=config.cycle_times_kept)  # seconds of work per cycle
         self.cycle_starts: deque[float] = deque(maxlen=config.cycle_times_kept)
+        # Per motor, the send times of commands whose reply has not arrived yet (oldest first). A motor
+        # answers each command once, in order, so a reply answers the oldest owed command: it is
+        # this cycle's feedback only if nothing else is owed after it.
+        self._owed: list[deque[float]] = [deque() for _ in range(n)]
+        self.feedback_sent_at = np.full(n, now)  # send time of the command the latest reading answered
+        self.cycle_fresh: deque[int] = deque(maxlen=config.cycle_times_kept)  # motors answered in-cycle
+        self.feedback_age: deque[float] = deque(maxlen=config.cycle_times_kept)  # oldest motor, at cycle end
+        self.reply_times: deque[float] = deque(maxlen=config.cycle_times_kept)  # send -> last in-cycle reply
+        self.damping_since: float | None = None  # when the first damping command was sent
         self.overruns = 0
         self.started_at = 0.0
         self.link_lost = False
@@ -107,6 +121,13 @@ class ArmController:
         with self._lock:
             self.mode = DAMPING
 
+    def wait_damping_sent(self, timeout_s: float) -> float | None:
+        """When the first damping command went out (None if not within `timeout_s` or not running)."""
+        end = time.monotonic() + timeout_s
+        while self.damping_since is None and self.running and time.monotonic() < end:
+            time.sleep(0.002)
+        return self.damping_since
+
     def resume(self) -> None:
         """Back to tracking from damping, holding the measured position (not after a fault)."""
         with self._lock:
@@ -116,6 +137,7 @@ class ArmController:
             self._target = self.position.copy()
             self._target_time = time.monotonic()
             self.mode = TRACKING
+            self.damping_since = None
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -139,6 +161,10 @@ class ArmController:
             self.fault_time = time.monotonic()
         self.mode = DAMPING
 
+    @property
+    def replies_owed(self) -> int:
+        return sum(len(q) for q in self._owed)
+
     # -- the loop -------------------------------------------------------------------------------------
     def _run(self) -> None:
         period = 1.0 / self.config.rate_hz
@@ -158,6 +184,11 @@ class ArmController:
                 elif delay < -period:  # more than a whole cycle late: do not try to catch up
                     self.overruns += 1
                     next_tick = time.monotonic()
+            # leave the bus quiet for whoever talks next (disconnect's disable): collect the replies
+            # still owed, so they are not taken for answers to later requests
+            readings: list[MotorReading] = []
+            self._collect(readings, time.monotonic() + self.config.reply_lost_s, settle=True)
+            self._apply(readings, time.monotonic())
         except LinkDisconnected as exc:
             self.link_lost = True
             with self._lock:
@@ -165,6 +196,7 @@ class ArmController:
 
     def _cycle(self, now: float, period: float) -> None:
         lim, counts = self.limits, self.counts
+        self._settle(now, period)
         with self._lock:
             if self.mode == TRACKING:
                 target = self._target
@@ -177,20 +209,58 @@ class ArmController:
                 command = lim.refuse_stiff(command, self.position, counts)
                 self.command = command
                 kp, kd, position = lim.kp, lim.kd, command
+                damping = False
             else:
                 kp, kd, position = np.zeros(self.n), lim.damping_kd, self.position
+                damping = True
         frames = [self.frames.command(i, float(position[i]), 0.0, float(kp[i]), float(kd[i]), 0.0) for i in range(self.n)]
         self.link.send_many(frames)
+        sent = time.monotonic()
+        if damping and self.damping_since is None:
+            self.damping_since = sent
+        for q in self._owed:
+            q.append(sent)
 
-        # replies: one per motor, until all arrived or the window closes
-        deadline = now + self.config.reply_window * period
-        heard = [False] * self.n
-        missing = self.n
+        # this cycle's replies: until every motor answered this cycle's command or the window closes
         readings: list[MotorReading] = []
-        while missing:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        fresh, last = self._collect(readings, now + self.config.reply_window * period)
+        end = time.monotonic()
+        missing = self.n - len(fresh)
+        counts.feedback_missed += missing
+        self.cycle_fresh.append(len(fresh))
+        self.reply_times.append((last if missing == 0 else end) - sent)
+        self._apply(readings, end)
+        self.feedback_age.append(end - float(self.feedback_sent_at.min()))
+
+    def _settle(self, now: float, period: float) -> None:
+        """Before sending: wait (within the settle window) for replies earlier cycles still owe, and
+        apply whatever arrived since the last cycle, so the command is computed on the newest state."""
+        readings: list[MotorReading] = []
+        self._collect(readings, now + self.config.settle_window * period, settle=True)
+        lost_before = time.monotonic() - self.config.reply_lost_s
+        for q in self._owed:
+            while q and q[0] < lost_before:
+                q.popleft()
+                self.counts.replies_lost += 1
+        if readings:
+            self._apply(readings, time.monotonic())
+
+    def _collect(self, readings: list[MotorReading], deadline: float, settle: bool = False) -> tuple[set[int], float]:
+        """Receive until nothing is owed (settle) / every motor answered its newest command, or the
+        deadline. Appends readings in arrival order; returns the motors answered fresh and when the
+        last fresh reply arrived. Always takes what has already arrived, even past the deadline."""
+        counts, owed = self.counts, self._owed
+        fresh: set[int] = set()
+        last = 0.0
+        while True:
+            if settle:
+                done = not any(owed)
+            else:
+                done = len(fresh) == self.n
+            if done:  # still take what is already buffered (stray frames), without waiting
+                left = 0.0
+            else:
+                left = max(0.0, deadline - time.monotonic())
             try:
                 frame = self.link.receive(left)
             except AdapterRejected:
@@ -205,12 +275,19 @@ class ArmController:
                 continue
             if reading is None:
                 continue
+            i = reading.index
+            q = owed[i]
             readings.append(reading)
-            if not heard[reading.index]:
-                heard[reading.index] = True
-                missing -= 1
-        counts.feedback_missed += missing
-        self._apply(readings, time.monotonic())
+            if not q:  # nothing owed: a reply to a request from before the controller started
+                counts.replies_unexpected += 1
+                continue
+            self.feedback_sent_at[i] = q.popleft()
+            if settle or q:
+                counts.replies_late += 1  # answers an earlier cycle's command: arrived after its cycle
+            else:
+                fresh.add(i)
+                last = time.monotonic()
+        return fresh, last
 
     def _apply(self, readings: list[MotorReading], now: float) -> None:
         with self._lock:

@@ -29,7 +29,10 @@ class Interventions:
     torques_clipped: int = 0
     stiff_refused: int = 0  # stiff commands pulled back towards the measured state
     target_timeouts: int = 0  # watchdog: no new target in time -> hold
-    feedback_missed: int = 0  # replies not received within their cycle
+    feedback_missed: int = 0  # motors whose reply to this cycle's command did not arrive within the cycle
+    replies_late: int = 0  # replies that answered an earlier cycle's command (applied, but a cycle old)
+    replies_lost: int = 0  # replies owed for longer than reply_lost_s (dropped, or the frame was refused)
+    replies_unexpected: int = 0  # replies with no command owed (e.g. answers to requests before start)
     adapter_rejections: int = 0  # BEL replies from the adapter
     bad_replies: int = 0  # replies that failed to decode
     faults: int = 0

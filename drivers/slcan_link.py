@@ -135,11 +135,13 @@ class SlcanSerialBus(slcanBus):
             if reader.frames:
                 return reader.frames.popleft()
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left < 0:
-                return None
-            chunk = self._read_chunk(left)
+            # past the deadline the device is still polled once (timeout 0): receive(0) returns what
+            # has already arrived instead of only what an earlier read happened to buffer
+            chunk = self._read_chunk(None if left is None else max(0.0, left))
             if chunk:
                 reader.feed(chunk)
+            elif left is not None and left <= 0:
+                return None
 
     def _read_chunk(self, timeout: float | None) -> bytes:
         port = self.serialPortOrig
@@ -329,6 +331,23 @@ class SlcanLink:
                 self._stats.frames_sent += 1
         except can.CanError as exc:
             raise LinkDisconnected(f"cannot send on '{self.channel}': {exc}") from exc
+
+    def drain(self, quiet_s: float = 0.0, max_s: float = 0.05) -> int:
+        """Discard received frames (and BELs) until nothing arrives for `quiet_s` (0: only what is
+        already there), at most `max_s`. Returns the number of frames discarded."""
+        self._require()
+        dropped = 0
+        end = time.monotonic() + max_s
+        while True:
+            try:
+                frame = self.receive(min(quiet_s, max(0.0, end - time.monotonic())))
+            except AdapterRejected:
+                continue
+            if frame is None:
+                return dropped
+            dropped += 1
+            if time.monotonic() >= end:
+                return dropped
 
     def receive(self, timeout: float | None) -> Frame | None:
         """The next frame or None after `timeout` s. Raises AdapterRejected per BEL and

@@ -61,3 +61,32 @@ def decompose_gelu(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(new_nodes)
     return replaced
+
+
+def fold_initializer_transposes(model: onnx.ModelProto) -> int:
+    """Replace Transpose(initializer) by the transposed initializer. The exporter leaves weights
+    behind a Transpose when one weight feeds several MatMuls (the action head's unrolled DDIM
+    steps); weight quantizers only recognise MatMuls whose weight is a constant, and TensorRT
+    would transpose at every run. Returns the number of Transposes folded."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    kept, folded = [], 0
+    for node in graph.node:
+        source = node.input[0] if node.op_type == "Transpose" and node.input else None
+        if source not in initializers:
+            kept.append(node)
+            continue
+        array = numpy_helper.to_array(initializers[source])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(array.ndim))[::-1])
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array.transpose(perm)), node.output[0]))
+        consumers[source] -= 1
+        if consumers[source] == 0:
+            graph.initializer.remove(initializers[source])
+        folded += 1
+    del graph.node[:]
+    graph.node.extend(kept)
+    return folded

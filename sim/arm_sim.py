@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import deque
 import random
 import select
 import threading
@@ -27,9 +28,13 @@ from sim.dynamics import MotorDynamics
 from sim.faults import FaultPlan, parse_faults
 
 FRAME_BITS = 125  # 8-byte standard frame: 111 bits + typical stuffing (arx.md: 111..135)
-# The adapter's transmit queue: a frame that would wait longer than this for the bus is refused
-# with BEL (queue full), as a real adapter does, instead of piling up latency without bound.
-MAX_BUS_BACKLOG_S = 0.004
+# The adapter's transmit queue, counted in frames as firmware does: CANable 2.0's slcan firmware
+# (normaldotcom/canable2-fw, can.c) buffers TXQUEUE_LEN = 64 frames and refuses the next one
+# (can_tx -> HAL_ERROR -> BEL) while full. A frame is queued from its arrival until it starts on
+# the bus; each command's reply takes the slot after it, so 64 queued commands are ~16 ms of bus.
+# (An earlier version refused frames waiting > 4 ms, i.e. ~16 commands: four times stricter than the
+# firmware.) `C` (close) empties the queue on that firmware: frames not yet sent are lost.
+TX_QUEUE_FRAMES = 64
 _BEL = b"\x07"
 _OK = b"\r"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -107,6 +112,7 @@ class SimulatedArm:
         self._outbox: list[tuple[float, int, bytes]] = []  # (due, seq, bytes) heap
         self._seq = 0
         self._bus_free_at = 0.0
+        self._tx_queue: deque[float] = deque()  # bus start times of queued frames not yet sent
         self.frames_in = 0
         self.replies_out = 0
         self.rejected = 0
@@ -274,9 +280,13 @@ class SimulatedArm:
             frame = _parse(line)
             if frame is None or not self.channel_open:
                 return self._reject(now)
-            if self.frame_time is not None and self._bus_free_at - now > MAX_BUS_BACKLOG_S:
-                self.tx_overflows += 1
-                return self._reject(now)
+            if self.frame_time is not None:
+                queue = self._tx_queue
+                while queue and queue[0] <= now:
+                    queue.popleft()
+                if len(queue) >= TX_QUEUE_FRAMES:
+                    self.tx_overflows += 1
+                    return self._reject(now)
             if self.ack == "cr":
                 self._reply_ok(now)
             elif self.ack == "z":
@@ -292,6 +302,8 @@ class SimulatedArm:
         due = now
         if self.frame_time is not None:
             start = max(now, self._bus_free_at)
+            if start > now:
+                self._tx_queue.append(start)
             due = start + 2 * self.frame_time
             self._bus_free_at = due
         if can_id == ec.SETUP_CAN_ID:

@@ -1,0 +1,228 @@
+"""Write an engine bundle: trace, convert to the planned precision, check parity and TensorRT
+compatibility, record everything in the manifest, then rename the finished directory into place.
+
+A bundle is complete or absent: it is assembled in a hidden staging directory beside the target,
+and a failure (a missed parity budget, a lint error, Ctrl-C) removes the staging directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from safetensors.numpy import save_file
+
+from export.calibration_data import EngineInputs, record_engine_inputs, split_samples
+from export.lint import assert_tensorrt_compatible
+from export.manifest import MANIFEST_FILE, write_manifest
+from export.onnx_export import OPSET, engine_specs, save_onnx, trace_to_onnx
+from export.parity import ParityError, check_budget, compare, onnx_outputs, torch_outputs
+from export.precision import (
+    ConversionReport,
+    low_precision_weight_fraction,
+    plan_targets,
+    quantize,
+    to_fp16,
+)
+from export.thresholds import budget_for
+from models.prompt import prompt_token_ids
+from models.sample_observation import INSTRUCTION
+from models.vla import ChatVLA2
+from runtime.onnxruntime_session import create_session
+
+EMBEDDINGS_FILE = "embeddings.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+NORMALIZATION_FILE = "normalization.json"
+CALIBRATION_SAMPLES = 8
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def decode_moe_form(precision: str) -> str:
+    """The MoE form for the decode step that reads fewer expert bytes per token. The gather form
+    reads the k chosen experts, which stay in float (TensorRT's Gather takes no INT8/INT4, so the
+    gathered weights cannot be stored quantized); the dense form reads all E experts in the
+    graph's precision. With 8 experts, top-2: gather wins at fp32/fp16 (2 x 4 or 2 x 2 bytes vs
+    8 x 4 or 8 x 2), ties at int8/fp8 (8 bytes each; gather does less arithmetic) and loses at int4
+    (8 bytes vs 8 x 0.5)."""
+    return "dense" if precision == "int4" else "gather"
+
+
+def describe_io(values) -> list[dict]:
+    described = []
+    for value in values:
+        tensor = value.type.tensor_type
+        shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+        described.append({"name": value.name, "shape": shape, "dtype": _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type))})
+    return described
+
+
+def _profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list[int]]]:
+    """Optimisation profiles (min/opt/max) of the dynamic inputs."""
+    cfg = model.cfg
+    if engine == "vision":
+        v = cfg.vision
+        pixels = lambda views: [views, 3, v.image_height, v.image_width]  # noqa: E731
+        return {"pixels": {"min": pixels(1), "opt": pixels(v.num_views), "max": pixels(max(v.num_views, 4))}}
+    if engine == "prefill":
+        typical = len(prompt_token_ids(model.tokenizer, INSTRUCTION, cfg.vision.num_views, cfg.vision.tokens_per_view))
+        longest = cfg.language.max_cache_len - 1
+        hidden = cfg.language.hidden
+        lengths = {"min": 1, "opt": min(typical, longest), "max": longest}
+        return {
+            "embeddings": {k: [1, n, hidden] for k, n in lengths.items()},
+            "position_ids": {k: [3, 1, n] for k, n in lengths.items()},
+        }
+    return {}
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("chatvla2-edge", "torch", "onnx", "onnxruntime", "nvidia-modelopt"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def _prepare_target(out: Path) -> None:
+    """Refuse a target we cannot write or must not replace, before any work is done."""
+    parent = out.parent
+    if not parent.exists():
+        parent.mkdir(parents=True)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write the bundle: {parent} is not writable")
+    if out.exists() and not (out.is_dir() and (out / MANIFEST_FILE).is_file()):
+        raise FileExistsError(f"{out} exists and is not a bundle: refusing to replace it")
+
+
+def export_bundle(
+    model: ChatVLA2,
+    out: str | Path,
+    plan: dict[str, str],
+    moe: str = "auto",
+    calibration: EngineInputs | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """Export `model` to the bundle directory `out` following `plan` ({engine: precision}).
+    Returns the manifest. Raises ParityError / LintError without leaving anything behind."""
+    out = Path(out).absolute()
+    _prepare_target(out)
+    model = model.eval()
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _assemble(model, staging, plan, moe, calibration, seed, log)
+        write_manifest(staging, manifest)
+        # mkdtemp makes the directory private; a bundle is meant to be shared and deployed.
+        staging.chmod(0o755)
+        for file in staging.iterdir():
+            file.chmod(0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _assemble(model, staging: Path, plan, moe, calibration, seed, log) -> dict:
+    needs_calibration = any(p in ("int8", "fp8", "int4") for p in plan.values())
+    if calibration is None and needs_calibration:
+        log(f"recording calibration inputs: the PyTorch policy on {CALIBRATION_SAMPLES} sample observations")
+        calibration = record_engine_inputs(model, CALIBRATION_SAMPLES, seed=seed)
+    # Parity inputs: a held-out observation (another seed) with fresh random state and noise.
+    parity_inputs = record_engine_inputs(model, samples=1, seed=seed + 1_000_003, decode_steps=1)
+
+    scratch = staging / ".fp32"
+    scratch.mkdir()
+    engines: dict[str, dict] = {}
+    moe_forms: dict[str, str] = {}
+    for spec in engine_specs(model):
+        name, precision = spec.name, plan[spec.name]
+        if name in ("prefill", "decode"):
+            form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(precision))
+            model.set_moe_implementation(form)
+            moe_forms[name] = form
+        started = time.perf_counter()
+        fp32_path = scratch / f"{name}.onnx"
+        save_onnx(trace_to_onnx(spec), fp32_path)
+        feed = {k: np.ascontiguousarray(v) for k, v in parity_inputs[name].items()}
+        reference = torch_outputs(spec.module, feed, spec.input_names, spec.output_names)
+
+        def parity_of(candidate: onnx.ModelProto | Path):
+            source = str(candidate) if isinstance(candidate, Path) else candidate.SerializeToString()
+            session = create_session(source)
+            return compare(reference, onnx_outputs(session, feed))
+
+        budget = budget_for(precision, name)
+        final_path = staging / f"{name}.onnx"
+        if precision == "fp32":
+            graph, report = onnx.load(str(fp32_path)), ConversionReport(method="traced fp32")
+        elif precision == "fp16":
+
+            def meets(candidate):
+                result = parity_of(candidate)
+                return result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
+
+            graph, report = to_fp16(fp32_path, meets)
+        else:
+            graph, report = quantize(fp32_path, final_path, precision, calibration[name])
+        assert_tensorrt_compatible(graph, name)
+        files = save_onnx(graph, final_path)
+        result = parity_of(final_path)
+        check_budget(name, precision, result, budget)
+        engines[name] = {
+            "file": final_path.name,
+            "data_files": [f.name for f in files[1:]],
+            "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
+            "precision": precision,
+            "targets": plan_targets({name: precision}),
+            "inputs": describe_io(graph.graph.input),
+            "outputs": describe_io(graph.graph.output),
+            "profiles": _profiles(name, model),
+            "kept_fp32": report.kept_fp32,
+            "conversion": report.method,
+            "low_precision_weight_fraction": round(low_precision_weight_fraction(graph), 6),
+            "parity": {**result.to_dict(), "budget": dataclasses.asdict(budget)},
+        }
+        log(
+            f"{name:<12} {precision:<5} cosine {result.cosine:.6f}  rel.err {result.relative_error:.2e}  "
+            f"low-precision weights {engines[name]['low_precision_weight_fraction']:.0%}  "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    shutil.rmtree(scratch)
+
+    save_file({"token_embedding": model.language.embed_tokens.weight.detach().float().numpy()}, str(staging / EMBEDDINGS_FILE))
+    model.tokenizer.save(staging / TOKENIZER_FILE)
+    model.stats.save(staging / NORMALIZATION_FILE)
+    return {
+        "model_config": model.cfg.to_dict(),
+        "moe_implementation": moe_forms,
+        "plan": dict(plan),
+        "targets": plan_targets(plan),
+        "engines": engines,
+        "embeddings": EMBEDDINGS_FILE,
+        "tokenizer": TOKENIZER_FILE,
+        "normalization": NORMALIZATION_FILE,
+        "prompt_template": "per view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>; then the instruction and a newline",
+        "tools": _tool_versions(),
+    }
+
+
+__all__ = ["export_bundle", "decode_moe_form", "ParityError", "split_samples"]

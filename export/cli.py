@@ -1,0 +1,60 @@
+"""`chatvla2 export`: a model (preset or checkpoint) to a verified ONNX bundle."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from export.bundle import export_bundle
+from export.calibration_data import load_engine_inputs
+from export.onnx_export import engine_specs
+from export.precision import parse_plan
+from models.config import get_config
+from models.vla import ChatVLA2
+
+
+def _load_model(args: argparse.Namespace) -> ChatVLA2:
+    if args.checkpoint:
+        from models.checkpoint import load_checkpoint
+
+        return load_checkpoint(args.checkpoint)
+    torch.manual_seed(args.seed)
+    model = ChatVLA2(get_config(args.config or "tiny"))
+    # An untrained preset: give the action head's AdaLN-Zero layers small values so its graph
+    # computes something (all-zero outputs would make every parity check trivially pass).
+    model.action_head.perturb_zero_init_(generator=torch.Generator().manual_seed(args.seed + 1))
+    return model
+
+
+def _with_cache_length(model: ChatVLA2, length: int) -> ChatVLA2:
+    language = model.cfg.language
+    needed = model.cfg.vision.num_views * (model.cfg.vision.tokens_per_view + 2) + 2
+    if length <= needed:
+        raise ValueError(f"--max-seq {length} leaves no room for the prompt ({needed}+ tokens)")
+    cfg = dataclasses.replace(model.cfg, language=dataclasses.replace(language, max_cache_len=length))
+    model.cfg = cfg
+    model.language.cfg = cfg.language
+    return model
+
+
+def export_main(args: argparse.Namespace) -> int:
+    plan = parse_plan(args.precision)  # bad plans fail before any work
+    model = _load_model(args)
+    if args.max_seq:
+        model = _with_cache_length(model, args.max_seq)
+    calibration = None
+    if args.calibration:
+        expected = {
+            spec.name: {n: tuple(t.shape) for n, t in zip(spec.input_names, spec.example_inputs)}
+            for spec in engine_specs(model)
+        }
+        calibration = load_engine_inputs(args.calibration, expected)
+    started = time.perf_counter()
+    print(f"exporting ChatVLA-2 {model.cfg.name} to {args.out}: plan {plan}, moe {args.moe}")
+    manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed)
+    print(f"bundle written: {args.out} ({len(manifest['engines'])} engines, targets {', '.join(manifest['targets'])}, "
+          f"{time.perf_counter() - started:.0f} s)")
+    return 0
