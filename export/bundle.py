@@ -8,6 +8,7 @@ and a failure (a missed parity budget, a lint error, Ctrl-C) removes the staging
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -118,15 +119,20 @@ def export_bundle(
     calibration: EngineInputs | None = None,
     seed: int = 0,
     log=print,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+    trace_cache: str | Path | None = None,
 ) -> dict:
     """Export `model` to the bundle directory `out` following `plan` ({engine: precision}).
-    Returns the manifest. Raises ParityError / LintError without leaving anything behind."""
+    Returns the manifest. Raises ParityError / LintError without leaving anything behind.
+
+    trace_cache: a directory where traced fp32 graphs are kept and reused by later exports of
+    the same weights (tracing is the slow step; a precision sweep or a test suite traces once)."""
     out = Path(out).absolute()
     _prepare_target(out)
     model = model.eval()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        manifest = _assemble(model, staging, plan, moe, calibration, seed, log)
+        manifest = _assemble(model, staging, plan, moe, calibration, seed, log, calibration_samples, trace_cache)
         write_manifest(staging, manifest)
         # mkdtemp makes the directory private; a bundle is meant to be shared and deployed.
         staging.chmod(0o755)
@@ -141,27 +147,51 @@ def export_bundle(
     return manifest
 
 
-def _assemble(model, staging: Path, plan, moe, calibration, seed, log) -> dict:
+def _weights_fingerprint(model: ChatVLA2) -> str:
+    digest = hashlib.sha256(model.cfg.to_json().encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint: str | None) -> None:
+    """Trace one engine to `destination`, or copy it from the trace cache."""
+    if cache is not None:
+        cached = cache / fingerprint[:16] / f"{spec.name}-{form}.onnx"
+        if cached.is_file():
+            shutil.copyfile(cached, destination)
+            return
+    save_onnx(trace_to_onnx(spec), destination)
+    if cache is not None and not destination.with_name(destination.name + ".data").exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(destination, cached)
+
+
+def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibration_samples, trace_cache) -> dict:
     needs_calibration = any(p in ("int8", "fp8", "int4") for p in plan.values())
     if calibration is None and needs_calibration:
-        log(f"recording calibration inputs: the PyTorch policy on {CALIBRATION_SAMPLES} sample observations")
-        calibration = record_engine_inputs(model, CALIBRATION_SAMPLES, seed=seed)
+        log(f"recording calibration inputs: the PyTorch policy on {calibration_samples} sample observations")
+        calibration = record_engine_inputs(model, calibration_samples, seed=seed)
     # Parity inputs: a held-out observation (another seed) with fresh random state and noise.
     parity_inputs = record_engine_inputs(model, samples=1, seed=seed + 1_000_003, decode_steps=1)
 
+    cache = Path(trace_cache) if trace_cache is not None else None
+    fingerprint = _weights_fingerprint(model) if cache is not None else None
     scratch = staging / ".fp32"
     scratch.mkdir()
     engines: dict[str, dict] = {}
     moe_forms: dict[str, str] = {}
     for spec in engine_specs(model):
         name, precision = spec.name, plan[spec.name]
+        form = "-"
         if name in ("prefill", "decode"):
             form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(precision))
             model.set_moe_implementation(form)
             moe_forms[name] = form
         started = time.perf_counter()
         fp32_path = scratch / f"{name}.onnx"
-        save_onnx(trace_to_onnx(spec), fp32_path)
+        _traced(spec, form, fp32_path, cache, fingerprint)
         feed = {k: np.ascontiguousarray(v) for k, v in parity_inputs[name].items()}
         reference = torch_outputs(spec.module, feed, spec.input_names, spec.output_names)
 

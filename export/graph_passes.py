@@ -63,30 +63,112 @@ def decompose_gelu(model: onnx.ModelProto) -> int:
     return replaced
 
 
-def fold_initializer_transposes(model: onnx.ModelProto) -> int:
-    """Replace Transpose(initializer) by the transposed initializer. The exporter leaves weights
-    behind a Transpose when one weight feeds several MatMuls (the action head's unrolled DDIM
-    steps); weight quantizers only recognise MatMuls whose weight is a constant, and TensorRT
-    would transpose at every run. Returns the number of Transposes folded."""
+# Data-movement ops that are cheap to evaluate once on constant weights.
+FOLDABLE_OPS = {"Transpose", "Gather", "Squeeze", "Unsqueeze", "Reshape", "Slice", "Identity", "Cast"}
+
+
+def fold_constant_weights(model: onnx.ModelProto) -> int:
+    """Evaluate data-movement nodes whose inputs are all constants and store their results as
+    initializers. The exporter leaves weights behind such nodes: a Transpose when one weight feeds
+    several MatMuls (the action head's unrolled DDIM steps), a Gather that picks one expert from
+    the stacked expert weights (the dense MoE form). Weight quantizers only recognise a MatMul
+    whose weight is an initializer, and TensorRT would redo the data movement at every run.
+    Inputs left without consumers are dropped. Returns the number of nodes folded."""
+    from onnx.reference import ReferenceEvaluator
+
     graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    consumers: dict[str, int] = {}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+        if node.op_type == "Constant" and not node.domain:
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].t.ByteSize() else None
+    constants = {k: v for k, v in constants.items() if v is not None}
     kept, folded = [], 0
     for node in graph.node:
-        source = node.input[0] if node.op_type == "Transpose" and node.input else None
-        if source not in initializers:
+        inputs = [i for i in node.input if i]
+        if node.op_type in FOLDABLE_OPS and not node.domain and inputs and all(i in constants for i in inputs):
+            single = helper.make_graph(
+                [node], "fold",
+                [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(constants[i].dtype), constants[i].shape) for i in inputs],
+                [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output],
+            )
+            opset = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+            results = ReferenceEvaluator(helper.make_model(single, opset_imports=opset)).run(None, {i: constants[i] for i in inputs})
+            for name, value in zip(node.output, results):
+                constants[name] = np.asarray(value)
+                graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+            folded += 1
+        else:
             kept.append(node)
-            continue
-        array = numpy_helper.to_array(initializers[source])
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(array.ndim))[::-1])
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array.transpose(perm)), node.output[0]))
-        consumers[source] -= 1
-        if consumers[source] == 0:
-            graph.initializer.remove(initializers[source])
-        folded += 1
     del graph.node[:]
     graph.node.extend(kept)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    kept_nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
     return folded
+
+
+def untranspose_gemm_weights(model: onnx.ModelProto) -> int:
+    """Store Gemm weights already transposed (transB=0) where every consumer of the weight is a
+    Gemm with transB=1. `F.linear` on 2-D inputs exports as Gemm(x, W, transB=1), and
+    modelopt 0.47's int4 quantizer blocks such weights along the wrong axis. A weight also read
+    elsewhere (the output head tied to the token embedding, which a Gather reads) is left alone.
+    Returns the number of weights rewritten."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, position))
+
+    def transposed_gemm(node, position) -> bool:
+        return node.op_type == "Gemm" and position == 1 and any(a.name == "transB" and a.i == 1 for a in node.attribute)
+
+    rewritten = 0
+    for name, uses in consumers.items():
+        if name not in initializers or not all(transposed_gemm(n, p) for n, p in uses):
+            continue
+        tensor = initializers[name]
+        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(tensor).T), name))
+        for node, _ in uses:
+            for attribute in node.attribute:
+                if attribute.name == "transB":
+                    attribute.i = 0
+        stale = [v for v in graph.value_info if v.name == name]  # its recorded shape is the old one
+        for value in stale:
+            graph.value_info.remove(value)
+        rewritten += 1
+    return rewritten
+
+
+def deduplicate_initializers(model: onnx.ModelProto) -> int:
+    """Make nodes share one copy of initializers with identical type, shape and bytes.
+    Quantizers give every consumer its own quantized weight, so a weight shared by the action
+    head's 10 unrolled DDIM steps would be stored (and read from memory) 10 times.
+    Returns the number of copies removed."""
+    graph = model.graph
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        key = (tensor.data_type, tuple(tensor.dims), numpy_helper.to_array(tensor).tobytes())
+        if key in first:
+            rename[tensor.name] = first[key]
+        else:
+            first[key] = tensor.name
+    if not rename:
+        return 0
+    outputs = {o.name for o in graph.output}
+    rename = {k: v for k, v in rename.items() if k not in outputs}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    duplicates = [t for t in graph.initializer if t.name in rename]
+    for tensor in duplicates:
+        graph.initializer.remove(tensor)
+    return len(duplicates)

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.graph_passes import decompose_gelu, fold_initializer_transposes
+from export.graph_passes import decompose_gelu, fold_constant_weights, untranspose_gemm_weights
 from export.graphs import ActionHeadGraph, DecodeGraph, PrefillGraph, VisionGraph
 from models.vla import ChatVLA2
 
@@ -98,7 +98,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
 
 def trace_to_onnx(spec: EngineSpec) -> onnx.ModelProto:
     """One engine to an fp32 ONNX model (in memory), Gelu decomposed for TensorRT 10.3 and weight
-    transposes folded (see `export.graph_passes`)."""
+    data movement folded (see `export.graph_passes`)."""
     spec.module.eval()
     # The exporter narrates every stage on stdout and warns about torchvision: keep it quiet.
     quiet = io.StringIO()
@@ -122,7 +122,8 @@ def trace_to_onnx(spec: EngineSpec) -> onnx.ModelProto:
         exporter_log.setLevel(previous_level)
     model = program.model_proto
     decompose_gelu(model)
-    fold_initializer_transposes(model)
+    fold_constant_weights(model)
+    untranspose_gemm_weights(model)
     model.producer_name = "chatvla2-edge"
     return model
 

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from export.graph_passes import deduplicate_initializers
 from export.manifest import ENGINE_NAMES
 from export.thresholds import PRECISIONS
 
@@ -83,6 +84,17 @@ def router_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if any(".router." in i for i in n.input)]
 
 
+def transposed_gemm_nodes(model: onnx.ModelProto) -> list[str]:
+    """Gemm nodes with transB=1 (the output head tied to the token embedding). modelopt 0.47's
+    int4 quantizer blocks their weight along the wrong axis, which onnxruntime then rejects
+    ("x_scale must be ceil(Di/block_size) on the quantize axis")."""
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in n.attribute)
+    ]
+
+
 @contextlib.contextmanager
 def _quiet():
     """modelopt logs every step at INFO and prints progress bars; keep export output readable."""
@@ -131,8 +143,16 @@ def quantize(
     quantized stays fp32; the routers are never quantized."""
     from modelopt.onnx.quantization import quantize as modelopt_quantize
 
-    router = router_nodes(onnx.load(str(fp32_path), load_external_data=False))
-    method = {"int8": "max", "fp8": "max", "int4": "awq_lite"}[precision]
+    graph = onnx.load(str(fp32_path), load_external_data=False)
+    excluded = router_nodes(graph)
+    kept = ["router"] if excluded else []
+    if precision == "int4":
+        transposed = transposed_gemm_nodes(graph)
+        excluded += transposed
+        kept += ["Gemm with transB (the tied lm_head)"] if transposed else []
+    # awq_clip, not awq_lite: modelopt 0.47's awq_lite calls cupy's .get() on a numpy array
+    # when cupy is absent (int4.py, _quantize_awq_lite) and fails on a CPU-only machine.
+    method = {"int8": "max", "fp8": "max", "int4": "awq_clip"}[precision]
     with _quiet():
         modelopt_quantize(
             str(fp32_path),
@@ -143,13 +163,14 @@ def quantize(
             output_path=str(out_path),
             high_precision_dtype="fp32",
             dq_only=True,
-            nodes_to_exclude=[f"^{n}$" for n in router] or None,
+            nodes_to_exclude=[f"^{n}$" for n in excluded] or None,
             log_level="ERROR",
         )
     if not out_path.is_file():
         raise RuntimeError(f"modelopt wrote no {precision} graph for {fp32_path.name}")
     model = onnx.load(str(out_path))
-    return model, ConversionReport(kept_fp32=["router"] if router else [], method=f"modelopt {precision} ({method})")
+    deduplicate_initializers(model)
+    return model, ConversionReport(kept_fp32=kept, method=f"modelopt {precision} ({method})")
 
 
 def low_precision_weight_fraction(model: onnx.ModelProto) -> float:

@@ -1,0 +1,86 @@
+"""Per engine of one or more bundles: file size, ONNX Runtime CPU latency and the parity figures
+measured at export. Prints a Markdown table, then one JSON line.
+
+    python benchmarks/export_table.py BUNDLE [BUNDLE ...] [--runs 20] [--threads 2]
+
+Latency: the median (and p90) of `--runs` runs after 3 warm-up runs, on the input shapes the
+robot sees (the manifest's "opt" profile for dynamic inputs), one engine at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.manifest import load_manifest  # noqa: E402
+from runtime.onnxruntime_session import create_session  # noqa: E402
+
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+
+
+def feed_for(engine: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feed = {}
+    for spec in engine["inputs"]:
+        name = spec["name"]
+        shape = engine["profiles"][name]["opt"] if name in engine["profiles"] else spec["shape"]
+        dtype = NUMPY_DTYPES[spec["dtype"]]
+        if np.issubdtype(dtype, np.integer):
+            # token ids / positions: a mid-sequence decode step.
+            feed[name] = np.full(shape, 20, dtype=dtype)
+        else:
+            feed[name] = rng.standard_normal(shape).astype(dtype)
+    return feed
+
+
+def time_engine(path: Path, feed: dict, runs: int, threads: int) -> tuple[float, float]:
+    session = create_session(path, threads=threads)
+    for _ in range(3):
+        session.run(None, feed)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples)), float(np.percentile(samples, 90))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", nargs="+", type=Path)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    rng = np.random.default_rng(0)
+    for bundle in args.bundles:
+        manifest = load_manifest(bundle)
+        for name, engine in manifest["engines"].items():
+            files = [engine["file"], *engine.get("data_files", [])]
+            size = sum((bundle / f).stat().st_size for f in files)
+            median, p90 = time_engine(bundle / engine["file"], feed_for(engine, rng), args.runs, args.threads)
+            rows.append({
+                "bundle": bundle.name, "engine": name, "precision": engine["precision"],
+                "moe": manifest["moe_implementation"].get(name, "-"), "size_mb": size / 1e6,
+                "latency_ms": median * 1e3, "latency_p90_ms": p90 * 1e3,
+                "cosine": engine["parity"]["cosine"], "relative_error": engine["parity"]["relative_error"],
+                "low_precision_weights": engine["low_precision_weight_fraction"],
+            })
+    print("| bundle | engine | precision | MoE | size MB | ORT CPU ms (median / p90) | cosine | rel. error | low-precision weights |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['bundle']} | {r['engine']} | {r['precision']} | {r['moe']} | {r['size_mb']:.1f} | "
+              f"{r['latency_ms']:.2f} / {r['latency_p90_ms']:.2f} | {r['cosine']:.6f} | {r['relative_error']:.2e} | "
+              f"{r['low_precision_weights']:.0%} |")
+    print(json.dumps({"rows": rows, "runs": args.runs, "threads": args.threads}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
