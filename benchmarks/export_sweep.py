@@ -1,0 +1,45 @@
+"""Export one model at several precisions (and both MoE forms), tracing each graph once.
+
+    python benchmarks/export_sweep.py --config small --out DIR [--precisions fp32,fp16,int8,int4,fp8] [--moe-forms]
+
+Writes DIR/<precision> bundles (and DIR/moe-gather, DIR/moe-dense at fp32 with --moe-forms),
+then run benchmarks/export_table.py on them for the README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.bundle import export_bundle  # noqa: E402
+from export.cli import _load_model  # noqa: E402
+from export.precision import parse_plan  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--precisions", default="fp32,fp16,int8,int4,fp8")
+    parser.add_argument("--moe-forms", action="store_true", help="also fp32 bundles with MoE gather and dense everywhere")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = _load_model(argparse.Namespace(checkpoint=None, config=args.config, seed=args.seed))
+    cache = args.out / ".trace-cache"
+    jobs = [(p, parse_plan(p), "auto") for p in args.precisions.split(",") if p]
+    if args.moe_forms:
+        jobs += [(f"moe-{form}", parse_plan("fp32"), form) for form in ("gather", "dense")]
+    for name, plan, moe in jobs:
+        started = time.perf_counter()
+        print(f"== {name}", flush=True)
+        export_bundle(model, args.out / name, plan, moe=moe, seed=args.seed, trace_cache=cache)
+        print(f"== {name} done in {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
