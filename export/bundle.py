@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 from safetensors.numpy import save_file
 
-from export.calibration_data import EngineInputs, record_engine_inputs, split_samples
+from export.calibration_data import EngineInputs, record_engine_inputs
 from export.lint import assert_tensorrt_compatible
 from export.manifest import MANIFEST_FILE, write_manifest
 from export.onnx_export import OPSET, engine_specs, save_onnx, trace_to_onnx
-from export.parity import ParityError, check_budget, compare, onnx_outputs, torch_outputs
+from export.parity import check_budget, compare, onnx_outputs, torch_outputs
 from export.precision import (
     ConversionReport,
     low_precision_weight_fraction,
@@ -254,5 +254,3 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         "tools": _tool_versions(),
     }
 
-
-__all__ = ["export_bundle", "decode_moe_form", "ParityError", "split_samples"]

@@ -96,16 +96,6 @@ def record_engine_inputs(model: ChatVLA2, samples: int, seed: int, decode_steps:
     return {engine: {name: np.concatenate(arrays) for name, arrays in inputs.items()} for engine, inputs in records.items()}
 
 
-def split_samples(inputs: dict[str, np.ndarray], per_sample: dict[str, int]) -> list[dict[str, np.ndarray]]:
-    """Cut concatenated inputs back into one feed per sample; per_sample: axis-0 size of one sample."""
-    first = next(iter(inputs))
-    count = inputs[first].shape[0] // per_sample[first]
-    return [
-        {name: array[i * per_sample[name] : (i + 1) * per_sample[name]] for name, array in inputs.items()}
-        for i in range(count)
-    ]
-
-
 def save_engine_inputs(path: str | Path, inputs: EngineInputs) -> None:
     np.savez(path, **{f"{engine}.{name}": array for engine, arrays in inputs.items() for name, array in arrays.items()})
 

@@ -22,7 +22,7 @@ from torch import nn
 from models.action_head import ScaleDP
 from models.config import ModelConfig
 from models.language import LanguageModel, write_cache
-from models.moe import DynamicMoE, load_balancing_loss
+from models.moe import load_balancing_loss
 from models.normalization import NormalizationStats
 from models.preprocess import preprocess_images
 from models.prompt import mrope_position_ids, next_text_position, prompt_token_ids
@@ -239,6 +239,3 @@ class ChatVLA2(nn.Module):
         timings["total"] = time.perf_counter() - start
         return ActOutput(tokenizer.decode(reasoning_ids), reasoning_ids, actions, timings)
 
-
-def count_moe_layers(model: ChatVLA2) -> int:
-    return sum(isinstance(layer.mlp, DynamicMoE) for layer in model.language.layers)

@@ -1,0 +1,37 @@
+"""The PyTorch eager reference's per-stage timings for `chatvla2 bench --reference`.
+
+Outside runtime/ on purpose: it imports torch and models/, which the robot never needs. The model
+is built the way `chatvla2 export` builds it (`export.cli._load_model`: a preset with seed 0, or a
+checkpoint), so a preset's bundle and its reference have the same weights and reason the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def time_reference(manifest: dict, args: argparse.Namespace) -> dict:
+    import torch
+
+    from export.cli import _load_model
+    from models.sample_observation import INSTRUCTION
+
+    config = getattr(args, "config", None) or manifest["model_config"]["name"]
+    model = _load_model(argparse.Namespace(checkpoint=getattr(args, "checkpoint", None), config=config, seed=0)).eval()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    from runtime.robots import StaticCamera  # the same frames the runtime bench uses
+
+    frames = StaticCamera(model.cfg.vision.num_views).read()
+    state = np.zeros(model.cfg.action_head.state_dim, np.float32)
+    for _ in range(args.warmup):
+        model.act(frames, INSTRUCTION, state, seed=0)
+    runs = [model.act(frames, INSTRUCTION, state, seed=0) for _ in range(args.runs)]
+    stages = {}
+    for key in runs[0].timings:
+        values = np.asarray([r.timings[key] for r in runs])
+        stages[key] = {"p50_ms": round(float(np.median(values)) * 1000, 3), "p99_ms": round(float(np.percentile(values, 99)) * 1000, 3)}
+    return {"engine": f"torch {torch.__version__} eager ({torch.get_num_threads()} threads)", "config": config,
+            "tokens": len(runs[0].reasoning_ids), "stages": stages}
