@@ -94,6 +94,46 @@ def _build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache, reused across builds")
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a bundle directory written by `chatvla2 export`")
+    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
+    p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
+    p.add_argument("--robot", choices=["sim", "arx"], default="sim", help="sim: two simulated arms on ptys; arx: real arms")
+    p.add_argument("--left-port", help="left arm's SLCAN adapter (--robot arx)")
+    p.add_argument("--right-port", help="right arm's SLCAN adapter (--robot arx)")
+    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    p.add_argument("--instruction", default="Answer the question and pick the card with the correct answer.")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=50.0, metavar="HZ", help="control rate of the execution thread")
+    p.add_argument("--chunk-mode", choices=["switch", "ensemble"], default="switch")
+    p.add_argument("--ensemble-decay", type=float, default=0.1, metavar="M", help="temporal ensembling weight exp(-M i)")
+    p.add_argument("--reasoning", choices=["every", "hold"], default="every",
+                   help="every: new reasoning each inference; hold: keep it for --reasoning-hold seconds")
+    p.add_argument("--reasoning-hold", type=float, default=5.0, metavar="S")
+    p.add_argument("--hold", type=float, default=0.5, metavar="S", help="watchdog: hold this long without actions, then damp and stop")
+    p.add_argument("--latency-margin", type=float, default=0.02, metavar="S", help="start inference this much earlier than the latency estimate")
+    p.add_argument("--latency-headroom", type=float, default=1.5, metavar="X", help="latency estimate = X times the largest recent latency")
+    p.add_argument("--max-joint-speed", type=float, default=1.5, metavar="RAD_S", help="policy-side rate limit per joint")
+    p.add_argument("--telemetry", metavar="FILE", help="JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)")
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (numpy)")
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories")
+    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
+    p.add_argument("--engines", metavar="DIR", help="TensorRT engines (default BUNDLE/engines)")
+    p.add_argument("--runs", type=int, default=10, help="timed inferences per bundle (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)")
+    p.add_argument("--config", metavar="NAME", help="the reference's preset (default: the bundle's model_config name)")
+    p.add_argument("--checkpoint", metavar="DIR", help="the reference's checkpoint instead of a preset")
+    p.add_argument("--bandwidth", type=float, metavar="GB_S", help="memory bandwidth for the roofline (default: measured copy)")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
+
+
 # name -> (help, argument builder, "module:function" that runs it)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {
     "info": ("parameters per component of a model", _info, "models.info:main"),
@@ -101,6 +141,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] 
     "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
     "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),
     "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
+    "run": ("run a bundle on the robot (or simulated arms)", add_run_arguments, "runtime.cli:run_main"),
+    "bench": ("time the policy step per stage, against the PyTorch reference", add_bench_arguments, "runtime.cli:bench_main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
     "arm": ("read, enable, home or damp an ARX arm", _arm, "drivers.cli:arm_main"),
 }

@@ -1,8 +1,8 @@
 """`chatvla2 run` (the policy on a robot) and `chatvla2 bench` (per-stage timings, decode roofline).
 
-Argument builders `add_run_arguments` / `add_bench_arguments` are importable without numpy or
-onnxruntime (everything heavy is imported inside the *_main functions). Until the subcommands are
-registered: `python -c "import sys; from runtime.cli import main_run; sys.exit(main_run())" BUNDLE ...`.
+The arguments are parsed by the front door (`chatvla2/cli.py`); `main_run` / `main_bench` parse
+them the same way for scripts (`benchmarks/policy_bench.py`). Everything heavy is imported inside
+the *_main functions.
 """
 
 from __future__ import annotations
@@ -13,46 +13,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", help="a bundle directory written by `chatvla2 export`")
-    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-    p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
-    p.add_argument("--robot", choices=["sim", "arx"], default="sim", help="sim: two simulated arms on ptys; arx: real arms")
-    p.add_argument("--left-port", help="left arm's SLCAN adapter (--robot arx)")
-    p.add_argument("--right-port", help="right arm's SLCAN adapter (--robot arx)")
-    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
-    p.add_argument("--instruction", default="Answer the question and pick the card with the correct answer.")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
-    p.add_argument("--rate", type=float, default=50.0, metavar="HZ", help="control rate of the execution thread")
-    p.add_argument("--chunk-mode", choices=["switch", "ensemble"], default="switch")
-    p.add_argument("--ensemble-decay", type=float, default=0.1, metavar="M", help="temporal ensembling weight exp(-M i)")
-    p.add_argument("--reasoning", choices=["every", "hold"], default="every",
-                   help="every: new reasoning each inference; hold: keep it for --reasoning-hold seconds")
-    p.add_argument("--reasoning-hold", type=float, default=5.0, metavar="S")
-    p.add_argument("--hold", type=float, default=0.5, metavar="S", help="watchdog: hold this long without actions, then damp and stop")
-    p.add_argument("--latency-margin", type=float, default=0.02, metavar="S", help="start inference this much earlier than the latency estimate")
-    p.add_argument("--latency-headroom", type=float, default=1.5, metavar="X", help="latency estimate = X times the largest recent latency")
-    p.add_argument("--max-joint-speed", type=float, default=1.5, metavar="RAD_S", help="policy-side rate limit per joint")
-    p.add_argument("--telemetry", metavar="FILE", help="JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)")
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (numpy)")
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories")
-    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-    p.add_argument("--engines", metavar="DIR", help="TensorRT engines (default BUNDLE/engines)")
-    p.add_argument("--runs", type=int, default=10, help="timed inferences per bundle (after warm-up)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
-    p.add_argument("--reference", action="store_true",
-                   help="also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)")
-    p.add_argument("--config", metavar="NAME", help="the reference's preset (default: the bundle's model_config name)")
-    p.add_argument("--checkpoint", metavar="DIR", help="the reference's checkpoint instead of a preset")
-    p.add_argument("--bandwidth", type=float, metavar="GB_S", help="memory bandwidth for the roofline (default: measured copy)")
-    p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
 
 
 # --- run -------------------------------------------------------------------------------------------
@@ -188,7 +148,7 @@ def bench_main(args: argparse.Namespace) -> int:
                  "runtime": bench_policy(bundle, args)}
         if args.reference:
             # The PyTorch reference lives outside runtime/ (the robot never imports torch).
-            from chatvla2.bench_reference import time_reference
+            from calibration.reference_timing import time_reference
 
             entry["reference"] = time_reference(manifest, args)
         roof = decode_bytes_per_token(bundle, manifest)
@@ -216,14 +176,14 @@ def format_bench(results: list[dict]) -> str:
         lines.append(f"{r['bundle']} ({r['model']}, {precision}); {r['runtime']['backend']} "
                      f"[{', '.join(r['runtime']['providers'])}], {r['runtime']['tokens']} reasoning tokens")
         has_ref = "reference" in r
-        header = f"  {'stage':<18}{'runtime p50':>12}{'p99':>10}" + (f"{'torch p50':>12}{'p99':>10}{'speed-up':>10}" if has_ref else "")
+        header = f"  {'stage':<18}{'runtime p50':>13}{'p99':>12}" + (f"{'torch p50':>13}{'p99':>12}{'speed-up':>10}" if has_ref else "")
         lines.append(header)
         for stage, s in r["runtime"]["stages"].items():
-            row = f"  {stage:<18}{s['p50_ms']:>10.2f}ms{s['p99_ms']:>8.2f}ms"
+            row = f"  {stage:<18}{s['p50_ms']:>11.2f}ms{s['p99_ms']:>10.2f}ms"
             if has_ref and stage in r["reference"]["stages"]:
                 ref = r["reference"]["stages"][stage]
                 speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
-                row += f"{ref['p50_ms']:>10.2f}ms{ref['p99_ms']:>8.2f}ms{speed:>9.2f}x"
+                row += f"{ref['p50_ms']:>11.2f}ms{ref['p99_ms']:>10.2f}ms{speed:>9.2f}x"
             lines.append(row)
         roof = r["decode_roofline"]
         lines.append(f"  decode roofline: {roof['total_bytes'] / 1e6:.2f} MB/token (weights {roof['weight_bytes'] / 1e6:.2f} MB "
@@ -234,12 +194,16 @@ def format_bench(results: list[dict]) -> str:
 
 
 def main_run(argv=None) -> int:
+    from chatvla2.cli import add_run_arguments
+
     parser = argparse.ArgumentParser(prog="chatvla2 run")
     add_run_arguments(parser)
     return run_main(parser.parse_args(argv))
 
 
 def main_bench(argv=None) -> int:
+    from chatvla2.cli import add_bench_arguments
+
     parser = argparse.ArgumentParser(prog="chatvla2 bench")
     add_bench_arguments(parser)
     return bench_main(parser.parse_args(argv))

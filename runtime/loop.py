@@ -10,8 +10,11 @@
   no more than the expected latency (the largest of the last `latency_window` latencies times
   `latency_headroom`, plus `latency_margin_s`; the CLI seeds the window with the warm-up runs),
   so the new action chunk arrives before the plan runs out while latencies stay within that
-  estimate and below the chunk horizon (chunk_size / rate_hz). A spike beyond every latency in
-  the window can still leave the plan empty for (spike - estimate): the watchdog holds. An action chunk computed from the observation taken
+  estimate. One inference runs at a time and a chunk's first L_n / dt actions are stale when it
+  arrives, so the hard bound is L_n + L_(n+1) <= chunk horizon (chunk_size / rate_hz) for any
+  two consecutive latencies: a steady latency below half the horizon never starves; a spike
+  beyond every latency in the window, or two long ones in a row, can leave the plan empty for a
+  while: the watchdog holds. An action chunk computed from the observation taken
   before step s applies to steps s, s+1, ...; the actions whose time passed during inference are
   dropped (`stale_actions`).
 - **Chunk modes**: `switch` replaces the plan from the current step on with the new chunk;

@@ -129,7 +129,8 @@ class Policy:
         state = self.normalizer.normalize_state(observation["state"]).reshape(1, self.state_dim).astype(np.float32)
         lap("preprocess")
 
-        visual = self.engines["vision"].run({"pixels": pixels})["visual_embeddings"]
+        vision = self.engines["vision"]
+        visual = vision.run({"pixels": pixels.astype(vision.spec.input("pixels").dtype, copy=False)})["visual_embeddings"]
         ids_array = np.asarray(ids, dtype=np.int64)
         embeddings = self.token_embedding[ids_array]
         image_positions = ids_array == self.tokenizer.image_pad_id

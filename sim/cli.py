@@ -1,20 +1,40 @@
 """`chatvla2 sim-arm --profile x5 [--faults ...] [--seed N]`: start a simulated arm on a pty.
 
-The first line printed is the device path alone (for scripts); the simulator runs until Ctrl-C or
-until an `unplug` fault closes the pty.
+The first line printed is the device path alone (for scripts); the simulator runs until Ctrl-C
+(SIGINT), SIGTERM, or until an `unplug` fault closes the pty.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 
 from sim.arm_sim import SimulatedArm
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _install_stop_signals() -> dict[int, object]:
+    """Make SIGINT and SIGTERM stop the simulator, whatever this process inherited.
+
+    A process started as a background job of a non-interactive shell (`chatvla2 sim-arm &` in a
+    script, CI runners, nohup'ed jobs) inherits SIGINT *ignored*, and Python then leaves it ignored
+    (it installs its KeyboardInterrupt handler only over SIG_DFL): Ctrl-C and `kill -INT` did
+    nothing and the simulator ran forever. Returns the previous handlers, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signal.signal works in the main thread only; an embedding caller owns signals
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def sim_arm_main(args) -> int:
-    sim = SimulatedArm(args.profile, args.faults, seed=args.seed).start()
+    sim = SimulatedArm(args.profile, args.faults, seed=args.seed)
+    previous = _install_stop_signals()
     try:
+        sim.start()
         print(sim.device_path, flush=True)
         faults = f" with faults {args.faults}" if args.faults else ""
         print(
@@ -31,4 +51,8 @@ def sim_arm_main(args) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        sim.stop()
+        try:
+            sim.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

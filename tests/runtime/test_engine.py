@@ -32,7 +32,7 @@ def test_good_feed_returns_dynamic_dims(specs):
         (lambda f: f.update(position_ids=f["position_ids"].astype(np.int32)),
          r"input 'position_ids': expected int64 \(3, 1, 10\), received int32 \(3, 1, 10\)"),
         (lambda f: f.update(embeddings=np.zeros((1, 10, 32), np.float32)),
-         r"input 'embeddings': axis 2 expected 64 in float32 \(1, prompt_length, 64\), received float32 \(1, 10, 32\)"),
+         r"input 'embeddings': axis 2 expected 64 in float32 \(1, 10, 64\), received float32 \(1, 10, 32\)"),
         (lambda f: f.update(embeddings=np.zeros((10, 64), np.float32)), r"input 'embeddings': expected rank 3"),
         (lambda f: f.update(position_ids=np.zeros((3, 1, 9), np.int64)),
          r"input 'position_ids': dimension 'prompt_length' \(axis 2\) is 9, but an earlier input set it to 10"),
