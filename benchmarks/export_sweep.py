@@ -1,6 +1,6 @@
 """Export one model at several precisions (and both MoE forms), tracing each graph once.
 
-    python benchmarks/export_sweep.py --config small --out DIR [--precisions fp32,fp16,int8,int4,fp8] [--moe-forms]
+    python benchmarks/export_sweep.py --config small --out DIR [--precisions 'fp32;fp16;int8;int4;fp8'] [--moe-forms]
 
 Writes DIR/<precision> bundles (and DIR/moe-gather, DIR/moe-dense at fp32 with --moe-forms),
 then run benchmarks/export_table.py on them for the README's table.
@@ -24,21 +24,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--precisions", default="fp32,fp16,int8,int4,fp8")
+    parser.add_argument("--precisions", default="fp32;fp16;int8;int4;fp8", help="plans separated by ';'")
     parser.add_argument("--moe-forms", action="store_true", help="also fp32 bundles with MoE gather and dense everywhere")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = _load_model(argparse.Namespace(checkpoint=None, config=args.config, seed=args.seed))
     cache = args.out / ".trace-cache"
-    jobs = [(p, parse_plan(p), "auto") for p in args.precisions.split(",") if p]
+    jobs = [(p.replace("=", "-").replace(",", "_"), parse_plan(p), "auto") for p in args.precisions.split(";") if p]
     if args.moe_forms:
         jobs += [(f"moe-{form}", parse_plan("fp32"), form) for form in ("gather", "dense")]
+    failures: list[str] = []
     for name, plan, moe in jobs:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
-        export_bundle(model, args.out / name, plan, moe=moe, seed=args.seed, trace_cache=cache)
+        try:
+            export_bundle(model, args.out / name, plan, moe=moe, seed=args.seed, trace_cache=cache)
+        except ValueError as exc:  # a missed parity budget or a lint error: record it, go on
+            failures.append(f"{name}: {exc}")
+            print(f"== {name} FAILED: {exc}", flush=True)
+            continue
         print(f"== {name} done in {time.perf_counter() - started:.0f} s", flush=True)
-    return 0
+    for failure in failures:
+        print(f"failed: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,3 +15,20 @@ import torch
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """`chatvla2 export --config tiny --out BUNDLE` (fp32) in a subprocess, once per session: the
+    path a user runs. Tests treat it as read-only (copy it to tamper with it). Set
+    CHATVLA2_TINY_BUNDLE to reuse an existing bundle."""
+    existing = os.environ.get("CHATVLA2_TINY_BUNDLE")
+    if existing:
+        return Path(existing)
+    out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"
+    result = subprocess.run(
+        [sys.executable, "-m", "chatvla2", "export", "--config", "tiny", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
