@@ -20,6 +20,8 @@ from typing import Any
 
 from export.lint import LintError, errors, lint_bundle
 from export.manifest import BundleError, engine_file, load_manifest, sha256_file
+# The engines' fit to this GPU/TensorRT is the runtime's check (it runs on the robot without onnx).
+from runtime.tensorrt_engine import EngineMismatch, check_engines_match  # noqa: F401
 
 ENGINES_JSON = "engines.json"
 INSTALL_HINT = (
@@ -32,10 +34,6 @@ Shape = tuple[int, ...]
 
 class TensorRTUnavailable(OSError):
     """No usable `tensorrt` module (or no GPU to build for): a setup problem, not a bug."""
-
-
-class EngineMismatch(ValueError):
-    """Engines built for another GPU or TensorRT version than the one running them."""
 
 
 class BuildError(ValueError):
@@ -72,16 +70,6 @@ def profiles_for(engine_manifest: dict[str, Any]) -> dict[str, tuple[Shape, Shap
                 raise BundleError(f"input {name!r} axis {axis} is static ({dim}) but its profile says {a}/{b}/{c}")
         result[name] = (low, opt, high)
     return result
-
-
-def check_engines_match(engines_json: dict[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Engines run only on the GPU model and TensorRT version they were built with (deploy.md)."""
-    built = (engines_json.get("gpu_name"), engines_json.get("compute_capability"), engines_json.get("tensorrt_version"))
-    if built != (gpu_name, compute_capability, tensorrt_version):
-        raise EngineMismatch(
-            f"engines built for {built[0]} (SM {built[1]})/TRT {built[2]} but this is "
-            f"{gpu_name} (SM {compute_capability})/TRT {tensorrt_version}: rebuild with chatvla2 build"
-        )
 
 
 def gpu_identity() -> tuple[str, str]:

@@ -3,9 +3,9 @@
 Untested in this workplace (no TensorRT here; deploy.md): written small and strict, exercised by
 the tests marked `tensorrt`, which skip with a reason where `tensorrt` does not import.
 
-- `engines.json` must name this GPU and TensorRT version (engines are specific to both); the check
-  is a copy of `export.tensorrt_build.check_engines_match`, because `export.tensorrt_build` imports
-  `export.lint`, which imports onnx (not a robot dependency). Each engine's source ONNX hash must
+- `engines.json` must name this GPU and TensorRT version (engines are specific to both); this
+  module owns that check (`check_engines_match`, used by `chatvla2 build` too: the robot has no
+  onnx, which export's modules import). Each engine's source ONNX hash must
   match the bundle manifest's (engines rebuilt from another bundle are refused).
 - Calls: `Runtime(logger).deserialize_cuda_engine`, `num_io_tensors`, `get_tensor_name`,
   `get_tensor_mode`, `get_tensor_dtype`, `get_tensor_profile_shape`, `create_execution_context`,
@@ -42,11 +42,13 @@ INSTALL_HINT = (
 
 
 class EngineMismatch(ValueError):
-    """Engines built for another GPU / TensorRT version, or from another bundle."""
+    """Engines built for another GPU or TensorRT version than the one running them, or from
+    another bundle."""
 
 
 def check_engines_match(engines_json: dict[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Copy of export.tensorrt_build.check_engines_match (see the module docstring for why)."""
+    """Engines run only on the GPU model and TensorRT version they were built with (deploy.md).
+    Also used by `chatvla2 build` (export.tensorrt_build)."""
     built = (engines_json.get("gpu_name"), engines_json.get("compute_capability"), engines_json.get("tensorrt_version"))
     if built != (gpu_name, compute_capability, tensorrt_version):
         raise EngineMismatch(
