@@ -7,7 +7,7 @@ documentation); numbers marked `project choice` are ours. Codecs take their rang
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drivers.damiao import DamiaoRanges
 from drivers.ec_a4310 import EcRanges
@@ -122,40 +122,12 @@ X5 = ArmProfile(
     gripper=GripperCalibration(),
 )
 
-L5 = ArmProfile(
-    name="l5",
-    joint_ids=_JOINT_IDS,
-    gripper_id=_GRIPPER_ID,
-    joint_motors=(DM_J4340, DM_J4340, DM_J4340, DM_J4310, DM_J4310, DM_J4310),  # arx.md
-    gripper_motor=DM_J4310,
-    position_min=_POSITION_MIN,
-    position_max=_POSITION_MAX,
-    velocity_max=_VELOCITY_MAX,
-    torque_max=_TORQUE_MAX,
-    kp=_KP,
-    kd=_KD,
-    damping_kd=_DAMPING_KD,
-    gripper=GripperCalibration(),
-)
+# The L5 differs from the X5 only in its first three joint motors (arx.md).
+L5 = replace(X5, name="l5", joint_motors=(DM_J4340, DM_J4340, DM_J4340, DM_J4310, DM_J4310, DM_J4310))
 
 # arx.md says only "L5 and R5 are similar" to the X5: the R5 profile reuses the X5 motor table and
 # limits, and is marked unverified until someone checks it against an R5.
-R5 = ArmProfile(
-    name="r5",
-    joint_ids=_JOINT_IDS,
-    gripper_id=_GRIPPER_ID,
-    joint_motors=X5.joint_motors,
-    gripper_motor=DM_J4310,
-    position_min=_POSITION_MIN,
-    position_max=_POSITION_MAX,
-    velocity_max=_VELOCITY_MAX,
-    torque_max=_TORQUE_MAX,
-    kp=_KP,
-    kd=_KD,
-    damping_kd=_DAMPING_KD,
-    gripper=GripperCalibration(),
-    verified=False,
-)
+R5 = replace(X5, name="r5", verified=False)
 
 PROFILES: dict[str, ArmProfile] = {p.name: p for p in (X5, L5, R5)}
 

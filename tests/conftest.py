@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from sim.arm_sim import SimulatedArm
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +36,24 @@ def tiny_bundle(tmp_path_factory) -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture
+def no_threads_left_behind():
+    """Fails a test that leaves Python threads running (autouse in tests/drivers and tests/sim)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0  # slack for a loaded 2-core machine
+    while time.monotonic() < deadline:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"threads left running: {[t.name for t in extra]}")
+
+
+@pytest.fixture
+def sim_arm():
+    """A simulated X5 arm behind a real pty."""
+    with SimulatedArm("x5", seed=1) as sim:
+        yield sim
