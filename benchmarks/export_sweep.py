@@ -24,13 +24,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--precisions", default="fp32;fp16;int8;int4;fp8", help="plans separated by ';'")
+    parser.add_argument("--precisions", default="fp32;fp16;int8;int4;fp8", help="plans separated by ';', each optionally NAME:PLAN")
     parser.add_argument("--moe-forms", action="store_true", help="also fp32 bundles with MoE gather and dense everywhere")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = _load_model(argparse.Namespace(checkpoint=None, config=args.config, seed=args.seed))
     cache = args.out / ".trace-cache"
-    jobs = [(p.replace("=", "-").replace(",", "_"), parse_plan(p), "auto") for p in args.precisions.split(";") if p]
+    jobs = []
+    for item in filter(None, args.precisions.split(";")):
+        name, _, plan = item.rpartition(":")  # "int8-plan:vision=int8,..." names the bundle
+        jobs.append((name or plan.replace("=", "-").replace(",", "_"), parse_plan(plan), "auto"))
     if args.moe_forms:
         jobs += [(f"moe-{form}", parse_plan("fp32"), form) for form in ("gather", "dense")]
     failures: list[str] = []
