@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.calibration_data import record_engine_inputs  # noqa: E402
 from export.cli import _load_model  # noqa: E402
 from export.onnx_export import engine_specs, save_onnx, trace_to_onnx  # noqa: E402
+from benchmarks.export_table import time_session  # noqa: E402
 from runtime.onnxruntime_session import create_session  # noqa: E402
-
-
-def median_ms(session, feed, runs):
-    for _ in range(3):
-        session.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples) * 1e3), float(np.percentile(samples, 90) * 1e3)
 
 
 def main() -> int:
@@ -54,7 +43,7 @@ def main() -> int:
                 path = Path(scratch) / f"{spec.name}-{form}.onnx"
                 save_onnx(trace_to_onnx(spec), path)
                 session = create_session(path, threads=args.threads)
-                median, p90 = median_ms(session, inputs[spec.name], args.runs)
+                median, p90 = time_session(session, inputs[spec.name], args.runs)
                 rows.append({"engine": spec.name, "moe": form, "median_ms": median, "p90_ms": p90,
                              "size_mb": path.stat().st_size / 1e6,
                              "tokens": int(inputs[spec.name][spec.input_names[0]].shape[1])})
