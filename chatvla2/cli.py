@@ -95,14 +95,20 @@ def _build(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", help="a bundle directory written by `chatvla2 export`")
+    p.add_argument("bundle", nargs="?", help="a bundle directory written by `chatvla2 export` (or --bundle)")
+    p.add_argument("--bundle", dest="bundle_option", metavar="DIR", help="the bundle, as an option")
     p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
     p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
     p.add_argument("--robot", choices=["sim", "arx"], default="sim", help="sim: two simulated arms on ptys; arx: real arms")
+    p.add_argument("--port", action="append", default=[], metavar="PORT",
+                   help="--robot arx: an SLCAN adapter, given twice (left, then right)")
     p.add_argument("--left-port", help="left arm's SLCAN adapter (--robot arx)")
     p.add_argument("--right-port", help="right arm's SLCAN adapter (--robot arx)")
     p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
-    p.add_argument("--instruction", default="Answer the question and pick the card with the correct answer.")
+    p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",
+                   help="--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)")
+    p.add_argument("--task", "--instruction", dest="instruction",
+                   default="Answer the question and pick the card with the correct answer.", help="the instruction")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--rate", type=float, default=50.0, metavar="HZ", help="control rate of the execution thread")
     p.add_argument("--chunk-mode", choices=["switch", "ensemble"], default="switch")
@@ -120,7 +126,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories")
+    p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="bundle directories (or --bundle, repeatable)")
+    p.add_argument("--bundle", dest="bundle_options", action="append", default=[], metavar="DIR", help="a bundle, as an option")
     p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
     p.add_argument("--engines", metavar="DIR", help="TensorRT engines (default BUNDLE/engines)")
     p.add_argument("--runs", type=int, default=10, help="timed inferences per bundle (after warm-up)")

@@ -58,8 +58,15 @@ class BimanualARX:
         return np.concatenate([self.left.send_action(a[:7]), self.right.send_action(a[7:])])
 
     def damping(self) -> None:
-        self.left.damping()
-        self.right.damping()
+        """Both arms damp even if one of them fails to (a pulled cable): then the first error is raised."""
+        errors = []
+        for arm in (self.left, self.right):
+            try:
+                arm.damping()
+            except Exception as exc:  # noqa: BLE001 - the other arm must still be damped
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     @property
     def interventions(self) -> dict[str, dict[str, int]]:

@@ -29,13 +29,16 @@ def run_main(args: argparse.Namespace) -> int:
         reasoning=args.reasoning, reasoning_hold_s=args.reasoning_hold, latency_margin_s=args.latency_margin,
         latency_headroom=args.latency_headroom, hold_s=args.hold,
     )
-    policy = Policy.from_bundle(args.bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+    bundle = _one_bundle(args)
+    left_port, right_port = _ports(args)
+    sim_faults = _sim_faults(args)
+    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
     camera = StaticCamera(policy.image_spec.num_views)
 
     def observe(state):
         return {"images": camera.read(), "instruction": args.instruction, "state": state, "seed": args.seed}
 
-    print(f"policy: {args.bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
+    print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
     warm = observe(__import__("numpy").zeros(policy.state_dim, "float32"))
     warmup_latencies = []
     for _ in range(3):  # excluded from every figure; seeds the loop's latency estimate
@@ -44,7 +47,13 @@ def run_main(args: argparse.Namespace) -> int:
         warmup_latencies.append(time.perf_counter() - started)
     telemetry_path = args.telemetry or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     telemetry = Telemetry(telemetry_path)
-    robot = open_robot(args.robot, args.left_port, args.right_port, args.profile)
+    try:
+        robot = open_robot(args.robot, left_port, right_port, args.profile, sim_faults=sim_faults)
+    except BaseException:
+        telemetry.write({"event": "robot_failed_to_connect"})
+        telemetry.close()
+        policy.close()
+        raise
     loop = ControlLoop(policy, robot, observe, config, ActionSafety.bimanual_arx(args.rate, args.max_joint_speed), telemetry)
     loop.latencies.append(warmup_latencies[-1])  # earlier runs include one-off allocations
 
@@ -73,6 +82,40 @@ def run_main(args: argparse.Namespace) -> int:
     if summary["stop_reason"] == "SIGINT":
         return 130
     return 0 if summary["stop_reason"] == "duration reached" else 1
+
+
+def _one_bundle(args: argparse.Namespace) -> Path:
+    if args.bundle and args.bundle_option and args.bundle != args.bundle_option:
+        raise ValueError(f"two bundles given ({args.bundle} and --bundle {args.bundle_option}): give one")
+    bundle = args.bundle or args.bundle_option
+    if not bundle:
+        raise ValueError("no bundle given: chatvla2 run --bundle DIR (a directory written by chatvla2 export)")
+    return Path(bundle)
+
+
+def _ports(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """--port given twice (left, right), or --left-port / --right-port."""
+    if not args.port:
+        return args.left_port, args.right_port
+    if len(args.port) != 2 or args.left_port or args.right_port:
+        raise ValueError(f"--port is given twice, left then right (got {len(args.port)}), and not with --left-port/--right-port")
+    return args.port[0], args.port[1]
+
+
+def _sim_faults(args: argparse.Namespace) -> dict[str, str]:
+    """--sim-faults left:SPEC / right:SPEC -> {"left": SPEC, ...}, each SPEC checked by the simulator's parser."""
+    from sim.faults import parse_faults
+
+    faults: dict[str, str] = {}
+    for item in args.sim_faults:
+        side, sep, spec = item.partition(":")
+        if not sep or side not in ("left", "right"):
+            raise ValueError(f"--sim-faults {item!r}: expected left:SPEC or right:SPEC, e.g. left:unplug=5")
+        if args.robot != "sim":
+            raise ValueError("--sim-faults is for --robot sim")
+        parse_faults(spec)  # a bad spec fails here, before anything starts
+        faults[side] = ",".join(filter(None, [faults.get(side, ""), spec]))
+    return faults
 
 
 def _safe_interventions(robot):
@@ -138,9 +181,12 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    bundles = [*args.bundles, *args.bundle_options]
+    if not bundles:
+        raise ValueError("no bundle given: chatvla2 bench --bundle DIR [--bundle DIR ...]")
     bandwidth = args.bandwidth or measure_bandwidth_gbs()
     results = []
-    for bundle in map(Path, args.bundles):
+    for bundle in map(Path, bundles):
         from export.manifest import load_manifest
 
         manifest = load_manifest(bundle)

@@ -309,14 +309,19 @@ class ControlLoop:
     def run(self) -> dict:
         """Blocking: warm-up excluded (the caller warms the policy up), the first chunk computed
         before the first tick, then both threads until a stop. Returns summary()."""
-        self.safety.reset(self.robot.get_state())
         self.t0 = self.clock()
-        self._infer(0)  # the first chunk: execution starts when it exists
+        threads = [threading.Thread(target=self._execution_thread, name="execution", daemon=True),
+                   threading.Thread(target=self._inference_thread, name="inference", daemon=True)]
+        try:
+            self.safety.reset(self.robot.get_state())
+            self._infer(0)  # the first chunk: execution starts when it exists
+        except Exception as exc:  # noqa: BLE001 - a bad observation or a robot fault before the first step
+            self.errors.append(f"first inference: {exc!r}")
+            self.stop(f"first inference failed: {exc}")
+            threads = []
         # time restarts at the first chunk's arrival: step 0 executes now
         self.t0 = self.clock()
         self.next_step = 0
-        threads = [threading.Thread(target=self._execution_thread, name="execution", daemon=True),
-                   threading.Thread(target=self._inference_thread, name="inference", daemon=True)]
         for thread in threads:
             thread.start()
         deadline = None if self.config.duration_s is None else self.t0 + self.config.duration_s
@@ -327,14 +332,16 @@ class ControlLoop:
             if deadline is not None and self.clock() >= deadline:
                 self.stop("duration reached")
         self.ended_at = self.clock()
-        threads[0].join(timeout=2.0)
+        if threads:
+            threads[0].join(timeout=2.0)
         try:
             self.robot.damping()
             self.damped = True
         except Exception as exc:  # noqa: BLE001
             self.errors.append(f"damping: {exc!r}")
         self.telemetry.write({"event": "stop", "t": round(self.ended_at - self.t0, 6), "reason": self.stop_reason, "damped": self.damped})
-        threads[1].join(timeout=5.0)  # an inference in flight finishes (or is abandoned: daemon)
+        if threads:
+            threads[1].join(timeout=5.0)  # an inference in flight finishes (or is abandoned: daemon)
         summary = self.summary()
         self.telemetry.write({"event": "summary", **summary})
         self.telemetry.flush()

@@ -44,8 +44,10 @@ class Normalizer:
 
     def normalize_state(self, state) -> np.ndarray:
         state = np.asarray(state, dtype=np.float32)
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state has {state.shape[-1]} dimensions, expected {self.state_dim}")
+        if state.shape != (self.state_dim,):
+            raise ValueError(f"state has shape {state.shape}, expected ({self.state_dim},)")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"state has non-finite values: {state.tolist()}")
         return (state - self.state_mean) / np.maximum(self.state_std, EPSILON)
 
     def unnormalize_actions(self, actions) -> np.ndarray:

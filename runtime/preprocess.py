@@ -61,8 +61,10 @@ def preprocess_images(frames, spec: ImageSpec, out: np.ndarray | None = None) ->
         raise ValueError(f"output buffer {out.dtype} {out.shape}, expected float32 {shape}")
     for i, frame in enumerate(frames):
         frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"camera view {i}: expected an (H, W, 3) RGB image, got shape {frame.shape}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 2 or frame.shape[1] < 2:
+            raise ValueError(f"camera view {i}: expected an (H, W, 3) RGB image of at least 2 x 2 pixels, got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            raise ValueError(f"camera view {i}: expected uint8 pixels (0..255), got {frame.dtype}")
         resized = resize_bilinear(frame, spec.height, spec.width) / 255.0
         out[i] = ((resized - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1)
     return out

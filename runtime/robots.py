@@ -51,7 +51,8 @@ class BimanualRobot:
 
 
 def open_robot(kind: str, left_port: str | None = None, right_port: str | None = None, profile: str = "x5",
-               disconnect_damping_s: float = 2.0) -> BimanualRobot:
+               disconnect_damping_s: float = 2.0, sim_faults: dict[str, str] | None = None) -> BimanualRobot:
+    """sim_faults: {"left"|"right": fault spec} for the simulated arms (`chatvla2 sim-arm --faults`)."""
     from drivers.arm import ArmConfig, ARXArm
     from drivers.bimanual import BimanualARX
     from drivers.controller import ControllerConfig
@@ -59,12 +60,20 @@ def open_robot(kind: str, left_port: str | None = None, right_port: str | None =
     sims = []
     controller = ControllerConfig()
     if kind == "sim":
-        sims = [_start_sim(profile, seed) for seed in (0, 1)]
+        faults = sim_faults or {}
+        try:
+            for seed, side in enumerate(("left", "right")):
+                sims.append(_start_sim(profile, seed, faults.get(side, "")))
+        except BaseException:
+            _stop_sims(sims)
+            raise
         left_port, right_port = sims[0].device_path, sims[1].device_path
         controller = ControllerConfig(feedback_timeout_s=0.2)
+    elif sim_faults:
+        raise ValueError("simulated faults are for the simulated robot (--robot sim)")
     elif kind == "arx":
         if not left_port or not right_port:
-            raise ValueError("--robot arx needs --left-port and --right-port")
+            raise ValueError("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
     else:
         raise ValueError(f"unknown robot {kind!r}: sim or arx")
     try:
@@ -91,9 +100,10 @@ class _SimProcess:
                 self.process.wait()
 
 
-def _start_sim(profile: str, seed: int) -> _SimProcess:
+def _start_sim(profile: str, seed: int, faults: str = "") -> _SimProcess:
+    command = [sys.executable, "-m", "chatvla2", "sim-arm", "--profile", profile, "--seed", str(seed)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatvla2", "sim-arm", "--profile", profile, "--seed", str(seed)],
+        command + (["--faults", faults] if faults else []),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         # its own process group: the operator's Ctrl-C goes to `run`, which stops the sims itself
         # after damping and disabling the arms
