@@ -116,6 +116,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reasoning", choices=["every", "hold"], default="every",
                    help="every: new reasoning each inference; hold: keep it for --reasoning-hold seconds")
     p.add_argument("--reasoning-hold", type=float, default=5.0, metavar="S")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="cap the reasoning at N tokens (default: the model's max_reasoning_tokens)")
     p.add_argument("--hold", type=float, default=0.5, metavar="S", help="watchdog: hold this long without actions, then damp and stop")
     p.add_argument("--latency-margin", type=float, default=0.02, metavar="S", help="start inference this much earlier than the latency estimate")
     p.add_argument("--latency-headroom", type=float, default=1.5, metavar="X", help="latency estimate = X times the largest recent latency")
@@ -137,7 +138,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)")
     p.add_argument("--config", metavar="NAME", help="the reference's preset (default: the bundle's model_config name)")
     p.add_argument("--checkpoint", metavar="DIR", help="the reference's checkpoint instead of a preset")
-    p.add_argument("--bandwidth", type=float, metavar="GB_S", help="memory bandwidth for the roofline (default: measured copy)")
+    p.add_argument("--tokens", type=int, default=32, metavar="N",
+                   help="reasoning length of the whole-step figure (stages + N decode tokens); default 32, a sentence like the paper's")
+    p.add_argument("--bandwidth", type=float, metavar="GB_S", help="memory bandwidth for the roofline (default: measured BLAS GEMV)")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
 
 

@@ -35,6 +35,7 @@ from export.precision import (
 from export.thresholds import budget_for
 from models.prompt import prompt_token_ids
 from models.sample_observation import INSTRUCTION
+import models as models_package
 from models.vla import ChatVLA2
 from runtime.onnxruntime_session import create_session
 
@@ -148,7 +149,11 @@ def export_bundle(
 
 
 def _weights_fingerprint(model: ChatVLA2) -> str:
+    """The trace cache's key: the config, the weights and the modules' source (a changed forward
+    traces a different graph from the same weights)."""
     digest = hashlib.sha256(model.cfg.to_json().encode())
+    for source in sorted(Path(models_package.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -33,6 +33,10 @@ def run_main(args: argparse.Namespace) -> int:
     left_port, right_port = _ports(args)
     sim_faults = _sim_faults(args)
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+    if args.max_tokens is not None:
+        if args.max_tokens < 0:
+            raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+        policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, args.max_tokens)
     camera = StaticCamera(policy.image_spec.num_views)
 
     def observe(state):
@@ -128,34 +132,6 @@ def _safe_interventions(robot):
 # --- bench -----------------------------------------------------------------------------------------
 
 
-def measure_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
-    """Host memory bandwidth from a large numpy copy (read + write bytes per second)."""
-    import numpy as np
-
-    src = np.ones(megabytes << 18, dtype=np.float32)
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
-    return 2 * src.nbytes / best / 1e9
-
-
-def decode_bytes_per_token(bundle: Path, manifest: dict) -> dict:
-    """Bytes one decode step reads: the decode graph's weights (file sizes: an upper bound, every
-    expert counted even in the gather form, which reads top-k of them) and the whole KV cache."""
-    import numpy as np
-
-    entry = manifest["engines"]["decode"]
-    files = [entry["file"], *entry.get("data_files", [])]
-    weights = sum((bundle / f).stat().st_size for f in files)
-    cache = next(t for t in entry["inputs"] if t["name"] == "key_cache")
-    cache_bytes = 2 * int(np.prod(cache["shape"])) * np.dtype(cache["dtype"]).itemsize
-    return {"weight_bytes": weights, "cache_bytes": cache_bytes, "total_bytes": weights + cache_bytes,
-            "moe_form": manifest.get("moe_implementation", {}).get("decode"), "precision": entry.get("precision")}
-
-
 def _stats(values) -> dict:
     import numpy as np
 
@@ -180,62 +156,88 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
     return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"], "stages": stages}
 
 
+STEP_STAGES = ("preprocess", "vision", "prefill", "action_head")
+
+
+def composed_step_ms(stages: dict, tokens: int) -> dict:
+    """The policy step at a fixed reasoning length, from the per-stage medians: untrained (or
+    differently quantized) models stop reasoning at different lengths, so whole-step figures are
+    compared at the same N. every = stages + N decode tokens; hold = no decoding (reasoning kept)."""
+    hold = sum(stages[k]["p50_ms"] for k in STEP_STAGES)
+    return {"every": round(hold + tokens * stages["decode_per_token"]["p50_ms"], 3), "hold": round(hold, 3)}
+
+
 def bench_main(args: argparse.Namespace) -> int:
+    from calibration.roofline import decode_traffic, measure_bandwidth
+    from export.manifest import load_manifest
+
     bundles = [*args.bundles, *args.bundle_options]
     if not bundles:
         raise ValueError("no bundle given: chatvla2 bench --bundle DIR [--bundle DIR ...]")
-    bandwidth = args.bandwidth or measure_bandwidth_gbs()
-    results = []
+    bandwidth = measure_bandwidth()
+    if args.bandwidth:
+        bandwidth["given"] = args.bandwidth
+    roof_gbs = args.bandwidth or bandwidth["gemv"]
+    results, references = [], {}
     for bundle in map(Path, bundles):
-        from export.manifest import load_manifest
-
         manifest = load_manifest(bundle)
         entry = {"bundle": str(bundle), "model": manifest["model_config"]["name"], "plan": manifest.get("plan"),
                  "runtime": bench_policy(bundle, args)}
+        entry["runtime"]["step_ms"] = composed_step_ms(entry["runtime"]["stages"], args.tokens)
         if args.reference:
-            # The PyTorch reference lives outside runtime/ (the robot never imports torch).
+            # The PyTorch reference lives outside runtime/ (the robot never imports torch); one per model.
             from calibration.reference_timing import time_reference
 
-            entry["reference"] = time_reference(manifest, args)
-        roof = decode_bytes_per_token(bundle, manifest)
+            key = (args.config or entry["model"], args.checkpoint)
+            if key not in references:
+                references[key] = time_reference(manifest, args)
+                references[key]["step_ms"] = composed_step_ms(references[key]["stages"], args.tokens)
+            entry["reference"] = references[key]
+            entry["speedup"] = {k: round(entry["reference"]["step_ms"][k] / v, 3) for k, v in entry["runtime"]["step_ms"].items()}
+        roof = decode_traffic(bundle, manifest)
         per_token_s = entry["runtime"]["stages"]["decode_per_token"]["p50_ms"] / 1000
-        roof["bandwidth_gbs"] = round(bandwidth, 2)
-        roof["roofline_ms"] = round(roof["total_bytes"] / (bandwidth * 1e9) * 1000, 4)
+        roof["bandwidth_gbs"] = roof_gbs
+        roof["roofline_ms"] = round(roof["total_bytes"] / (roof_gbs * 1e9) * 1000, 4)
         roof["measured_ms"] = round(per_token_s * 1000, 4)
         roof["achieved_gbs"] = round(roof["total_bytes"] / per_token_s / 1e9, 3) if per_token_s else None
-        roof["fraction_of_roofline"] = round(roof["roofline_ms"] / roof["measured_ms"], 4) if per_token_s else None
+        roof["times_roofline"] = round(roof["measured_ms"] / roof["roofline_ms"], 3) if per_token_s else None
         entry["decode_roofline"] = roof
         results.append(entry)
-    print(format_bench(results))
-    line = json.dumps({"bench": results, "bandwidth_gbs": round(bandwidth, 2)})
+    print(format_bench(results, args.tokens))
+    line = json.dumps({"bench": results, "tokens": args.tokens, "bandwidth_gbs": bandwidth})
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")
     print(line, flush=True)
     return 0
 
 
-def format_bench(results: list[dict]) -> str:
+def format_bench(results: list[dict], tokens: int) -> str:
     lines = []
     for r in results:
         plan = r["plan"] or {}
-        precision = ",".join(sorted(set(plan.values()))) if plan else "?"
-        lines.append(f"{r['bundle']} ({r['model']}, {precision}); {r['runtime']['backend']} "
+        precision = ",".join(f"{k}={v}" for k, v in sorted(plan.items())) if plan else "?"
+        lines.append(f"{r['bundle']} ({r['model']}: {precision}); {r['runtime']['backend']} "
                      f"[{', '.join(r['runtime']['providers'])}], {r['runtime']['tokens']} reasoning tokens")
         has_ref = "reference" in r
-        header = f"  {'stage':<18}{'runtime p50':>13}{'p99':>12}" + (f"{'torch p50':>13}{'p99':>12}{'speed-up':>10}" if has_ref else "")
+        header = f"  {'stage':<22}{'runtime p50':>13}{'p99':>12}" + (f"{'torch p50':>13}{'p99':>12}{'speed-up':>10}" if has_ref else "")
         lines.append(header)
         for stage, s in r["runtime"]["stages"].items():
-            row = f"  {stage:<18}{s['p50_ms']:>11.2f}ms{s['p99_ms']:>10.2f}ms"
+            row = f"  {stage:<22}{s['p50_ms']:>11.2f}ms{s['p99_ms']:>10.2f}ms"
             if has_ref and stage in r["reference"]["stages"]:
                 ref = r["reference"]["stages"][stage]
                 speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
                 row += f"{ref['p50_ms']:>11.2f}ms{ref['p99_ms']:>10.2f}ms{speed:>9.2f}x"
             lines.append(row)
+        for cadence, label in (("every", f"step, {tokens} tokens"), ("hold", "step, reasoning held")):
+            row = f"  {label:<22}{r['runtime']['step_ms'][cadence]:>11.2f}ms{'':>12}"
+            if has_ref:
+                row += f"{r['reference']['step_ms'][cadence]:>11.2f}ms{'':>12}{r['speedup'][cadence]:>9.2f}x"
+            lines.append(row)
         roof = r["decode_roofline"]
         lines.append(f"  decode roofline: {roof['total_bytes'] / 1e6:.2f} MB/token (weights {roof['weight_bytes'] / 1e6:.2f} MB "
-                     f"[{roof['precision']}, moe {roof['moe_form']}, upper bound], KV cache {roof['cache_bytes'] / 1e6:.2f} MB) "
+                     f"[{roof['precision']}, moe {roof['moe_form']}, from the {roof['counted_from']}], KV cache {roof['cache_bytes'] / 1e6:.2f} MB) "
                      f"at {roof['bandwidth_gbs']} GB/s -> {roof['roofline_ms']:.3f} ms; measured {roof['measured_ms']:.3f} ms "
-                     f"({roof['achieved_gbs']} GB/s, {roof['fraction_of_roofline']:.1%} of roofline)")
+                     f"= {roof['times_roofline']:.2f}x the roofline ({roof['achieved_gbs']} GB/s)")
     return "\n".join(lines)
 
 
