@@ -226,8 +226,12 @@ def format_bench(results: list[dict], tokens: int) -> str:
             if has_ref and stage in r["reference"]["stages"]:
                 ref = r["reference"]["stages"][stage]
                 speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
-                row += f"{ref['p50_ms']:>11.2f}ms{ref['p99_ms']:>10.2f}ms{speed:>9.2f}x"
+                ref_p99 = f"{ref['p99_ms']:>10.2f}ms" if ref.get("p99_ms") is not None else f"{'-':>12}"
+                row += f"{ref['p50_ms']:>11.2f}ms{ref_p99}{speed:>9.2f}x"
             lines.append(row)
+        if has_ref and r["reference"].get("moe_form_per_stage"):
+            forms = r["reference"]["moe_form_per_stage"]
+            lines.append(f"  (torch: the faster MoE form per stage: prefill {forms.get('prefill')}, decode {forms.get('decode')}; total = sum of stages)")
         for cadence, label in (("every", f"step, {tokens} tokens"), ("hold", "step, reasoning held")):
             row = f"  {label:<22}{r['runtime']['step_ms'][cadence]:>11.2f}ms{'':>12}"
             if has_ref:

@@ -370,6 +370,8 @@ class ControlLoop:
             "chunk_size": self.chunk_size,
             "chunk_horizon_s": None if self.chunk_size is None else round(self.chunk_size * self.dt, 3),
             "stale_actions": self.stale_actions,
+            "reasoning_reused": sum(bool(r["reused_reasoning"]) for r in self.inferences),
+            "tokens_p50": _pct([r["tokens"] for r in self.inferences if r["tokens"] is not None and not r["reused_reasoning"]], 50),
             "latency_p50_s": _pct(latencies, 50),
             "latency_p99_s": _pct(latencies, 99),
             "stages_p50_s": {k: _pct(v, 50) for k, v in stages.items()},
@@ -393,6 +395,7 @@ def format_summary(summary: dict) -> str:
         ("steps sent / held", f"{summary['steps_sent']} / {summary['steps_held']} (longest starvation {summary['longest_starvation_s'] * 1000:.0f} ms)"),
         ("overruns / tick lateness p99", f"{summary['overruns']} / {summary['tick_lateness_p99_ms']:.2f} ms"),
         ("inferences", f"{summary['inferences']} (chunk {summary['chunk_size']}, horizon {summary['chunk_horizon_s']} s, stale actions {summary['stale_actions']})"),
+        ("reasoning", f"{summary['tokens_p50']} tokens p50 when decoded; reused {summary['reasoning_reused']} times"),
         ("latency p50 / p99", f"{_ms(summary['latency_p50_s'])} / {_ms(summary['latency_p99_s'])}"),
     ]
     for stage, p50 in summary["stages_p50_s"].items():
