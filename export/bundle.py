@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from export.lint import assert_tensorrt_compatible
 from export.manifest import MANIFEST_FILE, write_manifest
 from export.onnx_export import OPSET, engine_specs, save_onnx, trace_to_onnx
 from export.parity import check_budget, compare, onnx_outputs, torch_outputs
+from export.staging import staged_directory
 from export.precision import (
     ConversionReport,
     low_precision_weight_fraction,
@@ -34,8 +34,8 @@ from export.precision import (
 )
 from export.thresholds import budget_for
 from models.prompt import prompt_token_ids
-from models.sample_observation import INSTRUCTION
 import models as models_package
+from models.sample_observation import INSTRUCTION
 from models.vla import ChatVLA2
 from runtime.onnxruntime_session import create_session
 
@@ -131,20 +131,9 @@ def export_bundle(
     out = Path(out).absolute()
     _prepare_target(out)
     model = model.eval()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         manifest = _assemble(model, staging, plan, moe, calibration, seed, log, calibration_samples, trace_cache)
         write_manifest(staging, manifest)
-        # mkdtemp makes the directory private; a bundle is meant to be shared and deployed.
-        staging.chmod(0o755)
-        for file in staging.iterdir():
-            file.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from export.lint import LintError, errors, lint_bundle
 from export.manifest import BundleError, engine_file, load_manifest, sha256_file
+from export.staging import staged_directory
 # The engines' fit to this GPU/TensorRT is the runtime's check (it runs on the robot without onnx).
 from runtime.tensorrt_engine import EngineMismatch, check_engines_match  # noqa: F401
 
@@ -179,9 +178,7 @@ def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Pa
     builder = trt.Builder(logger)
     cache = builder.create_builder_config().create_timing_cache(cache_bytes)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         engines = {}
         for name, entry in manifest["engines"].items():
             onnx_path = engine_file(bundle, manifest, name)
@@ -202,24 +199,9 @@ def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Pa
             "engines": engines,
         }
         (staging / ENGINES_JSON).write_text(json.dumps(record, indent=2, sort_keys=True))
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if timing_cache is not None:
         _write_atomic(timing_cache, bytes(cache.serialize()))
     return record
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap `new` in as `target`: readers see the old engines or the new ones, never a mix."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
