@@ -16,6 +16,7 @@ def time_reference(manifest: dict, args: argparse.Namespace) -> dict:
     import torch
 
     from export.cli import _load_model
+    from runtime.cli import latency_stats
     from models.sample_observation import INSTRUCTION
 
     config = getattr(args, "config", None) or manifest["model_config"]["name"]
@@ -37,7 +38,7 @@ def time_reference(manifest: dict, args: argparse.Namespace) -> dict:
                 model.act(frames, INSTRUCTION, state, seed=0)
             runs = [model.act(frames, INSTRUCTION, state, seed=0) for _ in range(args.runs)]
         by_form[form] = {"tokens": len(runs[0].reasoning_ids), "stages": {
-            key: _stats([r.timings[key] for r in runs]) for key in runs[0].timings}}
+            key: latency_stats([r.timings[key] for r in runs]) for key in runs[0].timings}}
     stages, chosen = {}, {}
     for key in by_form["gather"]["stages"]:
         form = min(by_form, key=lambda f: by_form[f]["stages"][key]["p50_ms"])
@@ -47,7 +48,3 @@ def time_reference(manifest: dict, args: argparse.Namespace) -> dict:
     return {"engine": f"torch {torch.__version__} eager ({torch.get_num_threads()} threads)", "config": config,
             "tokens": by_form["gather"]["tokens"], "stages": stages, "moe_form_per_stage": chosen, "by_form": by_form}
 
-
-def _stats(values) -> dict:
-    a = np.asarray(values, dtype=float)
-    return {"p50_ms": round(float(np.median(a)) * 1000, 3), "p99_ms": round(float(np.percentile(a, 99)) * 1000, 3)}

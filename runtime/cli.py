@@ -21,7 +21,7 @@ from pathlib import Path
 def run_main(args: argparse.Namespace) -> int:
     from runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
     from runtime.policy import Policy
-    from runtime.robots import StaticCamera, open_robot
+    from runtime.robots import StaticCamera, check_robot_arguments, open_robot
     from runtime.safety import ActionSafety
 
     config = LoopConfig(
@@ -32,6 +32,7 @@ def run_main(args: argparse.Namespace) -> int:
     bundle = _one_bundle(args)
     left_port, right_port = _ports(args)
     sim_faults = _sim_faults(args)
+    check_robot_arguments(args.robot, left_port, right_port, sim_faults)
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
     if args.max_tokens is not None:
         if args.max_tokens < 0:
@@ -115,8 +116,6 @@ def _sim_faults(args: argparse.Namespace) -> dict[str, str]:
         side, sep, spec = item.partition(":")
         if not sep or side not in ("left", "right"):
             raise ValueError(f"--sim-faults {item!r}: expected left:SPEC or right:SPEC, e.g. left:unplug=5")
-        if args.robot != "sim":
-            raise ValueError("--sim-faults is for --robot sim")
         parse_faults(spec)  # a bad spec fails here, before anything starts
         faults[side] = ",".join(filter(None, [faults.get(side, ""), spec]))
     return faults
@@ -132,7 +131,8 @@ def _safe_interventions(robot):
 # --- bench -----------------------------------------------------------------------------------------
 
 
-def _stats(values) -> dict:
+def latency_stats(values) -> dict:
+    """Seconds -> {p50_ms, p99_ms} (the bench's figures, the runtime's and the reference's)."""
     import numpy as np
 
     a = np.asarray(values, dtype=float)
@@ -151,7 +151,7 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
                    "state": np.zeros(policy.state_dim, np.float32), "seed": 0}
     policy.warmup(observation, args.warmup)
     runs = [policy.infer(observation) for _ in range(args.runs)]
-    stages = {k: _stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
+    stages = {k: latency_stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
     policy.close()
     return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"], "stages": stages}
 

@@ -57,6 +57,7 @@ def open_robot(kind: str, left_port: str | None = None, right_port: str | None =
     from drivers.bimanual import BimanualARX
     from drivers.controller import ControllerConfig
 
+    check_robot_arguments(kind, left_port, right_port, sim_faults)
     sims = []
     controller = ControllerConfig()
     if kind == "sim":
@@ -69,13 +70,6 @@ def open_robot(kind: str, left_port: str | None = None, right_port: str | None =
             raise
         left_port, right_port = sims[0].device_path, sims[1].device_path
         controller = ControllerConfig(feedback_timeout_s=0.2)
-    elif sim_faults:
-        raise ValueError("simulated faults are for the simulated robot (--robot sim)")
-    elif kind == "arx":
-        if not left_port or not right_port:
-            raise ValueError("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
-    else:
-        raise ValueError(f"unknown robot {kind!r}: sim or arx")
     try:
         arms = [ARXArm(ArmConfig(port, profile=profile, controller=controller, disconnect_damping_s=disconnect_damping_s))
                 for port in (left_port, right_port)]
@@ -84,6 +78,16 @@ def open_robot(kind: str, left_port: str | None = None, right_port: str | None =
         _stop_sims(sims)
         raise
     return BimanualRobot(robot, sims)
+
+
+def check_robot_arguments(kind: str, left_port: str | None, right_port: str | None, sim_faults: dict[str, str] | None) -> None:
+    """The robot's arguments, checked before anything starts (`chatvla2 run` calls it first)."""
+    if kind not in ("sim", "arx"):
+        raise ValueError(f"unknown robot {kind!r}: sim or arx")
+    if kind != "sim" and sim_faults:
+        raise ValueError("simulated faults are for the simulated robot (--robot sim)")
+    if kind == "arx" and (not left_port or not right_port):
+        raise ValueError("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
 
 
 class _SimProcess:

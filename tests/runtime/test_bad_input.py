@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from export.manifest import BundleError
 from models.sample_observation import sample_observation
 from runtime.policy import Policy
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _observation(**change):
@@ -69,6 +67,8 @@ def test_run_refuses_a_tampered_bundle_before_touching_the_arms(tiny_bundle, tmp
     (["--sim-faults", "middle:unplug=1"], "expected left:SPEC or right:SPEC"),
     (["--sim-faults", "left:explode=1"], "explode"),
     (["--port", "/dev/ttyACM0"], "--port is given twice"),
+    (["--robot", "arx", "--sim-faults", "left:unplug=1"], "simulated faults are for the simulated robot"),
+    (["--robot", "arx"], "--robot arx needs two adapters"),
 ])
 def test_run_argument_errors_are_one_line(tiny_bundle, tmp_path, args, message):
     result = _run([str(tiny_bundle), "--duration", "1", *args], tmp_path)
