@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,7 +46,7 @@ def main() -> int:
                 rows.append({"engine": spec.name, "moe": form, "median_ms": median, "p90_ms": p90,
                              "size_mb": path.stat().st_size / 1e6,
                              "tokens": int(inputs[spec.name][spec.input_names[0]].shape[1])})
-    print(f"| engine | MoE form | tokens | ORT CPU ms (median / p90) | graph MB |")
+    print("| engine | MoE form | tokens | ORT CPU ms (median / p90) | graph MB |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['engine']} | {r['moe']} | {r['tokens']} | {r['median_ms']:.2f} / {r['p90_ms']:.2f} | {r['size_mb']:.0f} |")

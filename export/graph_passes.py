@@ -29,7 +29,8 @@ def decompose_gelu(model: onnx.ModelProto) -> int:
             new_nodes.append(node)
             continue
         approximate = next((a.s.decode() for a in node.attribute if a.name == "approximate"), "none")
-        x, y, p = node.input[0], node.output[0], f"{node.name or y}_gelu"
+        x, y = node.input[0], node.output[0]
+        p = f"{node.name or y}_gelu"
         half, one = constant("gelu_half", 0.5), constant("gelu_one", 1.0)
         if approximate == "tanh":
             # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))

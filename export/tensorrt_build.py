@@ -19,8 +19,6 @@ from typing import Any
 from export.lint import LintError, errors, lint_bundle
 from export.manifest import BundleError, engine_file, load_manifest, sha256_file
 from export.staging import staged_directory
-# The engines' fit to this GPU/TensorRT is the runtime's check (it runs on the robot without onnx).
-from runtime.tensorrt_engine import EngineMismatch, check_engines_match  # noqa: F401
 
 ENGINES_JSON = "engines.json"
 INSTALL_HINT = (

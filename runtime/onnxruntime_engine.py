@@ -114,8 +114,4 @@ class OnnxRuntimeLanguage(LanguageSession):
         return self._outputs["logits"][0], self._outputs["hidden"][0]
 
 
-def providers_summary() -> str:
-    return ", ".join(available_providers()) or "none"
-
-
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeLanguage", "FeedError", "providers_summary"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeLanguage", "FeedError"]
