@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import export_bundle  # noqa: E402
-from export.cli import _load_model  # noqa: E402
+from models.loading import load_model  # noqa: E402
 from export.precision import parse_plan  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--moe-forms", action="store_true", help="also fp32 bundles with MoE gather and dense everywhere")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model = _load_model(argparse.Namespace(checkpoint=None, config=args.config, seed=args.seed))
+    model = load_model(args.config, seed=args.seed)
     cache = args.out / ".trace-cache"
     jobs = []
     for item in filter(None, args.precisions.split(";")):

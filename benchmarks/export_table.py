@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.manifest import load_manifest  # noqa: E402
+from contract.bundle import load_manifest  # noqa: E402
 from runtime.onnxruntime_session import create_session  # noqa: E402
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.calibration_data import record_engine_inputs  # noqa: E402
-from export.cli import _load_model  # noqa: E402
+from models.loading import load_model  # noqa: E402
 from export.onnx_export import engine_specs, save_onnx, trace_to_onnx  # noqa: E402
 from benchmarks.export_table import time_session  # noqa: E402
 from runtime.onnxruntime_session import create_session  # noqa: E402
@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    model = _load_model(argparse.Namespace(checkpoint=None, config=args.config, seed=0)).eval()
+    model = load_model(args.config)
     inputs = record_engine_inputs(model, samples=1, seed=7, decode_steps=1)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+")
     parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--cadences", default="every,hold")
+    parser.add_argument("--cadences", default="every,reuse")
     parser.add_argument("--telemetry-dir", default="runs/table")
     args = parser.parse_args(argv)
     rows = [run_once(b, c, args, extra) for b in args.bundles for c in args.cadences.split(",")]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.bundle import bundle_model_config
+
 
 def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
     """GB/s: {"gemv": BLAS matrix-vector read bandwidth, "copy": numpy copy (read + write)}."""
@@ -50,9 +52,9 @@ def decode_traffic(bundle: Path, manifest: dict) -> dict:
     cache_bytes = 2 * int(np.prod(cache["shape"])) * np.dtype(cache["dtype"]).itemsize
     files = [entry["file"], *entry.get("data_files", [])]
     file_bytes = sum((bundle / f).stat().st_size for f in files)
-    moe = manifest["model_config"]["language"]["moe"]
+    moe = bundle_model_config(bundle, manifest).language.moe
     try:
-        weights, counted = _weight_bytes_read(bundle / entry["file"], int(moe["num_experts"]), int(moe["top_k"])), "graph"
+        weights, counted = _weight_bytes_read(bundle / entry["file"], moe.num_experts, moe.top_k), "graph"
     except ImportError:
         weights, counted = file_bytes, "file size (upper bound: onnx not installed)"
     return {"weight_bytes": weights, "cache_bytes": cache_bytes, "total_bytes": weights + cache_bytes,

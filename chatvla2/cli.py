@@ -1,12 +1,17 @@
 """`chatvla2 SUBCOMMAND ...`: argument parsing and lazy dispatch.
 
 Each subcommand names the function that runs it as "package.module:function"; that module is
-imported only when the subcommand runs, so `chatvla2 --help` needs neither torch nor onnx.
+imported only when the subcommand runs, and a subcommand's arguments (whose defaults and choices
+come from the packages' own dataclasses and constants) are built only when it is the one given,
+so `chatvla2 --help` imports nothing of ours and needs neither torch nor onnx. Nothing imports
+this package.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import importlib
 import os
 import sys
@@ -28,10 +33,25 @@ EXTRA_FOR_MODULE = {
 USER_ERRORS = (ValueError, LookupError, OSError)
 
 
+def _default(cls, name: str):
+    """A dataclass field's default: the CLI shows and uses the configuration's own value."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.default
+
+
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    from contract.config import PRESETS
+
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="NAME", help="a named preset: tiny, small or paper")
+    source.add_argument("--config", metavar="NAME", help=f"a named preset: {', '.join(PRESETS)}")
     source.add_argument("--checkpoint", metavar="DIR", help="a checkpoint directory")
+
+
+def _add_profile(parser: argparse.ArgumentParser) -> None:
+    from drivers.arm import ArmConfig
+    from drivers.profiles import PROFILES
+
+    parser.add_argument("--profile", default=_default(ArmConfig, "profile"), help=f"arm profile: {', '.join(PROFILES)}")
 
 
 def _info(p: argparse.ArgumentParser) -> None:
@@ -45,7 +65,7 @@ def _demo(p: argparse.ArgumentParser) -> None:
 
 
 def _sim_arm(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    _add_profile(p)
     p.add_argument(
         "--faults",
         default="",
@@ -59,22 +79,25 @@ def _arm(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial port of the SLCAN adapter (or a pyserial URL)")
     where.add_argument("--sim", action="store_true", help="start a simulated arm and use it")
-    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    _add_profile(p)
     p.add_argument("action", choices=["status", "enable", "home", "damp"])
 
 
 def _export(p: argparse.ArgumentParser) -> None:
+    from contract.config import MOE_FORMS
+    from export.thresholds import PRECISIONS
+
     _add_model_source(p)
     p.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle directory to write")
     p.add_argument(
         "--precision",
         default="fp32",
         metavar="PLAN",
-        help="fp32, fp16, int8, int4 or fp8, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8",
+        help=f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8",
     )
     p.add_argument(
         "--moe",
-        choices=["auto", "gather", "dense"],
+        choices=["auto", *MOE_FORMS],
         default="auto",
         help="MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token",
     )
@@ -94,46 +117,61 @@ def _build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache, reused across builds")
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    from runtime.engine import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
+
+
+def _run(p: argparse.ArgumentParser) -> None:
+    from contract.scene import INSTRUCTION
+    from runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
+    from runtime.safety import DEFAULT_JOINT_SPEED
+
+    loop = functools.partial(_default, LoopConfig)
     p.add_argument("bundle", nargs="?", help="a bundle directory written by `chatvla2 export` (or --bundle)")
     p.add_argument("--bundle", dest="bundle_option", metavar="DIR", help="the bundle, as an option")
-    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-    p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
+    _add_backend(p)
     p.add_argument("--robot", choices=["sim", "arx"], default="sim", help="sim: two simulated arms on ptys; arx: real arms")
     p.add_argument("--port", action="append", default=[], metavar="PORT",
                    help="--robot arx: an SLCAN adapter, given twice (left, then right)")
     p.add_argument("--left-port", help="left arm's SLCAN adapter (--robot arx)")
     p.add_argument("--right-port", help="right arm's SLCAN adapter (--robot arx)")
-    p.add_argument("--profile", default="x5", help="arm profile: x5, l5 or r5")
+    _add_profile(p)
     p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",
                    help="--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)")
-    p.add_argument("--task", "--instruction", dest="instruction",
-                   default="Answer the question and pick the card with the correct answer.", help="the instruction")
+    p.add_argument("--task", "--instruction", dest="instruction", default=INSTRUCTION, help="the instruction")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
-    p.add_argument("--rate", type=float, default=50.0, metavar="HZ", help="control rate of the execution thread")
-    p.add_argument("--chunk-mode", choices=["switch", "ensemble"], default="switch")
-    p.add_argument("--ensemble-decay", type=float, default=0.1, metavar="M", help="temporal ensembling weight exp(-M i)")
-    p.add_argument("--reasoning", choices=["every", "hold"], default="every",
-                   help="every: new reasoning each inference; hold: keep it for --reasoning-hold seconds")
-    p.add_argument("--reasoning-hold", type=float, default=5.0, metavar="S")
+    p.add_argument("--rate", type=float, default=loop("rate_hz"), metavar="HZ", help="control rate of the execution thread")
+    p.add_argument("--chunk-mode", choices=CHUNK_MODES, default=loop("chunk_mode"))
+    p.add_argument("--ensemble-decay", type=float, default=loop("ensemble_decay"), metavar="M",
+                   help="temporal ensembling weight exp(-M i)")
+    # "hold" / --reasoning-hold: this cadence's names before 0.2 ("hold" now means only the watchdog's).
+    p.add_argument("--reasoning", choices=REASONING_CADENCES, default=loop("reasoning"),
+                   type=lambda value: "reuse" if value == "hold" else value,
+                   help="every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds")
+    p.add_argument("--reasoning-reuse", "--reasoning-hold", dest="reasoning_reuse", type=float,
+                   default=loop("reasoning_reuse_s"), metavar="S")
     p.add_argument("--max-tokens", type=int, metavar="N", help="cap the reasoning at N tokens (default: the model's max_reasoning_tokens)")
-    p.add_argument("--hold", type=float, default=0.5, metavar="S", help="watchdog: hold this long without actions, then damp and stop")
-    p.add_argument("--latency-margin", type=float, default=0.02, metavar="S", help="start inference this much earlier than the latency estimate")
-    p.add_argument("--latency-headroom", type=float, default=1.5, metavar="X", help="latency estimate = X times the largest recent latency")
-    p.add_argument("--max-joint-speed", type=float, default=1.5, metavar="RAD_S", help="policy-side rate limit per joint")
+    p.add_argument("--hold", type=float, default=loop("hold_s"), metavar="S",
+                   help="watchdog: hold the last action this long without new actions, then damp and stop")
+    p.add_argument("--latency-margin", type=float, default=loop("latency_margin_s"), metavar="S",
+                   help="start inference this much earlier than the latency estimate")
+    p.add_argument("--latency-headroom", type=float, default=loop("latency_headroom"), metavar="X",
+                   help="latency estimate = X times the largest recent latency")
+    p.add_argument("--max-joint-speed", type=float, default=DEFAULT_JOINT_SPEED, metavar="RAD_S", help="policy-side rate limit per joint")
     p.add_argument("--telemetry", metavar="FILE", help="JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)")
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (numpy)")
 
 
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="bundle directories (or --bundle, repeatable)")
     p.add_argument("--bundle", dest="bundle_options", action="append", default=[], metavar="DIR", help="a bundle, as an option")
-    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-    p.add_argument("--engines", metavar="DIR", help="TensorRT engines (default BUNDLE/engines)")
+    _add_backend(p)
     p.add_argument("--runs", type=int, default=10, help="timed inferences per bundle (after warm-up)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
     p.add_argument("--reference", action="store_true",
                    help="also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)")
     p.add_argument("--config", metavar="NAME", help="the reference's preset (default: the bundle's model_config name)")
@@ -144,26 +182,39 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
 
 
-# name -> (help, argument builder, "module:function" that runs it)
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {
+def _run_target(args: argparse.Namespace) -> str:
+    # Simulated arms are started by sim/, which then runs the runtime's loop on them.
+    return "sim.robot:run_main" if args.robot == "sim" else "runtime.run:main"
+
+
+def _arm_target(args: argparse.Namespace) -> str:
+    return "sim.cli:arm_with_sim_main" if args.sim else "drivers.cli:arm_main"
+
+
+# name -> (help, argument builder, what runs it: "module:function", or a function of the parsed
+# arguments that names it)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | Callable[[argparse.Namespace], str]]] = {
     "info": ("parameters per component of a model", _info, "models.info:main"),
     "demo": ("reference inference on a sample observation", _demo, "models.demo:main"),
     "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
     "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),
     "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
-    "run": ("run a bundle on the robot (or simulated arms)", add_run_arguments, "runtime.cli:run_main"),
-    "bench": ("time the policy step per stage, against the PyTorch reference", add_bench_arguments, "runtime.cli:bench_main"),
+    "run": ("run a bundle on the robot (or simulated arms)", _run, _run_target),
+    "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "calibration.bench:main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
-    "arm": ("read, enable, home or damp an ARX arm", _arm, "drivers.cli:arm_main"),
+    "arm": ("read, enable, home or damp an ARX arm", _arm, _arm_target),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `only` the arguments of that one command ("" none: the others are listed
+    but their argument builders, which import the defaults from the packages, are not run)."""
     parser = argparse.ArgumentParser(prog="chatvla2", description="Run ChatVLA-2 policies on robots.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, target) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(command)
+        if only is None or only == name:
+            add_arguments(command)
         command.set_defaults(_target=target)
     return parser
 
@@ -173,20 +224,24 @@ def _load(target: str) -> Callable[[argparse.Namespace], int | None]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+def _missing_extra(exc: ModuleNotFoundError, prefix: str) -> int:
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_FOR_MODULE:
+        raise exc
+    print(f"{prefix} needs the '{top}' package: pip install 'chatvla2-edge[{EXTRA_FOR_MODULE[top]}]'", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    prefix = f"chatvla2 {args.command}: error:"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    prefix = f"chatvla2 {chosen}: error:"
     try:
-        run = _load(args._target)
+        args = build_parser(only=chosen if chosen in COMMANDS else "").parse_args(argv)
+        target = args._target if isinstance(args._target, str) else args._target(args)
+        run = _load(target)
     except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
-        if top in EXTRA_FOR_MODULE:
-            print(
-                f"{prefix} needs the '{top}' package: pip install 'chatvla2-edge[{EXTRA_FOR_MODULE[top]}]'",
-                file=sys.stderr,
-            )
-            return 2
-        raise
+        return _missing_extra(exc, prefix)
     try:
         return int(run(args) or 0)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""`chatvla2 arm (--port PORT | --sim) [--profile x5] status|enable|home|damp`.
+"""`chatvla2 arm --port PORT [--profile x5] status|enable|home|damp` (`--sim`: see sim/cli.py).
 
 status  read every motor (a damping command each: nothing is enabled) and print a table
 enable  enable every motor, print the table, leave them enabled (limp until commanded)
@@ -54,38 +54,29 @@ def _report(arm: ARXArm, readings: dict[int, MotorReading], port: str) -> int:
 
 
 def arm_main(args) -> int:
-    sim = None
-    if args.sim:
-        from sim.arm_sim import SimulatedArm  # only for --sim; the driver itself never needs it
-
-        sim = SimulatedArm(args.profile).start()
-        port = sim.device_path
-    else:
-        port = args.port
-    try:
-        arm = ARXArm(ArmConfig(port, profile=args.profile, velocity_scale=HOME_VELOCITY_SCALE if args.action == "home" else 1.0))
-        if not arm.profile.verified:
-            print(f"warning: the {arm.profile.name} profile is unverified (assembled by analogy with the X5)", file=sys.stderr)
-        if args.action == "status":
-            try:
-                return _report(arm, arm.read_motors(), port)
-            finally:
-                arm.link.close()
-        if args.action == "enable":
-            arm.link.open()
-            try:
-                return _report(arm, arm.enable_and_read(), port)
-            finally:
-                arm.link.close()
-        if args.action == "damp":
-            with arm:
-                arm.damping()
-                print(f"damping for {arm.config.disconnect_damping_s:.0f} s, then disabling")
-            return 0
-        return _home(arm)
-    finally:
-        if sim is not None:
-            sim.stop()
+    """`args.port`: the adapter (`chatvla2 arm --sim` goes through `sim.cli.arm_with_sim_main`,
+    which starts a simulated arm and passes its pty here)."""
+    port = args.port
+    arm = ARXArm(ArmConfig(port, profile=args.profile, velocity_scale=HOME_VELOCITY_SCALE if args.action == "home" else 1.0))
+    if not arm.profile.verified:
+        print(f"warning: the {arm.profile.name} profile is unverified (assembled by analogy with the X5)", file=sys.stderr)
+    if args.action == "status":
+        try:
+            return _report(arm, arm.read_motors(), port)
+        finally:
+            arm.link.close()
+    if args.action == "enable":
+        arm.link.open()
+        try:
+            return _report(arm, arm.enable_and_read(), port)
+        finally:
+            arm.link.close()
+    if args.action == "damp":
+        with arm:
+            arm.damping()
+            print(f"damping for {arm.config.disconnect_damping_s:.0f} s, then disabling")
+        return 0
+    return _home(arm)
 
 
 def _home(arm: ARXArm) -> int:

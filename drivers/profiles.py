@@ -94,6 +94,16 @@ class ArmProfile:
     def num_joints(self) -> int:
         return len(self.joint_ids)
 
+    @property
+    def action_low(self) -> tuple[float, ...]:
+        """Lowest value of each action dimension: joint positions (rad), then the gripper width (m)."""
+        return self.position_min + (0.0,)
+
+    @property
+    def action_high(self) -> tuple[float, ...]:
+        """Highest value of each action dimension: joint positions (rad), then the gripper width (m)."""
+        return self.position_max + (self.gripper.width_m,)
+
 
 # arx.md, "Limits used by the public SDK for X5/L5", joints 1..6.
 _POSITION_MIN = (-3.14, -0.05, -0.1, -1.6, -1.57, -2.0)

@@ -21,10 +21,17 @@ from safetensors.numpy import save_file
 
 from export.calibration_data import EngineInputs, record_engine_inputs
 from export.lint import assert_tensorrt_compatible
-from export.manifest import MANIFEST_FILE, write_manifest
+from contract.bundle import (
+    EMBEDDINGS_FILE,
+    MANIFEST_FILE,
+    NORMALIZATION_FILE,
+    PROMPT_TEMPLATE,
+    TOKENIZER_FILE,
+    write_manifest,
+)
 from export.onnx_export import OPSET, engine_specs, save_onnx, trace_to_onnx
 from export.parity import check_budget, compare, onnx_outputs, torch_outputs
-from export.staging import staged_directory
+from contract.staging import staged_directory
 from export.precision import (
     ConversionReport,
     low_precision_weight_fraction,
@@ -33,15 +40,12 @@ from export.precision import (
     to_fp16,
 )
 from export.thresholds import budget_for
-from models.prompt import prompt_token_ids
+from contract.prompt import prompt_token_ids
 import models as models_package
-from models.sample_observation import INSTRUCTION
+from contract.scene import INSTRUCTION
 from models.vla import ChatVLA2
 from runtime.onnxruntime_session import create_session
 
-EMBEDDINGS_FILE = "embeddings.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-NORMALIZATION_FILE = "normalization.json"
 CALIBRATION_SAMPLES = 8
 
 _ONNX_DTYPES = {
@@ -244,7 +248,7 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         "embeddings": EMBEDDINGS_FILE,
         "tokenizer": TOKENIZER_FILE,
         "normalization": NORMALIZATION_FILE,
-        "prompt_template": "per view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>; then the instruction and a newline",
+        "prompt_template": PROMPT_TEMPLATE,
         "tools": _tool_versions(),
     }
 

@@ -3,7 +3,8 @@ inputs of the parity check.
 
 Calibration must see real engine inputs, never random noise: the activations that set the int8
 and fp8 scales are those the engines meet on the robot. By default they are recorded by running
-the model's reference pipeline (`ChatVLA2.act`'s stages) on sample observations of the math game;
+the policy on the PyTorch backend (`export.torch_engine`, the runtime's own inference steps) on
+sample observations of the math game;
 `--calibration FILE` reads an `.npz` recorded elsewhere (e.g. on the robot).
 
 Format (`.npz`): one array per "<engine>.<input>", the samples concatenated along axis 0, so that
@@ -18,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.language import write_cache
-from models.prompt import mrope_position_ids, next_text_position, prompt_token_ids
-from models.preprocess import preprocess_images
-from models.sample_observation import INSTRUCTION, math_game_frame
+from contract.scene import INSTRUCTION, math_game_frame
+from export.torch_engine import torch_policy
 from models.vla import ChatVLA2
 
 EngineInputs = dict[str, dict[str, np.ndarray]]  # engine -> input name -> array
@@ -33,66 +32,32 @@ SCENES = [
 ]
 
 
-@torch.no_grad()
 def record_engine_inputs(model: ChatVLA2, samples: int, seed: int, decode_steps: int = 3) -> EngineInputs:
-    """Run the reference pipeline on `samples` observations and record what each engine receives:
-    pixels, the prompt embeddings, a few decode steps' tokens and caches, and o/r/state/noise."""
-    cfg = model.cfg
+    """Run the policy on the PyTorch backend over `samples` observations and record what each
+    engine receives: pixels, the prompt embeddings, `decode_steps` reasoning tokens' decode feeds
+    (token, positions and the KV cache as it stands), and o/r/state/noise."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    tokenizer, language = model.tokenizer, model.language
-    head = cfg.action_head
+    head = model.cfg.action_head
     records: dict[str, dict[str, list[np.ndarray]]] = {e: {} for e in ("vision", "prefill", "decode", "action_head")}
 
-    def keep(engine: str, name: str, value) -> None:
-        value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        records[engine].setdefault(name, []).append(value)
+    def keep(engine: str, feed) -> None:
+        for name, value in feed.items():
+            records[engine].setdefault(name, []).append(np.array(value, copy=True))
 
+    policy = torch_policy(model, observer=keep)
+    # Exactly decode_steps tokens per sample, whatever the (perhaps untrained) model would stop at.
+    policy.max_reasoning_tokens = policy.min_reasoning_tokens = decode_steps
     for i in range(samples):
         equation, cards = SCENES[(i + seed) % len(SCENES)]
         base = math_game_frame(equation, cards).astype(np.int16)
         frames = [
             np.clip(base + rng.integers(-20, 21, size=base.shape), 0, 255).astype(np.uint8)
-            for _ in range(cfg.vision.num_views)
+            for _ in range(model.cfg.vision.num_views)
         ]
-        pixels = torch.from_numpy(preprocess_images(frames, cfg.vision))
-        keep("vision", "pixels", pixels)
-
-        ids = prompt_token_ids(tokenizer, INSTRUCTION, cfg.vision.num_views, cfg.vision.tokens_per_view)
-        positions = mrope_position_ids(ids, tokenizer.image_pad_id, cfg.vision.merged_grid)
-        embeddings = model.embed(torch.tensor([ids]), pixels.unsqueeze(0))
-        position_ids = torch.from_numpy(positions).unsqueeze(1)
-        keep("prefill", "embeddings", embeddings)
-        keep("prefill", "position_ids", position_ids)
-
-        hidden, logits, keys, values = language.prefill(embeddings, position_ids)
-        key_cache, value_cache = language.new_cache()
-        write_cache(key_cache, keys, 0)
-        write_cache(value_cache, values, 0)
-        cache_position, text_position = len(ids), next_text_position(positions)
-        token = int(logits.argmax())
-        reasoning_hidden = []
-        for _ in range(decode_steps):
-            step_inputs = (
-                torch.tensor([[token]]), torch.tensor([text_position]), torch.tensor([cache_position]),
-                key_cache.clone(), value_cache.clone(),
-            )
-            for name, value in zip(("token", "position", "cache_position", "key_cache", "value_cache"), step_inputs):
-                keep("decode", name, value)
-            logits, token_hidden, new_keys, new_values = language.decode_step(
-                language.embed_tokens(step_inputs[0]), step_inputs[1].view(1, 1, 1).expand(3, 1, 1),
-                step_inputs[2], key_cache, value_cache,
-            )
-            write_cache(key_cache, new_keys, cache_position)
-            write_cache(value_cache, new_values, cache_position)
-            reasoning_hidden.append(token_hidden)
-            cache_position, text_position, token = cache_position + 1, text_position + 1, int(logits.argmax())
-
-        keep("action_head", "o", hidden.mean(dim=1))
-        keep("action_head", "r", torch.stack(reasoning_hidden).mean(dim=0))
         state = rng.normal(model.stats.state_mean, model.stats.state_std).astype(np.float32)
-        keep("action_head", "state", model.stats.normalize_state(state)[None])
-        keep("action_head", "noise", torch.randn(1, head.chunk_size, head.action_dim, generator=generator))
+        noise = torch.randn(head.chunk_size, head.action_dim, generator=generator).numpy()
+        policy.infer({"images": frames, "instruction": INSTRUCTION, "state": state, "noise": noise})
     return {engine: {name: np.concatenate(arrays) for name, arrays in inputs.items()} for engine, inputs in records.items()}
 
 

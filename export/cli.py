@@ -6,27 +6,12 @@ import argparse
 import dataclasses
 import time
 
-import torch
-
 from export.bundle import export_bundle
 from export.calibration_data import load_engine_inputs
 from export.onnx_export import engine_specs
 from export.precision import parse_plan
-from models.config import get_config
+from models.loading import load_model
 from models.vla import ChatVLA2
-
-
-def _load_model(args: argparse.Namespace) -> ChatVLA2:
-    if args.checkpoint:
-        from models.checkpoint import load_checkpoint
-
-        return load_checkpoint(args.checkpoint)
-    torch.manual_seed(args.seed)
-    model = ChatVLA2(get_config(args.config or "tiny"))
-    # An untrained preset: give the action head's AdaLN-Zero layers small values so its graph
-    # computes something (all-zero outputs would make every parity check trivially pass).
-    model.action_head.perturb_zero_init_(generator=torch.Generator().manual_seed(args.seed + 1))
-    return model
 
 
 def _with_cache_length(model: ChatVLA2, length: int) -> ChatVLA2:
@@ -42,7 +27,7 @@ def _with_cache_length(model: ChatVLA2, length: int) -> ChatVLA2:
 
 def export_main(args: argparse.Namespace) -> int:
     plan = parse_plan(args.precision)  # bad plans fail before any work
-    model = _load_model(args)
+    model = load_model(args.config, args.checkpoint, seed=args.seed)
     if args.max_seq:
         model = _with_cache_length(model, args.max_seq)
     calibration = None

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from export import tensorrt_rules as rules
-from export.manifest import BundleError, engine_file, load_manifest
+from contract.bundle import BundleError, engine_file, load_manifest
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 

@@ -28,8 +28,9 @@ EXTERNAL_DATA_ABOVE_BYTES = 1_500_000_000
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """What to trace: names of inputs and outputs, example inputs, dynamic axes."""
+class TraceSpec:
+    """What to trace for one engine: its module, example inputs, input/output names, dynamic axes
+    (the runtime's `EngineSpec` is the other side: the I/O a bundle's manifest records)."""
 
     name: str
     module: torch.nn.Module
@@ -39,14 +40,14 @@ class EngineSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
-def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
+def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
     cfg = model.cfg
     vision, language, head = cfg.vision, cfg.language, cfg.action_head
     hidden = language.hidden
     cache_shape = (language.layers, 1, language.kv_heads, language.max_cache_len, language.head_dim)
     positions = torch.arange(prompt_length).view(1, 1, -1).expand(3, 1, -1).contiguous()
     return [
-        EngineSpec(
+        TraceSpec(
             "vision",
             VisionGraph(model),
             (torch.randn(vision.num_views, 3, vision.image_height, vision.image_width),),
@@ -54,7 +55,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
             ("visual_embeddings",),
             {"pixels": {0: "views"}, "visual_embeddings": {0: "visual_tokens"}},
         ),
-        EngineSpec(
+        TraceSpec(
             "prefill",
             PrefillGraph(model),
             (torch.randn(1, prompt_length, hidden), positions),
@@ -66,7 +67,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
                 "hidden": {1: "prompt_length"},
             },
         ),
-        EngineSpec(
+        TraceSpec(
             "decode",
             DecodeGraph(model),
             (
@@ -80,7 +81,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
             ("logits", "hidden", "new_keys", "new_values"),
             {},
         ),
-        EngineSpec(
+        TraceSpec(
             "action_head",
             ActionHeadGraph(model),
             (
@@ -96,7 +97,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[EngineSpec]:
     ]
 
 
-def trace_to_onnx(spec: EngineSpec) -> onnx.ModelProto:
+def trace_to_onnx(spec: TraceSpec) -> onnx.ModelProto:
     """One engine to an fp32 ONNX model (in memory), Gelu decomposed for TensorRT 10.3 and weight
     data movement folded (see `export.graph_passes`)."""
     spec.module.eval()

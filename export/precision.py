@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from export.graph_passes import deduplicate_initializers
-from export.manifest import ENGINE_NAMES
+from contract.bundle import ENGINE_NAMES
 from export.thresholds import PRECISIONS
 
 # Where each precision can run (deploy.md): Orin (Ampere, SM 8.7) has no FP8.

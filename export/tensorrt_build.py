@@ -3,7 +3,9 @@
 Written against the documented TensorRT 10.x and 11.x Python API only (deploy.md, "TensorRT API:
 10.x vs 11.x"): networks are strongly typed, so precision comes from the graph (converted or Q/DQ)
 and no precision builder flag is set; those flags are gone in 11.x. Everything that can be checked
-without TensorRT (hashes, lint, profiles) is checked before `tensorrt` is imported.
+without TensorRT (hashes, lint, profiles) is checked before `tensorrt` is imported. The engines
+description file, the GPU identity and the tensorrt import (with its install hint) come from
+`runtime.tensorrt_identity`, which the TensorRT backend shares.
 """
 
 from __future__ import annotations
@@ -11,26 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from export.lint import LintError, errors, lint_bundle
-from export.manifest import BundleError, engine_file, load_manifest, sha256_file
-from export.staging import staged_directory
-
-ENGINES_JSON = "engines.json"
-INSTALL_HINT = (
-    "TensorRT is not installed: on Jetson install JetPack's python3-libnvinfer "
-    "(apt install python3-libnvinfer); on x86 pip install 'chatvla2-edge[tensorrt]'"
-)
+from contract.bundle import BundleError, engine_file, load_manifest, sha256_file
+from contract.staging import staged_directory
+from runtime.tensorrt_identity import ENGINES_JSON, gpu_identity, import_tensorrt
 
 Shape = tuple[int, ...]
-
-
-class TensorRTUnavailable(OSError):
-    """No usable `tensorrt` module (or no GPU to build for): a setup problem, not a bug."""
 
 
 class BuildError(ValueError):
@@ -69,34 +61,6 @@ def profiles_for(engine_manifest: dict[str, Any]) -> dict[str, tuple[Shape, Shap
     return result
 
 
-def gpu_identity() -> tuple[str, str]:
-    """(GPU name, compute capability "8.7") via cuda-python's runtime, else nvidia-smi."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python layout
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if err == cudart.cudaError_t.cudaSuccess:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.strip().splitlines()[0]
-        name, cap = (part.strip() for part in out.rsplit(",", 1))
-        return name, cap
-    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
-        # Jetson's nvidia-smi may lack compute_cap; cuda-python is the route there.
-        raise TensorRTUnavailable(
-            "cannot identify the GPU: install cuda-python (pip install cuda-python) or put nvidia-smi on PATH"
-        ) from None
-
-
 def _verified_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, dict[str, tuple[Shape, Shape, Shape]]]]:
     manifest = load_manifest(bundle, verify_hashes=True)
     bad = {name: errors(found) for name, found in lint_bundle(bundle, manifest).items()}
@@ -111,14 +75,6 @@ def _verified_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, dict[str, 
         except BundleError as exc:
             raise BundleError(f"{bundle}: engine {name!r}: {exc}") from None
     return manifest, profiles
-
-
-def _import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise TensorRTUnavailable(INSTALL_HINT) from None
-    return tensorrt
 
 
 # --- TensorRT (runs where it is installed) --------------------------------------------------
@@ -167,7 +123,7 @@ def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Pa
         raise ValueError(f"--workspace must be positive, got {workspace_gb}")
     if out.exists() and not (out / ENGINES_JSON).is_file() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an engines directory: refusing to replace it")
-    trt = _import_tensorrt()
+    trt = import_tensorrt()
     gpu_name, capability = gpu_identity()
 
     logger = trt.Logger(trt.Logger.WARNING)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import ActionHeadConfig, SchedulerConfig
+from contract.config import ActionHeadConfig, SchedulerConfig
 from models.ddim import DDIMScheduler
 
 # DiT: the LayerNorms before attention, MLP and output have no affine parameters, eps 1e-6.

@@ -13,24 +13,21 @@ the first tensor cut off), and every tensor matches the config's name, shape and
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.config import ModelConfig
-from models.normalization import NormalizationStats
-from models.tokenizer import TextTokenizer
+from contract.bundle import NORMALIZATION_FILE, TOKENIZER_FILE
+from contract.config import ModelConfig
+from contract.normalization import NormalizationStats
+from contract.staging import staged_directory
+from contract.tokenizer import TextTokenizer
 from models.vla import ChatVLA2
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-NORMALIZATION_FILE = "normalization.json"
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, NORMALIZATION_FILE)
 FORMAT_VERSION = 1
 
@@ -57,21 +54,13 @@ def save_checkpoint(model: ChatVLA2, directory: str | Path) -> Path:
     directory = Path(directory)
     if model.tokenizer is None or model.stats is None:
         raise ValueError("the model has no tokenizer or normalization statistics to save")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         config = {"format_version": FORMAT_VERSION, **model.cfg.to_dict()}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         model.tokenizer.save(staging / TOKENIZER_FILE)
         model.stats.save(staging / NORMALIZATION_FILE)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

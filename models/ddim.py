@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from models.config import SchedulerConfig
+from contract.config import SchedulerConfig
 
 # Nichol & Dhariwal 2021 ("Improved DDPM", eq. 17): the offset s and the cap on beta.
 _COSINE_OFFSET = 0.008

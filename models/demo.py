@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from models.config import get_config
-from models.sample_observation import sample_observation
-from models.vla import ChatVLA2
+from contract.scene import sample_observation
+from models.loading import load_model
 
 
 def main(args: argparse.Namespace) -> int:
-    torch.manual_seed(0)
+    model = load_model(args.config, args.checkpoint, seed=0)
     if args.checkpoint:
-        from models.checkpoint import load_checkpoint
-
-        model = load_checkpoint(args.checkpoint)
         source = f"checkpoint {args.checkpoint}"
     else:
-        name = args.config or "tiny"
-        model = ChatVLA2(get_config(name)).eval()
-        # Untrained, the action head's AdaLN-Zero layers are exactly zero and the chunk would ignore
-        # the observation and the reasoning; small random values let both flow through.
-        model.action_head.perturb_zero_init_(generator=torch.Generator().manual_seed(1))
-        source = f"preset {name}, untrained weights (seed 0)"
+        source = f"preset {args.config or 'tiny'}, untrained weights (seed 0)"
     cfg = model.cfg
     frames, instruction, state = sample_observation(cfg.vision.num_views, cfg.action_head.state_dim)
     instruction = args.prompt or instruction

@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from models.config import get_config
+from contract.config import get_config
 from models.moe import DynamicMoE
 from models.vla import ChatVLA2
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import LanguageConfig
+from contract.config import LanguageConfig
 from models.moe import DynamicMoE, SwiGLU
 from models.rope import MultimodalRotaryEmbedding, apply_rotary
 

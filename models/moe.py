@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPLEMENTATIONS = ("gather", "dense")
+from contract.config import MOE_FORMS
+
+IMPLEMENTATIONS = MOE_FORMS
 
 
 class SwiGLU(nn.Module):

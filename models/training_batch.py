@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.config import ModelConfig
-from models.normalization import NormalizationStats
-from models.preprocess import preprocess_images
-from models.prompt import mrope_position_ids, prompt_token_ids
-from models.tokenizer import TextTokenizer
+from contract.config import ModelConfig
+from contract.normalization import NormalizationStats
+from contract.preprocess import preprocess_images
+from contract.prompt import mrope_position_ids, prompt_token_ids
+from contract.tokenizer import TextTokenizer
 from models.vla import IGNORE_INDEX
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from models.config import VisionConfig
+from contract.config import VisionConfig
 from models.rope import VisionRotaryEmbedding, apply_rotary
 
 

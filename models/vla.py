@@ -11,7 +11,6 @@ diffusion loss, `o` and `r` pooled the same way from a teacher-forced full-seque
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,13 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.action_head import ScaleDP
-from models.config import ModelConfig
+from contract.config import ModelConfig
 from models.language import LanguageModel, write_cache
 from models.moe import load_balancing_loss
-from models.normalization import NormalizationStats
-from models.preprocess import preprocess_images
-from models.prompt import mrope_position_ids, next_text_position, prompt_token_ids
-from models.tokenizer import TextTokenizer, character_tokenizer
+from contract.normalization import NormalizationStats
+from contract.preprocess import preprocess_images
+from contract.prompt import build_prompt, next_text_position
+from contract.stage_timer import StageTimer
+from contract.tokenizer import TextTokenizer, character_tokenizer
 from models.vision import VisionEncoder
 
 IGNORE_INDEX = -100
@@ -166,22 +166,10 @@ class ChatVLA2(nn.Module):
         device = self.language.embed_tokens.weight.device
         dtype = self.language.embed_tokens.weight.dtype
         max_new_tokens = cfg.language.max_reasoning_tokens if max_new_tokens is None else max_new_tokens
-        timings: dict[str, float] = {}
-        start = clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] = now - clock
-            clock = now
-
+        timer = StageTimer()
+        lap = timer.lap
         pixels = torch.from_numpy(preprocess_images(images, cfg.vision)).to(device, dtype)
-        prompt_ids = prompt_token_ids(tokenizer, prompt, cfg.vision.num_views, cfg.vision.tokens_per_view)
-        positions = mrope_position_ids(prompt_ids, tokenizer.image_pad_id, cfg.vision.merged_grid)
-        if len(prompt_ids) >= cfg.language.max_cache_len:
-            raise ValueError(
-                f"the prompt takes {len(prompt_ids)} tokens, the KV cache holds {cfg.language.max_cache_len}"
-            )
+        prompt_ids, positions = build_prompt(tokenizer, prompt, cfg)
         state_normalised = torch.from_numpy(self.stats.normalize_state(state)).to(device, dtype).view(1, -1)
         lap("preprocess")
 
@@ -227,7 +215,6 @@ class ChatVLA2(nn.Module):
         else:
             r = torch.zeros_like(o)
         lap("decode")
-        timings["decode_per_token"] = timings["decode"] / max(len(reasoning_ids), 1)
 
         if noise is None:
             generator = torch.Generator().manual_seed(seed)
@@ -236,6 +223,5 @@ class ChatVLA2(nn.Module):
         normalised_actions = self.action_head.sample(o, r, state_normalised, noise)
         actions = self.stats.unnormalize_actions(normalised_actions[0].float().cpu().numpy())
         lap("action_head")
-        timings["total"] = time.perf_counter() - start
-        return ActOutput(tokenizer.decode(reasoning_ids), reasoning_ids, actions, timings)
+        return ActOutput(tokenizer.decode(reasoning_ids), reasoning_ids, actions, timer.finish(len(reasoning_ids)))
 

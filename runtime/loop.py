@@ -20,11 +20,12 @@
 - **Chunk modes**: `switch` replaces the plan from the current step on with the new chunk;
   `ensemble` is ACT's temporal ensembling: every prediction for a step is averaged with weights
   exp(-m i), i = 0 for the oldest (m = `ensemble_decay`).
-- **Reasoning cadence**: `every` decodes a new reasoning at every inference; `hold` keeps the
-  last reasoning (text and its pooled state r, no decoding) for `reasoning_hold_s` seconds, the
+- **Reasoning cadence**: `every` decodes a new reasoning at every inference; `reuse` reuses the
+  last reasoning (text and its pooled state r, no decoding) for `reasoning_reuse_s` seconds, the
   "keep it until the step is done" mode; there is no task-step signal yet, so a timer stands in.
-- **Watchdog**: a tick with no planned action holds the last safe action (re-sent: the arm keeps
-  its target); a plan empty for longer than `hold_s` damps the robot and stops the loop.
+- **Watchdog**: a tick with no planned action holds: the last safe action is re-sent and the arm
+  keeps its target ("hold" means only this, here and in the drivers' controller); a plan empty
+  for longer than `hold_s` damps the robot and stops the loop.
 - **Stop**: duration reached, `stop(reason)` (the CLI's SIGINT handler), a watchdog stop, an
   inference error or a robot fault: the robot is damped at once; disconnecting (damping for the
   driver's disconnect_damping_s, then disable) is the caller's `finally`.
@@ -47,7 +48,7 @@ import numpy as np
 from runtime.safety import ActionSafety
 
 CHUNK_MODES = ("switch", "ensemble")
-REASONING_CADENCES = ("every", "hold")
+REASONING_CADENCES = ("every", "reuse")
 
 
 class Robot(Protocol):
@@ -67,7 +68,7 @@ class LoopConfig:
     chunk_mode: str = "switch"
     ensemble_decay: float = 0.1
     reasoning: str = "every"
-    reasoning_hold_s: float = 5.0
+    reasoning_reuse_s: float = 5.0
     latency_margin_s: float = 0.02
     latency_headroom: float = 1.5
     hold_s: float = 0.5
@@ -225,7 +226,7 @@ class ControlLoop:
         observation = self.observe(state)
         now = self.clock()
         reuse = None
-        if self.config.reasoning == "hold" and self._last_reasoning is not None and now - self._last_reasoning_at < self.config.reasoning_hold_s:
+        if self.config.reasoning == "reuse" and self._last_reasoning is not None and now - self._last_reasoning_at < self.config.reasoning_reuse_s:
             reuse = self._last_reasoning
         started = time.perf_counter()
         result = self.policy.infer(observation, reuse=reuse)

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.engine import Engine, EngineSpec, FeedError, check_feed, check_out
-from runtime.language import LanguageSession
+from runtime.language_session import LanguageSession
 from runtime.onnxruntime_session import available_providers, create_session
 
 

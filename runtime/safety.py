@@ -17,10 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# ARX X5/L5 joint limits (rad) from the public SDK (arx.md), then the gripper width 0..0.088 m;
-# the same numbers as the default normalization statistics.
-ARX_ARM_LOW = (-3.14, -0.05, -0.1, -1.6, -1.57, -2.0, 0.0)
-ARX_ARM_HIGH = (2.618, 3.50, 3.20, 1.55, 1.57, 2.0, 0.088)
+from drivers.profiles import get_profile
+
 # Per-step change limits at 50 Hz: 1.5 rad/s per joint, 0.1 m/s for the gripper (project choice,
 # well below the X5's motor limits; raise with --max-joint-speed).
 DEFAULT_JOINT_SPEED = 1.5
@@ -53,10 +51,14 @@ class ActionSafety:
             raise ValueError("safety: need low <= high and max_step > 0")
 
     @classmethod
-    def bimanual_arx(cls, rate_hz: float, joint_speed: float = DEFAULT_JOINT_SPEED, gripper_speed: float = DEFAULT_GRIPPER_SPEED) -> "ActionSafety":
+    def bimanual_arx(cls, rate_hz: float, joint_speed: float = DEFAULT_JOINT_SPEED, gripper_speed: float = DEFAULT_GRIPPER_SPEED,
+                     profile: str = "x5") -> "ActionSafety":
+        """Two arms of `profile`: its joint limits and gripper width (drivers/profiles.py), per-step
+        change limits from the speeds at `rate_hz`."""
+        arm = get_profile(profile)
         dt = 1.0 / rate_hz
-        step = [joint_speed * dt] * 6 + [gripper_speed * dt]
-        return cls(np.tile(ARX_ARM_LOW, 2), np.tile(ARX_ARM_HIGH, 2), np.tile(step, 2))
+        step = [joint_speed * dt] * arm.num_joints + [gripper_speed * dt]
+        return cls(np.tile(arm.action_low, 2), np.tile(arm.action_high, 2), np.tile(step, 2))
 
     def reset(self, measured: np.ndarray) -> None:
         """Start from the measured state (clamped into the limits)."""

@@ -1,12 +1,11 @@
-"""TensorRT engines built by `chatvla2 build` (TensorRT 10.x / 11.x, documented Python API only).
+"""The TensorRT backend: runs the engines of `chatvla2 build` (TensorRT 10.x / 11.x, documented API).
 
 Untested in this workplace (no TensorRT here; deploy.md): written small and strict, exercised by
 the tests marked `tensorrt`, which skip with a reason where `tensorrt` does not import.
 
-- `engines.json` must name this GPU and TensorRT version (engines are specific to both); this
-  module owns that check (`check_engines_match`, used by `chatvla2 build` too: the robot has no
-  onnx, which export's modules import). Each engine's source ONNX hash must
-  match the bundle manifest's (engines rebuilt from another bundle are refused).
+- Before loading, the engines description must name this GPU and TensorRT version (engines are
+  specific to both) and each engine's source ONNX hash must match the bundle manifest's (engines
+  rebuilt from another bundle are refused): those checks live in `runtime.tensorrt_identity`.
 - Calls: `Runtime(logger).deserialize_cuda_engine`, `num_io_tensors`, `get_tensor_name`,
   `get_tensor_mode`, `get_tensor_dtype`, `get_tensor_profile_shape`, `create_execution_context`,
   `set_input_shape`, `get_tensor_shape`, `set_tensor_address`, `execute_async_v3(stream)`.
@@ -26,59 +25,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from export.manifest import BundleError  # stdlib only
+from contract.bundle import BundleError  # stdlib only
 from runtime.engine import Engine, EngineSpec, check_feed, check_out
-from runtime.language import LanguageSession
-
-ENGINES_JSON = "engines.json"
-INSTALL_HINT = (
-    "the tensorrt backend needs TensorRT and cuda-python: on Jetson apt install python3-libnvinfer and "
-    "pip install cuda-python; elsewhere pip install 'chatvla2-edge[tensorrt]' cuda-python"
+from runtime.language_session import LanguageSession
+from runtime.tensorrt_identity import (
+    ENGINES_JSON,
+    EngineMismatch,
+    check_engine_sources,
+    check_engines_match,
+    gpu_identity,
+    import_cudart,
+    import_tensorrt,
 )
-
-
-class EngineMismatch(ValueError):
-    """Engines built for another GPU or TensorRT version than the one running them, or from
-    another bundle."""
-
-
-def check_engines_match(engines_json: dict[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Engines run only on the GPU model and TensorRT version they were built with (deploy.md).
-    Also used by `chatvla2 build` (export.tensorrt_build)."""
-    built = (engines_json.get("gpu_name"), engines_json.get("compute_capability"), engines_json.get("tensorrt_version"))
-    if built != (gpu_name, compute_capability, tensorrt_version):
-        raise EngineMismatch(
-            f"engines built for {built[0]} (SM {built[1]})/TRT {built[2]} but this is "
-            f"{gpu_name} (SM {compute_capability})/TRT {tensorrt_version}: rebuild with chatvla2 build"
-        )
-
-
-def check_engine_sources(engines_json: dict[str, Any], manifest: dict[str, Any]) -> None:
-    for name, entry in manifest["engines"].items():
-        built = engines_json.get("engines", {}).get(name)
-        if built is None:
-            raise EngineMismatch(f"engines.json has no engine {name!r}: rebuild with chatvla2 build")
-        if built.get("source_sha256") != manifest["files"].get(entry["file"]):
-            raise EngineMismatch(f"engine {name!r} was built from another {entry['file']}: rebuild with chatvla2 build")
-
-
-def _imports():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise OSError(INSTALL_HINT) from None
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise OSError(INSTALL_HINT) from None
-    return trt, cudart
 
 
 def _check(result):
@@ -226,21 +188,15 @@ class TensorRTLanguage(LanguageSession):
         return out["logits"][0], out["hidden"][0]
 
 
-def gpu_identity(cudart) -> tuple[str, str]:
-    props = _check(cudart.cudaGetDeviceProperties(0))
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
-
-
 def load_tensorrt(bundle: Path, manifest: dict, specs: dict[str, EngineSpec], engines_dir: Path):
-    """-> ({name: TensorRTEngine}, TensorRTLanguage) after checking engines.json."""
+    """-> ({name: TensorRTEngine}, TensorRTLanguage) after checking ENGINES_JSON."""
     record_path = engines_dir / ENGINES_JSON
     if not record_path.is_file():
         raise FileNotFoundError(f"no TensorRT engines at {engines_dir} (run: chatvla2 build {bundle} --out {engines_dir})")
     record = json.loads(record_path.read_text())
     check_engine_sources(record, manifest)
-    trt, cudart = _imports()
-    gpu_name, capability = gpu_identity(cudart)
+    trt, cudart = import_tensorrt(), import_cudart()  # both needed to run engines
+    gpu_name, capability = gpu_identity()
     check_engines_match(record, trt.__version__, gpu_name, capability)
     logger = trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)

@@ -56,3 +56,13 @@ def sim_arm_main(args) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def arm_with_sim_main(args) -> int:
+    """`chatvla2 arm --sim ACTION`: a simulated arm in this process, then the driver's command on
+    its pty (the drivers never import the simulator)."""
+    from drivers.cli import arm_main
+
+    with SimulatedArm(args.profile) as sim:
+        args.port = sim.device_path
+        return arm_main(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -20,8 +21,10 @@ def run_cli(*args: str, block_torch: bool = False) -> subprocess.CompletedProces
 def test_help_works_without_torch_and_lists_every_command():
     result = run_cli("--help", block_torch=True)
     assert result.returncode == 0, result.stderr
-    for command in ("info", "demo", "sim-arm", "arm"):
-        assert command in result.stdout
+    # One help row per subcommand: "    NAME   description" (a name, not a substring of another row).
+    listed = {m.group(1) for m in re.finditer(r"^ {4}(\S+) {2,}\S", result.stdout, re.MULTILINE)}
+    expected = {"info", "demo", "export", "lint", "build", "run", "bench", "sim-arm", "arm"}
+    assert expected <= listed, f"missing from --help: {sorted(expected - listed)}"
 
 
 def test_missing_torch_names_the_extra_to_install():
@@ -44,13 +47,14 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [f"chatvla2 demo: error: checkpoint directory not found: {tmp_path / 'nope'}"]
 
 
-@pytest.mark.parametrize("preset, total", [("paper", "11.262B"), ("tiny", "")])
+@pytest.mark.parametrize("preset, total", [("paper", "11,261,931,278  11.262B"), ("tiny", "1,044,942  1.045M")])
 def test_info_prints_the_breakdown(preset, total):
     result = run_cli("info", "--config", preset)
     assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     for row in ("vision", "attention", "moe_experts", "router", "action_head", "active_per_token"):
-        assert row in result.stdout
-    assert total in result.stdout
+        assert row in rows, f"no {row!r} row"
+    assert " ".join(rows["total"].split()) == " ".join(["total", *total.split()]), rows["total"]
 
 
 def test_demo_runs_the_tiny_model_end_to_end():
@@ -62,7 +66,7 @@ def test_demo_runs_the_tiny_model_end_to_end():
 
 def test_demo_from_a_saved_checkpoint(tmp_path):
     from models.checkpoint import save_checkpoint
-    from models.config import get_config
+    from contract.config import get_config
     from models.vla import ChatVLA2
 
     save_checkpoint(ChatVLA2(get_config("tiny")), tmp_path / "ckpt")

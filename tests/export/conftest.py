@@ -1,17 +1,11 @@
-"""Export fixtures: the tiny model built exactly as `chatvla2 export --config tiny` builds it,
-the session's fp32 bundle, and a shared trace cache so that the precision tests trace each graph
-once."""
+"""Export fixtures: the session's fp32 bundle and a shared trace cache so that the precision tests
+trace each graph once. The tests build the tiny model as `chatvla2 export --config tiny` does,
+with `models.loading.load_model("tiny")` (a fresh one per export: exporting switches its MoE
+form)."""
 
 from __future__ import annotations
 
-import argparse
 import pytest
-
-from export.cli import _load_model
-
-
-def tiny_model():
-    return _load_model(argparse.Namespace(checkpoint=None, config="tiny", seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,12 @@ import pytest
 from export.bundle import decode_moe_form, export_bundle
 from export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
 from export.lint import lint_bundle
-from export.manifest import BundleError, load_manifest, sha256_file
+from contract.bundle import BundleError, load_manifest, sha256_file
 from export.parity import ParityError
 from export.precision import parse_plan
 from export import thresholds
+from models.loading import load_model
 from runtime.onnxruntime_session import create_session
-
-from .conftest import tiny_model
 
 ENGINES = {"vision", "prefill", "decode", "action_head"}
 
@@ -72,7 +71,7 @@ def test_lint_command_on_the_bundle(fp32_bundle):
 
 def test_fp32_export_is_deterministic(fp32_bundle, tmp_path):
     """The same weights exported again (fresh trace, no cache) give byte-identical files."""
-    manifest = export_bundle(tiny_model(), tmp_path / "again", parse_plan("fp32"), log=lambda *_: None)
+    manifest = export_bundle(load_model("tiny"), tmp_path / "again", parse_plan("fp32"), log=lambda *_: None)
     first = load_manifest(fp32_bundle)["files"]
     assert load_manifest(tmp_path / "again")["files"] == first
     assert manifest["engines"]["action_head"]["parity"] == load_manifest(fp32_bundle)["engines"]["action_head"]["parity"]
@@ -99,7 +98,7 @@ def test_tampering_with_one_byte_is_detected(fp32_bundle, tmp_path):
 def test_export_at_each_precision_meets_its_budget(precision, trace_cache, tmp_path):
     bundle = tmp_path / precision
     manifest = export_bundle(
-        tiny_model(), bundle, parse_plan(precision), log=lambda *_: None, calibration_samples=2, trace_cache=trace_cache
+        load_model("tiny"), bundle, parse_plan(precision), log=lambda *_: None, calibration_samples=2, trace_cache=trace_cache
     )
     load_manifest(bundle)
     assert_lint_clean(bundle)
@@ -138,7 +137,7 @@ def test_plan_form_and_both_moe_forms(trace_cache, tmp_path):
     plan = parse_plan("vision=fp16,prefill=int4,decode=int8,action_head=fp32")
     for moe in ("gather", "dense"):
         manifest = export_bundle(
-            tiny_model(), tmp_path / moe, plan, moe=moe, log=lambda *_: None, calibration_samples=2, trace_cache=trace_cache
+            load_model("tiny"), tmp_path / moe, plan, moe=moe, log=lambda *_: None, calibration_samples=2, trace_cache=trace_cache
         )
         assert manifest["moe_implementation"] == {"prefill": moe, "decode": moe}
         assert {n: e["precision"] for n, e in manifest["engines"].items()} == plan
@@ -150,20 +149,85 @@ def test_plan_form_and_both_moe_forms(trace_cache, tmp_path):
 
 
 def test_exported_graphs_run_the_reference_pipeline(fp32_bundle):
-    """The bundle's engines, chained by hand in numpy, reproduce `ChatVLA2.act`'s action chunk."""
-    from models.sample_observation import sample_observation
-
-    model = tiny_model().eval()
-    inputs = record_engine_inputs(model, samples=1, seed=5, decode_steps=1)
-    session = create_session(fp32_bundle / "action_head.onnx")
-    out = session.run(None, {k: v for k, v in inputs["action_head"].items()})[0]
+    """The bundle's graphs, chained by hand with ONNX Runtime (vision -> splice into the token
+    embeddings -> prefill -> greedy decode over the KV cache -> o/r pooling -> action head),
+    reproduce `ChatVLA2.act`: the same reasoning tokens and the same action chunk."""
     import torch
+    from safetensors.numpy import load_file
 
-    with torch.no_grad():
-        expected = model.action_head.sample(*(torch.from_numpy(inputs["action_head"][k]) for k in ("o", "r", "state", "noise")))
-    np.testing.assert_allclose(out, expected.numpy(), atol=1e-5)
-    frames, _, _ = sample_observation(2)
-    assert out.shape == (1, 50, 14) and len(frames) == 2
+    from contract.preprocess import preprocess_images
+    from contract.prompt import mrope_position_ids, next_text_position, prompt_token_ids
+    from contract.scene import sample_observation
+
+    model = load_model("tiny")
+    cfg, tokenizer = model.cfg, model.tokenizer
+    head = cfg.action_head
+    frames, instruction, state = sample_observation(cfg.vision.num_views)
+    noise = torch.randn(head.chunk_size, head.action_dim, generator=torch.Generator().manual_seed(5))
+    expected = model.act(frames, instruction, state, noise=noise)
+
+    sessions = {name: create_session(fp32_bundle / f"{name}.onnx") for name in ENGINES}
+    token_embedding = load_file(str(fp32_bundle / "embeddings.safetensors"))["token_embedding"]
+
+    # vision, spliced into the prompt's token embeddings at the <|image_pad|> positions
+    pixels = preprocess_images(frames, cfg.vision)
+    (visual,) = sessions["vision"].run(["visual_embeddings"], {"pixels": pixels})
+    ids = prompt_token_ids(tokenizer, instruction, cfg.vision.num_views, cfg.vision.tokens_per_view)
+    positions = mrope_position_ids(ids, tokenizer.image_pad_id, cfg.vision.merged_grid)
+    embeddings = token_embedding[np.asarray(ids)]
+    image_positions = np.asarray(ids) == tokenizer.image_pad_id
+    assert image_positions.sum() == visual.shape[0] > 0
+    embeddings[image_positions] = visual
+
+    # prefill: the prompt's hidden states, the first token's logits, the padded KV cache
+    hidden, logits, key_cache, value_cache = sessions["prefill"].run(
+        ["hidden", "logits", "key_cache", "value_cache"],
+        {"embeddings": embeddings[None].astype(np.float32), "position_ids": positions[:, None, :].astype(np.int64)},
+    )
+    o = hidden.mean(axis=1)
+
+    # greedy decode, each step's keys/values written into the cache at cache_position
+    reasoning_ids, reasoning_hidden = [], []
+    cache_position, text_position = len(ids), next_text_position(positions)
+    token = int(logits.argmax())
+    while (
+        token != tokenizer.eos_id
+        and len(reasoning_ids) < cfg.language.max_reasoning_tokens
+        and cache_position < cfg.language.max_cache_len
+    ):
+        reasoning_ids.append(token)
+        logits, token_hidden, new_keys, new_values = sessions["decode"].run(
+            ["logits", "hidden", "new_keys", "new_values"],
+            {
+                "token": np.array([[token]], np.int64),
+                "position": np.array([text_position], np.int64),
+                "cache_position": np.array([cache_position], np.int64),
+                "key_cache": key_cache,
+                "value_cache": value_cache,
+            },
+        )
+        key_cache[:, :, :, cache_position] = new_keys[:, :, :, 0]
+        value_cache[:, :, :, cache_position] = new_values[:, :, :, 0]
+        reasoning_hidden.append(token_hidden)
+        cache_position, text_position, token = cache_position + 1, text_position + 1, int(logits.argmax())
+    r = np.mean(reasoning_hidden, axis=0) if reasoning_hidden else np.zeros_like(o)
+
+    # the action head on the pooled states, the normalised state and the same noise
+    (normalised,) = sessions["action_head"].run(
+        ["actions"],
+        {
+            "o": o.astype(np.float32),
+            "r": r.astype(np.float32),
+            "state": model.stats.normalize_state(state)[None].astype(np.float32),
+            "noise": noise.numpy()[None],
+        },
+    )
+    actions = model.stats.unnormalize_actions(normalised[0])
+
+    assert len(expected.reasoning_ids) > 1, "the reference must decode past the first step to test the cache"
+    assert reasoning_ids == expected.reasoning_ids
+    assert actions.shape == expected.actions.shape == (head.chunk_size, head.action_dim)
+    np.testing.assert_allclose(actions, expected.actions, rtol=1e-4, atol=1e-4)
 
 
 # ---- bad input ------------------------------------------------------------------------------
@@ -208,12 +272,12 @@ def test_a_missed_budget_fails_and_leaves_nothing(monkeypatch, trace_cache, tmp_
     impossible = thresholds.ParityBudget(cosine_min=1.5, relative_error_max=0.0)
     monkeypatch.setitem(thresholds.BUDGETS, "fp32", impossible)
     with pytest.raises(ParityError, match=r"vision \(fp32\): cosine .* below the budget 1.5"):
-        export_bundle(tiny_model(), tmp_path / "bundle", parse_plan("fp32"), log=lambda *_: None, trace_cache=trace_cache)
+        export_bundle(load_model("tiny"), tmp_path / "bundle", parse_plan("fp32"), log=lambda *_: None, trace_cache=trace_cache)
     assert list(tmp_path.iterdir()) == [], "the staging directory was left behind"
 
 
 def test_calibration_file_round_trip_and_errors(tmp_path):
-    model = tiny_model()
+    model = load_model("tiny")
     inputs = record_engine_inputs(model, samples=2, seed=1)
     assert inputs["prefill"]["embeddings"].shape[0] == 2  # two samples along axis 0
     assert inputs["decode"]["key_cache"].shape[0] == 2 * 3 * model.cfg.language.layers

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.lint import Finding, LintError, assert_tensorrt_compatible, lint_bundle, lint_model, main
-from export.manifest import BundleError, write_manifest
+from contract.bundle import BundleError, write_manifest
 
 F = TensorProto.FLOAT
 

@@ -15,9 +15,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.lint import LintError
-from export.manifest import BundleError, write_manifest
-from export.tensorrt_build import INSTALL_HINT, TensorRTUnavailable, main, profiles_for
-from runtime.tensorrt_engine import EngineMismatch, check_engines_match
+from contract.bundle import BundleError, write_manifest
+from export.tensorrt_build import main, profiles_for
+from runtime.tensorrt_identity import INSTALL_HINT, EngineMismatch, TensorRTUnavailable, check_engines_match
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

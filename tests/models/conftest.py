@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from models.config import get_config
-from models.vla import ChatVLA2
+from contract.config import get_config
+from models.loading import load_model
 
 
 @pytest.fixture
@@ -14,8 +13,8 @@ def tiny_config():
 
 @pytest.fixture
 def tiny_model(tiny_config):
-    """The tiny model with every weight non-trivial (the action head's AdaLN-Zero layers perturbed)."""
-    torch.manual_seed(0)
-    model = ChatVLA2(tiny_config).eval()
-    model.action_head.perturb_zero_init_(std=0.02, generator=torch.Generator().manual_seed(1))
-    return model
+    """The tiny model as every command and every test folder builds it (`models.loading.load_model`:
+    seed 0, the action head's AdaLN-Zero layers perturbed so every weight is non-trivial), in eval
+    mode: the same weights as tests/runtime's `tiny_model` and the session's tiny bundle. A fresh
+    one per test, because tests here train it, freeze it and run backward on it."""
+    return load_model(tiny_config.name)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models.action_head import ScaleDP
-from models.config import ActionHeadConfig, get_config
+from contract.config import ActionHeadConfig, get_config
 
 TINY = get_config("tiny")
 BATCH = 2

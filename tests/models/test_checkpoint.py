@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.sample_observation import sample_observation
+from contract.scene import sample_observation
 
 
 @pytest.fixture

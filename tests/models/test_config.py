@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import PRESETS, ModelConfig, get_config
+from contract.config import PRESETS, ModelConfig, get_config
 from models.info import build_for_counting, parameter_breakdown
 
 

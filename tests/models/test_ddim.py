@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.config import SchedulerConfig
+from contract.config import SchedulerConfig
 from models.ddim import DDIMScheduler, cosine_alpha_bar
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from models.language import LanguageModel, write_cache
-from models.prompt import mrope_position_ids, next_text_position, prompt_token_ids
+from contract.prompt import mrope_position_ids, next_text_position, prompt_token_ids
 
 
 def _prompt_and_tokens(model, cfg, new_tokens):

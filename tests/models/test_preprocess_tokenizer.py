@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.config import get_config
-from models.normalization import NormalizationStats
-from models.preprocess import IMAGE_MEAN, IMAGE_STD, preprocess_images, resize_bilinear
-from models.tokenizer import TextTokenizer, character_tokenizer
+from contract.config import get_config
+from contract.normalization import NormalizationStats
+from contract.preprocess import IMAGE_MEAN, IMAGE_STD, preprocess_images, resize_bilinear
+from contract.tokenizer import TextTokenizer, character_tokenizer
 
 
 def test_character_tokenizer_round_trips_text_and_survives_a_file(tmp_path):
@@ -59,5 +59,5 @@ def test_normalisation_round_trip_and_range():
     normalised = stats.normalize_actions(actions)
     assert normalised.min() >= -1 - 1e-6 and normalised.max() <= 1 + 1e-6
     assert np.allclose(stats.unnormalize_actions(normalised), actions, atol=1e-5)
-    with pytest.raises(ValueError, match="state has 7 dimensions"):
+    with pytest.raises(ValueError, match=r"state has shape \(7,\), expected \(\.\.\., 14\)"):
         stats.normalize_state(np.zeros(7))

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
 import pytest
 
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from export.cli import _load_model
+    from models.loading import load_model
 
-    return _load_model(argparse.Namespace(checkpoint=None, config="tiny", seed=0)).eval()
+    return load_model("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from export.manifest import BundleError
-from models.sample_observation import sample_observation
+from contract.bundle import BundleError
+from contract.scene import sample_observation
 from runtime.policy import Policy
 
 

@@ -87,7 +87,7 @@ def test_backend_selection(tiny_bundle, tmp_path):
 
 
 def test_tensorrt_engine_checks_without_tensorrt():
-    from runtime.tensorrt_engine import EngineMismatch, check_engine_sources, check_engines_match
+    from runtime.tensorrt_identity import EngineMismatch, check_engine_sources, check_engines_match
 
     record = {"gpu_name": "Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0",
               "engines": {"decode": {"source_sha256": "abc"}}}
@@ -110,7 +110,7 @@ def test_tensorrt_policy_matches_onnxruntime(tiny_bundle, tmp_path, policy):
     engines = tmp_path / "engines"
     build(argparse.Namespace(bundle=str(tiny_bundle), out=str(engines), workspace=1.0, timing_cache=None))
     trt_policy = Policy.from_bundle(tiny_bundle, backend="tensorrt", engines_dir=engines)
-    from runtime.robots import StaticCamera
+    from runtime.camera import StaticCamera
 
     obs = {"images": StaticCamera(2).read(), "instruction": "go", "state": np.zeros(14, np.float32), "seed": 0}
     a, b = trt_policy.infer(obs), policy.infer(obs)

@@ -121,8 +121,8 @@ def test_stop_damps_at_once():
     assert robot.damped_at - requested < 0.5
 
 
-def test_temporal_ensembling_and_hold_cadence():
-    loop, robot, policy, summary = run_loop(itertools.repeat(0.02), duration=1.5, chunk_mode="ensemble", reasoning="hold")
+def test_temporal_ensembling_and_reuse_cadence():
+    loop, robot, policy, summary = run_loop(itertools.repeat(0.02), duration=1.5, chunk_mode="ensemble", reasoning="reuse")
     assert summary["steps_held"] == 0 and policy.reused == policy.calls - 1
 
 

@@ -12,15 +12,18 @@ SCRIPT = """
 import sys
 sys.modules["torch"] = None  # `import torch` now raises ImportError
 import numpy as np
-import runtime, runtime.engine, runtime.language, runtime.onnxruntime_engine, runtime.onnxruntime_session
-import runtime.tensorrt_engine, runtime.preprocess, runtime.prompt, runtime.normalization
-import runtime.policy, runtime.safety, runtime.loop, runtime.robots, runtime.cli
+import importlib, pkgutil
+import contract, runtime
+for package in (contract, runtime):  # every module of both, the TensorRT backend included
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 from runtime.policy import Policy
-from runtime.robots import StaticCamera
+from runtime.camera import StaticCamera
 policy = Policy.from_bundle(sys.argv[1], backend="auto")
 out = policy.infer({"images": StaticCamera(2).read(), "instruction": "hi", "state": np.zeros(14, np.float32)})
 assert out["action_chunk"].shape == (50, 14), out["action_chunk"].shape
-loaded = sorted(m for m in sys.modules if m == "models" or m.startswith("models.") or m == "onnx" or m.startswith("torch"))
+ours_above = ("models", "export", "calibration", "sim", "chatvla2", "onnx", "torch")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ours_above)
 assert loaded == ["torch"], loaded   # the blocking sys.modules["torch"] = None entry alone
 print("ok", policy.backend)
 """

@@ -1,4 +1,4 @@
-"""The runtime against the PyTorch reference: preprocessing, prompt, and the whole policy."""
+"""The runtime's policy against the independent PyTorch reference (`ChatVLA2.act`)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import get_config
-from models.preprocess import preprocess_images as torch_side_preprocess
-from models.prompt import mrope_position_ids as ref_mrope
-from models.prompt import prompt_token_ids as ref_prompt_ids
-from models.sample_observation import sample_observation
-from models.tokenizer import character_tokenizer
-from runtime.preprocess import ImageSpec, preprocess_images
-from runtime.prompt import PromptTokenizer, merged_grid, mrope_position_ids, prompt_token_ids
-
-
-@pytest.mark.parametrize("size", [(240, 320), (56, 84), (13, 200), (300, 17)])
-def test_preprocess_matches_models(size):
-    cfg = get_config("tiny").vision
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(cfg.num_views)]
-    ours = preprocess_images(frames, ImageSpec(cfg.num_views, cfg.image_height, cfg.image_width))
-    np.testing.assert_array_equal(ours, torch_side_preprocess(frames, cfg))
-
-
-def test_prompt_and_positions_match_models(tiny_bundle):
-    cfg = get_config("tiny")
-    ref_tok = character_tokenizer()
-    ours_tok = PromptTokenizer.from_file(tiny_bundle / "tokenizer.json")
-    assert merged_grid(cfg.to_dict()) == cfg.vision.merged_grid
-    for text in ["", "pick the card", "56-42=?\nx"]:
-        ours = prompt_token_ids(ours_tok, text, cfg.vision.num_views, cfg.vision.tokens_per_view)
-        ref = ref_prompt_ids(ref_tok, text, cfg.vision.num_views, cfg.vision.tokens_per_view)
-        assert ours == ref
-        np.testing.assert_array_equal(
-            mrope_position_ids(ours, ours_tok.image_pad_id, cfg.vision.merged_grid),
-            ref_mrope(ref, ref_tok.image_pad_id, cfg.vision.merged_grid),
-        )
+from contract.scene import sample_observation
 
 
 def _observation(seed: int):
@@ -78,7 +47,7 @@ def test_reused_reasoning_skips_decoding(policy):
 def test_bundle_hashes_are_verified(tiny_bundle, tmp_path):
     import shutil
 
-    from export.manifest import BundleError
+    from contract.bundle import BundleError
     from runtime.policy import Policy
 
     copy = tmp_path / "tampered"

@@ -5,7 +5,6 @@ with seed 0 to reuse one."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -13,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.sample_observation import sample_observation
+from contract.scene import sample_observation
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    from export.cli import _load_model
+    from models.loading import load_model
 
-    return _load_model(argparse.Namespace(checkpoint=None, config="small", seed=0)).eval()
+    return load_model("small")
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,16 @@ def small_policy(small_model, tmp_path_factory):
         bundle = tmp_path_factory.mktemp("bundles") / "small-fp32"
         export_bundle(small_model, bundle, parse_plan("fp32"), log=lambda *a, **k: None)
     policy = Policy.from_bundle(bundle, backend="onnxruntime")
-    assert policy.manifest["model_config"]["name"] == "small"
+    assert policy.config.name == "small"
     yield policy
     policy.close()
 
 
 def test_small_policy_matches_reference_act(small_policy, small_model):
-    frames, instruction, state = sample_observation(small_policy.image_spec.num_views)
+    frames, instruction, state = sample_observation(small_policy.num_views)
     rng = np.random.default_rng(3)
     state = (state + rng.normal(0, 0.3, state.shape)).astype(np.float32)
-    noise = rng.standard_normal((small_policy.chunk_size, small_policy.action_dim)).astype(np.float32)
+    noise = rng.standard_normal((small_policy.config.action_head.chunk_size, small_policy.config.action_head.action_dim)).astype(np.float32)
     with torch.inference_mode():
         ref = small_model.act(frames, instruction, state, noise=torch.from_numpy(noise))
     ours = small_policy.infer({"images": frames, "instruction": instruction, "state": state, "noise": noise})

@@ -1,4 +1,5 @@
-"""The prompt layout and its M-RoPE position ids (numpy, no torch).
+"""The prompt layout and its M-RoPE position ids (numpy, no torch): written once, read by the
+reference model, the export and the runtime.
 
 Layout, as Qwen2-VL lays out images before text:
     per camera view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.tokenizer import TextTokenizer
+from contract.config import ModelConfig
+from contract.tokenizer import TextTokenizer
 
 
 def prompt_token_ids(tokenizer: TextTokenizer, instruction: str, num_views: int, tokens_per_view: int) -> list[int]:
+    """The prompt's token ids: each view's image placeholders, then the instruction and a newline."""
     ids: list[int] = []
     for _ in range(num_views):
         ids += [tokenizer.vision_start_id] + [tokenizer.image_pad_id] * tokens_per_view + [tokenizer.vision_end_id]
@@ -52,3 +55,13 @@ def mrope_position_ids(token_ids, image_pad_id: int, merged_grid: tuple[int, int
 def next_text_position(positions: np.ndarray) -> int:
     """The position id of the token that follows a sequence."""
     return int(positions.max()) + 1 if positions.size else 0
+
+
+def build_prompt(tokenizer: TextTokenizer, instruction: str, cfg: ModelConfig) -> tuple[list[int], np.ndarray]:
+    """(token ids, (3, S) position ids) of the prompt for `cfg`'s cameras; a prompt that leaves no
+    room in the KV cache is an error."""
+    vision = cfg.vision
+    ids = prompt_token_ids(tokenizer, instruction, vision.num_views, vision.tokens_per_view)
+    if len(ids) >= cfg.language.max_cache_len:
+        raise ValueError(f"the prompt takes {len(ids)} tokens, the KV cache holds {cfg.language.max_cache_len}")
+    return ids, mrope_position_ids(ids, tokenizer.image_pad_id, vision.merged_grid)

@@ -1,5 +1,6 @@
-"""Normalisation statistics (numpy, no torch), as in the DexVLA code (model.md):
-actions are min-max scaled to [-1, 1]; the robot state is mean/std normalised."""
+"""Normalisation statistics (numpy, no torch), as in the DexVLA code (model.md): actions are
+min-max scaled to [-1, 1]; the robot state is mean/std normalised. Checkpoints and bundles carry
+them as `normalization.json`; training, the reference model and the runtime all use this class."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from drivers.profiles import get_profile
+
 # Smallest range / standard deviation used, so a constant dimension does not divide by zero.
 EPSILON = 1e-6
 
-# ARX X5/L5 joint limits (rad) of the public SDK (arx.md), then the gripper width 0..0.088 m.
-ARX_ARM_MIN = [-3.14, -0.05, -0.1, -1.6, -1.57, -2.0, 0.0]
-ARX_ARM_MAX = [2.618, 3.50, 3.20, 1.55, 1.57, 2.0, 0.088]
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,13 @@ class NormalizationStats:
         return self.state_mean.shape[0]
 
     def normalize_state(self, state) -> np.ndarray:
+        """(..., state_dim) -> the same shape, normalised; a wrong last dimension or a non-finite
+        value is an error naming it (a NaN joint reading must never reach the policy)."""
         state = np.asarray(state, dtype=np.float32)
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state has {state.shape[-1]} dimensions, expected {self.state_dim}")
+        if state.ndim == 0 or state.shape[-1] != self.state_dim:
+            raise ValueError(f"state has shape {state.shape}, expected (..., {self.state_dim})")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"state has non-finite values: {state.tolist()}")
         return (state - self.state_mean) / np.maximum(self.state_std, EPSILON)
 
     def normalize_actions(self, actions) -> np.ndarray:
@@ -73,16 +77,19 @@ class NormalizationStats:
             return cls(**{k: data[k] for k in ("action_min", "action_max", "state_mean", "state_std")})
         except FileNotFoundError:
             raise FileNotFoundError(f"normalization statistics not found: {path}") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid normalization statistics ({exc!r})") from None
 
     @classmethod
-    def arx_bimanual(cls, dim: int = 14) -> "NormalizationStats":
-        """Defaults for an untrained model on two ARX arms: actions span the joint limits, the
-        state is centred on the middle of the range with a quarter of it as its deviation."""
-        arms = dim // len(ARX_ARM_MIN)
-        if arms * len(ARX_ARM_MIN) != dim:
-            raise ValueError(f"{dim} is not a whole number of 7-D ARX arms")
-        low = np.tile(ARX_ARM_MIN, arms)
-        high = np.tile(ARX_ARM_MAX, arms)
+    def arx_bimanual(cls, dim: int = 14, profile: str = "x5") -> "NormalizationStats":
+        """Defaults for an untrained model on ARX arms: actions span the profile's joint limits and
+        gripper width (drivers/profiles.py), the state is centred on the middle of the range with a
+        quarter of it as its deviation."""
+        arm = get_profile(profile)
+        per_arm = len(arm.action_low)
+        arms = dim // per_arm
+        if arms * per_arm != dim:
+            raise ValueError(f"{dim} is not a whole number of {per_arm}-D ARX arms")
+        low = np.tile(arm.action_low, arms)
+        high = np.tile(arm.action_high, arms)
         return cls(low, high, (low + high) / 2, (high - low) / 4)

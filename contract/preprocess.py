@@ -1,31 +1,20 @@
-"""Camera frames -> the vision engine's input, in numpy; numerically the same as
-`models/preprocess.py` (tests compare them): bilinear resize with half-pixel centres, scale to
-[0, 1], normalise with the CLIP mean and standard deviation that Qwen2-VL's image processor uses.
+"""Camera frames -> the vision encoder's input (numpy, no torch): the one implementation that
+the reference model, the export's calibration and the runtime all use.
+
+Frames (H, W, 3) uint8 RGB of any size are resized to the configured size with bilinear
+interpolation (half-pixel centres), scaled to [0, 1] and normalised with the CLIP mean and
+standard deviation that Qwen2-VL's image processor uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from contract.config import VisionConfig
 
 # OpenAI CLIP's statistics, used by Qwen2-VL's image processor.
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What the vision engine expects: `num_views` frames of `height` x `width` (manifest model_config.vision)."""
-
-    num_views: int
-    height: int
-    width: int
-
-    @classmethod
-    def from_model_config(cls, model_config: dict) -> "ImageSpec":
-        v = model_config["vision"]
-        return cls(int(v["num_views"]), int(v["image_height"]), int(v["image_width"]))
 
 
 def _sample_points(out_size: int, in_size: int):
@@ -49,12 +38,19 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
 
 
-def preprocess_images(frames, spec: ImageSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """`spec.num_views` RGB frames (H, W, 3) uint8 -> (views, 3, height, width) float32."""
+def pixels_shape(cfg: VisionConfig) -> tuple[int, int, int, int]:
+    """The vision engine's input shape: (views, 3, height, width)."""
+    return (cfg.num_views, 3, cfg.image_height, cfg.image_width)
+
+
+def preprocess_images(frames, cfg: VisionConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """`cfg.num_views` RGB frames (H, W, 3) uint8 -> (views, 3, height, width) float32, written
+    into `out` when given (the runtime reuses one buffer). Every frame is checked: a wrong count,
+    shape or pixel type is an error naming the view."""
     frames = list(frames)
-    if len(frames) != spec.num_views:
-        raise ValueError(f"expected {spec.num_views} camera view(s), got {len(frames)}")
-    shape = (len(frames), 3, spec.height, spec.width)
+    if len(frames) != cfg.num_views:
+        raise ValueError(f"expected {cfg.num_views} camera view(s), got {len(frames)}")
+    shape = pixels_shape(cfg)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
@@ -65,6 +61,6 @@ def preprocess_images(frames, spec: ImageSpec, out: np.ndarray | None = None) ->
             raise ValueError(f"camera view {i}: expected an (H, W, 3) RGB image of at least 2 x 2 pixels, got shape {frame.shape}")
         if frame.dtype != np.uint8:
             raise ValueError(f"camera view {i}: expected uint8 pixels (0..255), got {frame.dtype}")
-        resized = resize_bilinear(frame, spec.height, spec.width) / 255.0
+        resized = resize_bilinear(frame, cfg.image_height, cfg.image_width) / 255.0
         out[i] = ((resized - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1)
     return out

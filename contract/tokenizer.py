@@ -1,4 +1,5 @@
-"""Tokenizers, both served by the `tokenizers` library from a `tokenizer.json`.
+"""Tokenizers, both served by the `tokenizers` library from a `tokenizer.json` (no torch: the
+runtime loads a bundle's tokenizer with this class too).
 
 - Real checkpoints carry a Hugging Face `tokenizer.json` (Qwen2-VL's byte-level BPE).
 - The small presets use a built-in character-level tokenizer, built in code here (no download)

@@ -61,6 +61,11 @@ class VisionConfig:
         return rows * cols
 
 
+# The two graph forms of the mixture (models/moe.py): "gather" computes each token's top_k experts,
+# "dense" every expert, masked by the routing weights. Bundles record which form each graph has.
+MOE_FORMS = ("gather", "dense")
+
+
 @dataclass(frozen=True)
 class MoEConfig:
     """Dynamic mixture of experts replacing the decoder MLPs (model.md, point 2)."""

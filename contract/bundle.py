@@ -1,9 +1,12 @@
-"""The engine bundle's `manifest.json`: what each engine is, and the hash of every file.
+"""The engine bundle: its file names, its `manifest.json` schema, and reading it back (stdlib only).
+
+`chatvla2 export` writes bundles (export/bundle.py); the runtime, `chatvla2 build` and the
+benchmarks read them through `load_manifest`, which checks the schema and every file's hash.
 
 Schema (version 1):
 {
   "schema_version": 1,
-  "model_config": {...},                     # models.config.ModelConfig.to_dict()
+  "model_config": {...},                     # contract.config.ModelConfig.to_dict()
   "moe_implementation": {"prefill": "dense", "decode": "gather"},
   "engines": {
     "decode": {
@@ -32,9 +35,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from contract.config import ModelConfig
+
 MANIFEST_FILE = "manifest.json"
+EMBEDDINGS_FILE = "embeddings.safetensors"  # the token embedding table ("token_embedding")
+TOKENIZER_FILE = "tokenizer.json"
+NORMALIZATION_FILE = "normalization.json"
+ENGINES_DIR = "engines"  # TensorRT engines built from the bundle (`chatvla2 build`), by default
 SCHEMA_VERSION = 1
 ENGINE_NAMES = ("vision", "prefill", "decode", "action_head")
+PROMPT_TEMPLATE = "per view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>; then the instruction and a newline"
 
 
 class BundleError(ValueError):
@@ -62,11 +72,15 @@ def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict[str, A
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"{path}: schema_version {manifest.get('schema_version')}, expected {SCHEMA_VERSION}")
     for key in ("engines", "files", "model_config"):
         if key not in manifest:
             raise BundleError(f"{path}: missing {key!r}")
+        if not isinstance(manifest[key], dict):
+            raise BundleError(f"{path}: {key!r} must be an object, found {type(manifest[key]).__name__}")
     if verify_hashes:
         verify_files(bundle, manifest)
     return manifest
@@ -99,3 +113,11 @@ def engine_file(bundle: str | Path, manifest: dict[str, Any], engine: str) -> Pa
         return Path(bundle) / manifest["engines"][engine]["file"]
     except KeyError:
         raise BundleError(f"{bundle}: the manifest has no engine {engine!r}") from None
+
+
+def bundle_model_config(bundle: str | Path, manifest: dict[str, Any]) -> ModelConfig:
+    """The manifest's model configuration as the dataclasses every layer reads (no dict keys)."""
+    try:
+        return ModelConfig.from_dict(manifest["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{bundle}: invalid model_config in the manifest ({exc})") from None

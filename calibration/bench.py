@@ -1,0 +1,122 @@
+"""`chatvla2 bench`: per-stage timings of a bundle's policy, against the PyTorch eager reference.
+
+For each bundle: every stage's median and p99 over `--runs` inferences after `--warmup`; the whole
+step at a fixed reasoning length (`--tokens`) and with the reasoning reused; with `--reference`
+the same `Policy` code on the PyTorch backend (`calibration.reference_timing`); and the decode
+step against its memory roofline (`calibration.roofline`). Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from calibration.roofline import decode_traffic, measure_bandwidth
+from calibration.timing import latency_stats
+from contract.bundle import load_manifest
+from contract.scene import INSTRUCTION
+from contract.stage_timer import STAGES
+from runtime.camera import StaticCamera
+from runtime.policy import Policy
+
+
+def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
+    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+    observation = {"images": StaticCamera(policy.num_views).read(), "instruction": INSTRUCTION,
+                   "state": np.zeros(policy.state_dim, np.float32), "seed": 0}
+    policy.warmup(observation, args.warmup)
+    runs = [policy.infer(observation) for _ in range(args.runs)]
+    stages = {k: latency_stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
+    policy.close()
+    return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"], "stages": stages}
+
+
+def composed_step_ms(stages: dict, tokens: int) -> dict:
+    """The policy step at a fixed reasoning length, from the per-stage medians: untrained (or
+    differently quantized) models stop reasoning at different lengths, so whole-step figures are
+    compared at the same N. every = stages + N decode tokens; reuse = no decoding (reasoning reused)."""
+    reuse = sum(stages[k]["p50_ms"] for k in STAGES if k != "decode")
+    return {"every": round(reuse + tokens * stages["decode_per_token"]["p50_ms"], 3), "reuse": round(reuse, 3)}
+
+
+def main(args: argparse.Namespace) -> int:
+    bundles = [*args.bundles, *args.bundle_options]
+    if not bundles:
+        raise ValueError("no bundle given: chatvla2 bench --bundle DIR [--bundle DIR ...]")
+    for name in ("runs", "tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    bandwidth = measure_bandwidth()
+    if args.bandwidth:
+        bandwidth["given"] = args.bandwidth
+    roof_gbs = args.bandwidth or bandwidth["gemv"]
+    results, references = [], {}
+    for bundle in map(Path, bundles):
+        manifest = load_manifest(bundle)
+        entry = {"bundle": str(bundle), "model": manifest["model_config"]["name"], "plan": manifest.get("plan"),
+                 "runtime": bench_policy(bundle, args)}
+        entry["runtime"]["step_ms"] = composed_step_ms(entry["runtime"]["stages"], args.tokens)
+        if args.reference:
+            # The PyTorch reference needs torch and models/ (the export extra); one per model.
+            from calibration.reference_timing import time_reference
+
+            key = (args.config or entry["model"], args.checkpoint)
+            if key not in references:
+                references[key] = time_reference(entry["model"], args)
+                references[key]["step_ms"] = composed_step_ms(references[key]["stages"], args.tokens)
+            entry["reference"] = references[key]
+            entry["speedup"] = {k: round(entry["reference"]["step_ms"][k] / v, 3) for k, v in entry["runtime"]["step_ms"].items()}
+        roof = decode_traffic(bundle, manifest)
+        per_token_s = entry["runtime"]["stages"]["decode_per_token"]["p50_ms"] / 1000
+        roof["bandwidth_gbs"] = roof_gbs
+        roof["roofline_ms"] = round(roof["total_bytes"] / (roof_gbs * 1e9) * 1000, 4)
+        roof["measured_ms"] = round(per_token_s * 1000, 4)
+        roof["achieved_gbs"] = round(roof["total_bytes"] / per_token_s / 1e9, 3) if per_token_s else None
+        roof["times_roofline"] = round(roof["measured_ms"] / roof["roofline_ms"], 3) if per_token_s else None
+        entry["decode_roofline"] = roof
+        results.append(entry)
+    print(format_bench(results, args.tokens))
+    line = json.dumps({"bench": results, "tokens": args.tokens, "bandwidth_gbs": bandwidth})
+    if args.json_out:
+        Path(args.json_out).write_text(line + "\n")
+    print(line, flush=True)
+    return 0
+
+
+def format_bench(results: list[dict], tokens: int) -> str:
+    lines = []
+    for r in results:
+        plan = r["plan"] or {}
+        precision = ",".join(f"{k}={v}" for k, v in sorted(plan.items())) if plan else "?"
+        lines.append(f"{r['bundle']} ({r['model']}: {precision}); {r['runtime']['backend']} "
+                     f"[{', '.join(r['runtime']['providers'])}], {r['runtime']['tokens']} reasoning tokens")
+        has_ref = "reference" in r
+        header = f"  {'stage':<22}{'runtime p50':>13}{'p99':>12}" + (f"{'torch p50':>13}{'p99':>12}{'speed-up':>10}" if has_ref else "")
+        lines.append(header)
+        for stage, s in r["runtime"]["stages"].items():
+            row = f"  {stage:<22}{s['p50_ms']:>11.2f}ms{s['p99_ms']:>10.2f}ms"
+            if has_ref and stage in r["reference"]["stages"]:
+                ref = r["reference"]["stages"][stage]
+                speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
+                ref_p99 = f"{ref['p99_ms']:>10.2f}ms" if ref.get("p99_ms") is not None else f"{'-':>12}"
+                row += f"{ref['p50_ms']:>11.2f}ms{ref_p99}{speed:>9.2f}x"
+            lines.append(row)
+        if has_ref and r["reference"].get("moe_form_per_stage"):
+            forms = r["reference"]["moe_form_per_stage"]
+            lines.append(f"  (torch: the faster MoE form per stage: prefill {forms.get('prefill')}, decode {forms.get('decode')}; total = sum of stages)")
+        for cadence, label in (("every", f"step, {tokens} tokens"), ("reuse", "step, reasoning reused")):
+            row = f"  {label:<22}{r['runtime']['step_ms'][cadence]:>11.2f}ms{'':>12}"
+            if has_ref:
+                row += f"{r['reference']['step_ms'][cadence]:>11.2f}ms{'':>12}{r['speedup'][cadence]:>9.2f}x"
+            lines.append(row)
+        roof = r["decode_roofline"]
+        lines.append(f"  decode roofline: {roof['total_bytes'] / 1e6:.2f} MB/token (weights {roof['weight_bytes'] / 1e6:.2f} MB "
+                     f"[{roof['precision']}, moe {roof['moe_form']}, from the {roof['counted_from']}], KV cache {roof['cache_bytes'] / 1e6:.2f} MB) "
+                     f"at {roof['bandwidth_gbs']} GB/s -> {roof['roofline_ms']:.3f} ms; measured {roof['measured_ms']:.3f} ms "
+                     f"= {roof['times_roofline']:.2f}x the roofline ({roof['achieved_gbs']} GB/s)")
+    return "\n".join(lines)
