@@ -5,6 +5,8 @@ It owns the link while it runs. Host-side watchdog:
 - no new target for `target_timeout_s` -> hold (the command stops moving; counted);
 - no reply from a motor for `feedback_timeout_s` -> CommunicationLost fault -> damping;
 - a motor error code, or a safety emergency (see `safety.py`) -> typed fault -> damping;
+- the adapter not taking a cycle's frames within the link's write deadline -> AdapterStalled fault
+  -> damping; the loop goes on (a stalled adapter may recover, and then gets damping commands);
 - the link gone -> LinkLost fault, the thread ends (nothing can be sent any more).
 A fault latches: the arm damps (kp = 0, raised kd) until disconnect.
 """
@@ -18,19 +20,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.faults import ArmFault, CommunicationLost, LinkLost, fault_from_damiao_state, fault_from_ec_error
+from drivers.faults import (
+    AdapterStalled,
+    ArmFault,
+    CommunicationLost,
+    LinkLost,
+    fault_from_damiao_state,
+    fault_from_ec_error,
+    named,
+)
 from drivers.motor_frames import JOINT_NAMES, MotorFrames, MotorReading
 from drivers.safety import Interventions, SafetyLimits
-from drivers.slcan_link import AdapterRejected, LinkDisconnected, SlcanLink
+from drivers.slcan_link import AdapterRejected, LinkDisconnected, LinkStalled, SlcanLink
 
 TRACKING, DAMPING = "tracking", "damping"
+
+# No reply from a motor for this long -> CommunicationLost -> damping. 25 cycles at 500 Hz: long
+# enough for USB and scheduling hiccups on the robot's computer, short enough that an arm under a
+# stiff command is damped within a few tens of ms of losing a motor. Loaded or simulated setups raise
+# it per arm (`ControllerConfig(feedback_timeout_s=0.2)`, the runtime's --feedback-timeout).
+DEFAULT_FEEDBACK_TIMEOUT_S = 0.05
+FEEDBACK_TIMEOUT_MAX_S = 2.0  # beyond this the watchdog no longer protects anything (seconds, not ms)
 
 
 @dataclass(frozen=True)
 class ControllerConfig:
     rate_hz: float = 500.0  # arx.md: the public SDK's controller runs at 500 Hz
     target_timeout_s: float = 0.2
-    feedback_timeout_s: float = 0.05  # 25 cycles at 500 Hz
+    feedback_timeout_s: float = DEFAULT_FEEDBACK_TIMEOUT_S
     reply_window: float = 0.95  # wait for this cycle's replies up to this fraction of the period
     # Back-pressure: before sending, wait up to this fraction of the period for replies still owed
     # by earlier cycles (each reply follows its command on the bus, so an owed reply means the bus
@@ -42,8 +59,14 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if not 1.0 <= self.rate_hz <= 2000.0:
             raise ValueError(f"rate_hz must be within 1..2000, got {self.rate_hz}")
-        if self.target_timeout_s <= 0 or self.feedback_timeout_s <= 0:
+        if self.target_timeout_s <= 0:
             raise ValueError("watchdog timeouts must be positive")
+        lowest = 2.0 / self.rate_hz  # one cycle's reply may come a cycle late: less trips every cycle
+        if not lowest <= self.feedback_timeout_s <= FEEDBACK_TIMEOUT_MAX_S:
+            raise ValueError(
+                f"feedback_timeout_s must be within {lowest:g}..{FEEDBACK_TIMEOUT_MAX_S:g} s (two control periods "
+                f"at {self.rate_hz:g} Hz up to {FEEDBACK_TIMEOUT_MAX_S:g} s), got {self.feedback_timeout_s:g}"
+            )
 
 
 class ArmController:
@@ -55,8 +78,10 @@ class ArmController:
         initial: list[MotorReading],
         config: ControllerConfig = ControllerConfig(),
         counts: Interventions | None = None,
+        name: str = "",
     ) -> None:
         self.link, self.frames, self.limits, self.config = link, frames, limits, config
+        self.name = name  # the arm's name, in front of every fault message ("left arm: ...")
         self.counts = counts or Interventions()
         n = len(frames.ids)
         self.n = n
@@ -90,14 +115,18 @@ class ArmController:
         self.cycle_fresh: deque[int] = deque(maxlen=config.cycle_times_kept)  # motors answered in-cycle
         self.feedback_age: deque[float] = deque(maxlen=config.cycle_times_kept)  # oldest motor, at cycle end
         self.reply_times: deque[float] = deque(maxlen=config.cycle_times_kept)  # send -> last in-cycle reply
-        self.damping_since: float | None = None  # when the first damping command was sent
+        # Damping is timed from when the arm first answered a damping command (not when one was
+        # written: a stalled adapter may sit on it, or the OS discard it).
+        self.damping_since: float | None = None
+        self._damping_first_sent: float | None = None  # send time of the first damping command
         self.overruns = 0
         self.started_at = 0.0
-        self.link_lost = False
+        self.link_lost = ""  # why the link is gone ("" while it is there): nothing can be sent any more
+        self._stalled = False
 
     # -- control from other threads ------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="arm-controller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"arm-controller {self.name}".strip(), daemon=True)
         self.started_at = time.monotonic()
         self._thread.start()
 
@@ -122,7 +151,7 @@ class ArmController:
             self.mode = DAMPING
 
     def wait_damping_sent(self, timeout_s: float) -> float | None:
-        """When the first damping command went out (None if not within `timeout_s` or not running)."""
+        """When the arm first answered a damping command (None if not within `timeout_s` or not running)."""
         end = time.monotonic() + timeout_s
         while self.damping_since is None and self.running and time.monotonic() < end:
             time.sleep(0.002)
@@ -137,7 +166,7 @@ class ArmController:
             self._target = self.position.copy()
             self._target_time = time.monotonic()
             self.mode = TRACKING
-            self.damping_since = None
+            self.damping_since = self._damping_first_sent = None
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -154,6 +183,7 @@ class ArmController:
             }
 
     def _raise_fault(self, fault: ArmFault) -> None:
+        named(fault, self.name)
         self.faults.append(fault)
         self.counts.faults += 1
         if self.fault is None:
@@ -190,7 +220,7 @@ class ArmController:
             self._collect(readings, time.monotonic() + self.config.reply_lost_s, settle=True)
             self._apply(readings, time.monotonic())
         except LinkDisconnected as exc:
-            self.link_lost = True
+            self.link_lost = f"link lost: {exc}"
             with self._lock:
                 self._raise_fault(LinkLost(f"link to the arm lost: {exc}"))
 
@@ -214,10 +244,23 @@ class ArmController:
                 kp, kd, position = np.zeros(self.n), lim.damping_kd, self.position
                 damping = True
         frames = [self.frames.command(i, float(position[i]), 0.0, float(kp[i]), float(kd[i]), 0.0) for i in range(self.n)]
-        self.link.send_many(frames)
+        try:
+            self.link.send_many(frames)
+        except LinkStalled as exc:
+            # nothing owed (what the OS held was discarded); keep cycling: a recovered adapter
+            # then gets damping commands at once
+            counts.write_timeouts += 1
+            self.damping_since = self._damping_first_sent = None  # what the OS held was discarded
+            if not self._stalled:  # one fault per stall, however many cycles it lasts
+                self._stalled = True
+                with self._lock:
+                    self._raise_fault(AdapterStalled(f"the adapter stopped taking frames: {exc}"))
+            self._apply([], time.monotonic())
+            return
+        self._stalled = False
         sent = time.monotonic()
-        if damping and self.damping_since is None:
-            self.damping_since = sent
+        if damping and self._damping_first_sent is None:
+            self._damping_first_sent = sent
         for q in self._owed:
             q.append(sent)
 
@@ -281,7 +324,10 @@ class ArmController:
             if not q:  # nothing owed: a reply to a request from before the controller started
                 counts.replies_unexpected += 1
                 continue
-            self.feedback_sent_at[i] = q.popleft()
+            self.feedback_sent_at[i] = sent_at = q.popleft()
+            first = self._damping_first_sent
+            if self.damping_since is None and first is not None and sent_at >= first:
+                self.damping_since = time.monotonic()  # the arm answered a damping command: it damps
             if settle or q:
                 counts.replies_late += 1  # answers an earlier cycle's command: arrived after its cycle
             else:

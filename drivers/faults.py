@@ -1,7 +1,9 @@
 """Typed arm faults: what a motor reported, or what the host-side watchdog saw.
 
 Every fault is an OSError subclass (a device condition, printed as one line by the CLI) and
-carries the motor id and the joint name. A fault latches the arm into damping until disconnect.
+carries the motor id and the joint name, and once raised by an arm, the arm's name (`fault.arm`,
+"left" / "right") as the message's prefix: "joint4 (motor 5) silent" names which joint4.
+A fault latches the arm into damping until disconnect.
 """
 
 from __future__ import annotations
@@ -15,9 +17,26 @@ class ArmFault(OSError):
     def __init__(self, message: str, motor_id: int | None = None) -> None:
         super().__init__(message)
         self.motor_id = motor_id
+        self.arm = ""
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def arm_prefix(name: str) -> str:
+    """"left arm: " for a named arm, "" for an unnamed one (a single arm needs no name)."""
+    return f"{name} arm: " if name else ""
+
+
+def named(error: BaseException, arm: str) -> BaseException:
+    """`error` with the arm's name in front of its message (once); returns the same object."""
+    prefix = arm_prefix(arm)
+    message = error.args[0] if error.args else None
+    if prefix and isinstance(message, str) and not message.startswith(f"{arm} arm"):  # "left arm: " / "left arm on"
+        error.args = (prefix + message,) + error.args[1:]
+    if isinstance(error, ArmFault) and arm:
+        error.arm = arm
+    return error
 
 
 class OverVoltage(ArmFault):
@@ -46,6 +65,11 @@ class CommunicationLost(ArmFault):
 
 class LinkLost(ArmFault):
     """The serial link itself is gone (cable pulled, adapter reset)."""
+
+
+class AdapterStalled(ArmFault):
+    """The adapter stopped taking frames (a write missed its deadline): the link may recover, the
+    arm stays damped until disconnect."""
 
 
 class PositionOutOfRange(ArmFault):

@@ -34,6 +34,7 @@ class Interventions:
     replies_lost: int = 0  # replies owed for longer than reply_lost_s (dropped, or the frame was refused)
     replies_unexpected: int = 0  # replies with no command owed (e.g. answers to requests before start)
     adapter_rejections: int = 0  # BEL replies from the adapter
+    write_timeouts: int = 0  # cycles whose frames the adapter did not take within the write deadline
     bad_replies: int = 0  # replies that failed to decode
     faults: int = 0
 

@@ -9,20 +9,28 @@ because python-can 4.6's reader (a) reads one byte per system call, too slow for
 (b) silently drops BEL (0x07) error replies, and (c) wedges for good on a non-UTF-8 byte (it decodes
 its buffer before clearing it, so every later line fails to decode too). The replacement reads in
 chunks, accepts a frame with or without the 4-digit timestamp, skips garbage (counted) and resyncs
-on the next frame, and raises `AdapterRejected` for each BEL. Opening, bitrate and closing stay
-python-can's (`C`, `S8`, `O` on open; `C` on shutdown).
+on the next frame, and raises `AdapterRejected` for each BEL. Opening and bitrate stay python-can's
+(`C`, `S8`, `O` on open), but every byte goes through one bounded writer (`write_bytes`): pyserial's
+own write, used by python-can with no write timeout, spins forever on a non-blocking port whose
+adapter stopped reading. A write the OS has not taken within its deadline raises `LinkStalled`;
+the adapter may then hold half a line, so the next write starts with `\r` (it ends the half line,
+which the adapter rejects, and nothing merges with it). Closing (`C`, then the port) is bounded too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import struct
+import termios
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
 
 import can
+import serial
 from can.interfaces.slcan import slcanBus
 
 Frame = tuple[int, bytes]  # (CAN id, data)
@@ -45,6 +53,11 @@ class AdapterRejected(LinkError):
     """The adapter answered BEL: it refused a command or a frame (channel closed, buffer full...)."""
 
 
+class LinkStalled(LinkError):
+    """The adapter stopped taking bytes: a write was not accepted within its deadline. The device is
+    still there and may recover (the next write resynchronises); nothing was lost for good."""
+
+
 @dataclass
 class LinkStats:
     frames_sent: int = 0
@@ -53,6 +66,9 @@ class LinkStats:
     adapter_rejections: int = 0  # BEL replies
     garbage_lines: int = 0  # lines that were not a valid frame, skipped
     other_replies: int = 0  # V/N/F replies
+    write_timeouts: int = 0  # writes the OS did not take within their deadline (adapter not reading)
+    resyncs: int = 0  # writes that began with `\r` to end a half-written line
+    close_abandoned: int = 0  # closes whose `C` could not be written in time (port closed anyway)
 
 
 class SlcanReader:
@@ -111,16 +127,25 @@ class SlcanReader:
 
 
 class SlcanSerialBus(slcanBus):
-    """python-can's SLCAN bus with a chunked, garbage-tolerant reader and batched writes."""
+    """python-can's SLCAN bus with a chunked, garbage-tolerant reader, batched writes, and every write
+    (python-can's own commands included) and the close bounded by a deadline."""
 
-    def __init__(self, channel: str, **kwargs) -> None:
+    def __init__(self, channel: str, *, write_timeout_s: float = 0.05, close_timeout_s: float = 0.2, **kwargs) -> None:
         self.link_stats = LinkStats()
         self.reader = SlcanReader(self.link_stats)
-        super().__init__(channel, **kwargs)
+        self.write_timeout_s = write_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self._resync = False  # the adapter may hold half a line: the next write begins with `\r`
+        self._fd: int | None = None
         try:
-            self._fd: int | None = self.serialPortOrig.fileno()
-        except Exception:  # pyserial URLs without a file descriptor (loop://, socket://)
-            self._fd = None
+            super().__init__(channel, **kwargs)  # opens the port, writes C, S8, (empty), O
+        except BaseException:
+            # python-can leaves the port open when a write fails during its __init__
+            port = getattr(self, "serialPortOrig", None)
+            if port is not None:
+                _close_quietly(port, discard=True)
+            raise
+        self._fd = _fileno(self.serialPortOrig)  # never raises: nothing after the open can leave it open
 
     # -- receiving -------------------------------------------------------------------------------
     def recv_frame(self, timeout: float | None) -> Frame | None:
@@ -172,25 +197,132 @@ class SlcanSerialBus(slcanBus):
 
     # -- sending ---------------------------------------------------------------------------------
     def send_frames(self, frames: Iterable[Frame]) -> None:
-        """Write several standard frames in one write (no tcdrain per frame)."""
+        """Write several standard frames in one write (no tcdrain per frame), within the write deadline."""
         parts = []
         count = 0
         for can_id, data in frames:
             parts.append(f"t{can_id:03X}{len(data):d}{data.hex().upper()}\r" if can_id <= 0x7FF
                          else f"T{can_id:08X}{len(data):d}{data.hex().upper()}\r")
             count += 1
-        payload = "".join(parts).encode("ascii")
-        try:
-            if self._fd is not None:
-                view = memoryview(payload)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-            else:
-                self.serialPortOrig.write(payload)
-        except Exception as exc:
-            raise LinkDisconnected(f"serial device {self.serialPortOrig.port} went away: {exc}") from exc
+        self.write_bytes("".join(parts).encode("ascii"), self.write_timeout_s)
         self.link_stats.frames_sent += count
+
+    def _write(self, string: str) -> None:
+        """python-can's command writer (C, S8, O, ...), bounded like every other write. No tcdrain:
+        on a USB adapter that stopped reading it would wait forever."""
+        self.write_bytes(string.encode("ascii") + b"\r", self.write_timeout_s)
+
+    def write_bytes(self, payload: bytes, timeout_s: float) -> None:
+        """Hand `payload` to the OS within `timeout_s`. Raises LinkStalled when the adapter does not
+        take it in time (what the OS still holds for it is discarded: stale commands are worse than
+        none, and the next write starts with `\r`) and LinkDisconnected when the device is gone."""
+        if self._resync:
+            payload = b"\r" + payload
+            self.link_stats.resyncs += 1
+        port = self.serialPortOrig
+        fd = self._fd if self._fd is not None else _fileno(port)
+        try:
+            if fd is None:  # pyserial URL without a descriptor: pyserial's own write timeout
+                if port.write_timeout != timeout_s:
+                    port.write_timeout = timeout_s
+                try:
+                    port.write(payload)
+                    left = 0
+                except serial.SerialTimeoutException:
+                    left = len(payload)
+            else:
+                left = _write_fd(fd, payload, time.monotonic() + timeout_s)
+        except (OSError, ValueError, serial.SerialException) as exc:
+            raise LinkDisconnected(f"serial device {port.port} went away: {exc}") from exc
+        if left:
+            self._resync = True
+            self.link_stats.write_timeouts += 1
+            if fd is not None:
+                _discard_output(fd)
+            raise LinkStalled(
+                f"the SLCAN adapter on {port.port} stopped reading: {len(payload) - left} of {len(payload)} bytes "
+                f"taken in {timeout_s * 1000:.0f} ms"
+            )
+        self._resync = False
+
+    def shutdown(self) -> None:
+        """`C` (close the CAN channel), then close the port, all within `close_timeout_s`: a hung
+        adapter gets its `C` abandoned and the port closed anyway, never a hung process."""
+        if self._is_shutdown:
+            return
+        can.BusABC.shutdown(self)  # python-can's slcanBus.shutdown would write `C` without a deadline
+        port = self.serialPortOrig
+        deadline = time.monotonic() + self.close_timeout_s
+        delivered = False
+        try:
+            self.write_bytes(b"C\r", self.close_timeout_s)
+            fd = _fileno(port)
+            delivered = fd is None or _wait_output_drained(fd, deadline)
+        except LinkError:
+            pass
+        finally:
+            if not delivered:
+                self.link_stats.close_abandoned += 1
+            _close_quietly(port, discard=not delivered)
+
+
+def _fileno(port) -> int | None:
+    try:
+        return port.fileno()
+    except Exception:  # pyserial URLs without a file descriptor (loop://, socket://)
+        return None
+
+
+def _write_fd(fd: int, payload: bytes, deadline: float) -> int:
+    """Write to a non-blocking descriptor (pyserial opens ports O_NONBLOCK) until done or the
+    deadline; returns the number of bytes not written."""
+    view = memoryview(payload)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+            continue
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        select.select([], [fd], [], left)
+    return len(view)
+
+
+def _discard_output(fd: int) -> None:
+    """Drop bytes the OS still holds for the adapter (a pty discards its peer's unread input)."""
+    try:
+        termios.tcflush(fd, termios.TCOFLUSH)
+    except (termios.error, OSError):
+        pass
+
+
+def _wait_output_drained(fd: int, deadline: float) -> bool:
+    """Whether the OS handed everything written to the adapter before the deadline (TIOCOUTQ)."""
+    buf = bytearray(4)
+    while True:
+        try:
+            fcntl.ioctl(fd, termios.TIOCOUTQ, buf)
+        except OSError:
+            return True  # not a tty (nothing queued that we could see)
+        if struct.unpack("i", buf)[0] == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+
+
+def _close_quietly(port, discard: bool) -> None:
+    """Close the port; with `discard`, drop unsent output first (a USB tty's close otherwise waits up
+    to closing_wait, 30 s by default, for an adapter that stopped reading)."""
+    try:
+        fd = _fileno(port)
+        if discard and fd is not None:
+            _discard_output(fd)
+        port.close()
+    except Exception:  # the device may already be gone; closing must not raise
+        pass
 
 
 _INFO = (-1, b"")  # marker: a V/N/F reply, not a frame
@@ -233,6 +365,8 @@ class SlcanLink:
     channel name for any other interface ("socketcan": "can0"; "virtual": any name).
     `settle_s` is python-can's `sleep_after_open`: CANable-class adapters do not reset when the
     port opens, so 0 is enough; adapters built on an Arduino need about 2 s.
+    `write_timeout_s` bounds every write (an adapter that stops reading raises LinkStalled instead
+    of hanging the caller); `close_timeout_s` bounds `close()`.
     """
 
     def __init__(
@@ -243,31 +377,46 @@ class SlcanLink:
         bitrate: int = 1_000_000,
         settle_s: float = 0.0,
         open_reply_timeout_s: float = 0.2,
+        write_timeout_s: float = 0.05,
+        close_timeout_s: float = 0.2,
     ) -> None:
+        if write_timeout_s <= 0 or close_timeout_s <= 0:
+            raise ValueError("write and close timeouts must be positive (a write without a deadline can hang for good)")
         self.channel = channel
         self.interface = interface
         self.bitrate = bitrate
         self.settle_s = settle_s
         self.open_reply_timeout_s = open_reply_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.close_timeout_s = close_timeout_s
         self._bus: can.BusABC | None = None
         self._stats = LinkStats()
+        self.startup_rejections = 0
 
     # -- life cycle --------------------------------------------------------------------------------
     def open(self) -> "SlcanLink":
+        """Open the bus, or raise LinkError having left nothing open."""
         if self._bus is not None:
             return self
         try:
             if self.interface == "slcan":
-                bus = SlcanSerialBus(self.channel, bitrate=self.bitrate, sleep_after_open=self.settle_s)
+                bus = SlcanSerialBus(self.channel, bitrate=self.bitrate, sleep_after_open=self.settle_s,
+                                     write_timeout_s=self.write_timeout_s, close_timeout_s=self.close_timeout_s)
             else:
                 bus = can.Bus(interface=self.interface, channel=self.channel, bitrate=self.bitrate)
         except (can.CanError, OSError, ValueError) as exc:
             cause = exc.__cause__ or exc
             raise LinkError(f"cannot open the CAN adapter on '{self.channel}' ({self.interface}): {cause}") from exc
-        self._bus = bus
         if isinstance(bus, SlcanSerialBus):
             self._stats = bus.link_stats
-            self._drain_open_replies(bus)
+            try:
+                self._drain_open_replies(bus)
+            except BaseException as exc:
+                bus.shutdown()
+                if isinstance(exc, LinkError):
+                    raise type(exc)(f"cannot open the CAN adapter on '{self.channel}': {exc}") from exc
+                raise
+        self._bus = bus
         return self
 
     def _drain_open_replies(self, bus: SlcanSerialBus) -> None:
@@ -286,16 +435,16 @@ class SlcanLink:
                 continue
 
     def close(self) -> None:
+        """Close the channel and the port, bounded by `close_timeout_s`; never raises."""
         bus, self._bus = self._bus, None
         if bus is None:
             return
         try:
             bus.shutdown()
         except Exception:  # the device may already be gone; closing must not raise
-            try:
-                bus.serialPortOrig.close()  # type: ignore[attr-defined]
-            except Exception:
-                pass
+            port = getattr(bus, "serialPortOrig", None)
+            if port is not None:
+                _close_quietly(port, discard=True)
 
     @property
     def is_open(self) -> bool:
@@ -327,7 +476,8 @@ class SlcanLink:
             return
         try:
             for can_id, data in frames:
-                bus.send(can.Message(arbitration_id=can_id, is_extended_id=can_id > 0x7FF, data=data))
+                msg = can.Message(arbitration_id=can_id, is_extended_id=can_id > 0x7FF, data=data)
+                bus.send(msg, timeout=self.write_timeout_s)
                 self._stats.frames_sent += 1
         except can.CanError as exc:
             raise LinkDisconnected(f"cannot send on '{self.channel}': {exc}") from exc

@@ -7,6 +7,10 @@ EC-A4310 motors on their own id, one reply per command frame. The bus is paced: 
 `FRAME_BITS` bit times, so one arm's 7 command + 7 reply frames cannot exceed ~570 cycles/s.
 
 A client opens `device_path` with pyserial (or python-can's slcan interface) like a USB adapter.
+For tests, the simulator keeps what it saw: each motor's `mode_log` (when it entered position /
+damping / limp / disabled), `command_log` (every line that was not a data frame: O, C, S8, an empty
+line, garbage) and `rejected_lines` (every line answered BEL), all on `time.monotonic()`, the clock
+the driver uses too.
 """
 
 from __future__ import annotations
@@ -109,6 +113,11 @@ class SimulatedArm:
         self._opened_at: float | None = None
         self._fault_at: dict[str, dict[int, float]] = {"silent": {}, "overcurrent": {}, "overtemp": {}}
         self._unplug_at: float | None = None
+        self._hang_at: float | None = None
+        self._stalls: list[tuple[float, float]] = []  # (start, end) of each freeze that ends
+        self.frozen_s = 0.0  # how long the adapter has been frozen (hang/stall), for tests
+        self.command_log: deque[tuple[float, bytes]] = deque(maxlen=10_000)
+        self.rejected_lines: deque[tuple[float, bytes]] = deque(maxlen=10_000)
         self._outbox: list[tuple[float, int, bytes]] = []  # (due, seq, bytes) heap
         self._seq = 0
         self._bus_free_at = 0.0
@@ -182,6 +191,16 @@ class SimulatedArm:
                     self._fault_at[kind][motor_id] = t0 + onset
             if plan.unplug is not None:
                 self._unplug_at = t0 + plan.unplug
+            if plan.hang is not None:
+                self._hang_at = t0 + plan.hang
+            self._stalls += [(t0 + at, t0 + at + length) for at, length in plan.stall]
+
+    def _frozen_until(self, now: float) -> float | None:
+        """While the adapter is frozen (hang / stall): when it thaws (inf: never); else None."""
+        if self._hang_at is not None and now >= self._hang_at:
+            return float("inf")
+        ends = [end for start, end in self._stalls if start <= now < end]
+        return max(ends) if ends else None
 
     def _active(self, kind: str, motor_id: int, now: float) -> bool:
         at = self._fault_at[kind].get(motor_id)
@@ -198,6 +217,15 @@ class SimulatedArm:
             if self._unplug_at is not None and now >= self._unplug_at:
                 self.unplug()
                 return
+            thaw = self._frozen_until(now)
+            if thaw is not None:
+                # frozen firmware: reads nothing (the driver's bytes pile up in the pty), sends nothing
+                pause = min(0.02, thaw - now)
+                if self._unplug_at is not None:
+                    pause = min(pause, max(0.0, self._unplug_at - now))
+                self._stop.wait(pause)
+                self.frozen_s += time.monotonic() - now
+                continue
             timeout = 0.02
             if self._outbox:
                 timeout = min(timeout, max(0.0, self._outbox[0][0] - now))
@@ -219,8 +247,8 @@ class SimulatedArm:
                         start = i + 1
                 del pending[:start]
                 if len(pending) > 256:  # no CR for too long: an adapter would reject it
+                    self._reject(now, bytes(pending))
                     pending.clear()
-                    self._queue(now, _BEL)
             self._flush(time.monotonic())
 
     def _queue(self, due: float, data: bytes) -> None:
@@ -242,17 +270,20 @@ class SimulatedArm:
     def _reply_ok(self, now: float, text: bytes = b"") -> None:
         self._queue(now, text + _OK)
 
-    def _reject(self, now: float) -> None:
+    def _reject(self, now: float, line: bytes) -> None:
         self.rejected += 1
+        self.rejected_lines.append((now, line))
         self._queue(now, _BEL)
 
     def _command(self, line: bytes, now: float) -> None:
+        c = line[:1]
+        if c not in (b"t", b"T"):
+            self.command_log.append((now, line))
         if not line:
             return  # python-can sends an empty line while setting the bitrate: no reply
-        c = line[:1]
         if c == b"O" or c == b"L":
             if len(line) != 1 or self.channel_open:
-                return self._reject(now)
+                return self._reject(now, line)
             self.channel_open = True
             if self._opened_at is None:
                 self._opened_at = now
@@ -263,11 +294,11 @@ class SimulatedArm:
             return self._reply_ok(now)
         if c == b"S":
             if self.channel_open or len(line) != 2 or line[1:2] not in b"012345678":
-                return self._reject(now)
+                return self._reject(now, line)
             return self._reply_ok(now)
         if c == b"Z":
             if line[1:] not in (b"0", b"1"):
-                return self._reject(now)
+                return self._reject(now, line)
             self.timestamps = line[1:] == b"1"
             return self._reply_ok(now)
         if c == b"V":
@@ -279,14 +310,14 @@ class SimulatedArm:
         if c in (b"t", b"T"):
             frame = _parse(line)
             if frame is None or not self.channel_open:
-                return self._reject(now)
+                return self._reject(now, line)
             if self.frame_time is not None:
                 queue = self._tx_queue
                 while queue and queue[0] <= now:
                     queue.popleft()
                 if len(queue) >= TX_QUEUE_FRAMES:
                     self.tx_overflows += 1
-                    return self._reject(now)
+                    return self._reject(now, line)
             if self.ack == "cr":
                 self._reply_ok(now)
             elif self.ack == "z":
@@ -294,7 +325,7 @@ class SimulatedArm:
             self.frames_in += 1
             self._on_frame(frame[0], frame[1], now)
             return
-        return self._reject(now)
+        return self._reject(now, line)
 
     # -- the motors --------------------------------------------------------------------------------
     def _on_frame(self, can_id: int, data: bytes, now: float) -> None:

@@ -1,7 +1,7 @@
 """`chatvla2 sim-arm --profile x5 [--faults ...] [--seed N]`: start a simulated arm on a pty.
 
 The first line printed is the device path alone (for scripts); the simulator runs until Ctrl-C
-(SIGINT), SIGTERM, or until an `unplug` fault closes the pty.
+(SIGINT), SIGTERM, SIGHUP (its terminal closed), or until an `unplug` fault closes the pty.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def _install_stop_signals() -> dict[int, object]:
-    """Make SIGINT and SIGTERM stop the simulator, whatever this process inherited.
+    """Make SIGINT, SIGTERM and SIGHUP stop the simulator, whatever this process inherited.
 
     A process started as a background job of a non-interactive shell (`chatvla2 sim-arm &` in a
     script, CI runners, nohup'ed jobs) inherits SIGINT *ignored*, and Python then leaves it ignored
@@ -27,7 +27,7 @@ def _install_stop_signals() -> dict[int, object]:
     nothing and the simulator ran forever. Returns the previous handlers, to restore."""
     if threading.current_thread() is not threading.main_thread():
         return {}  # signal.signal works in the main thread only; an embedding caller owns signals
-    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
 
 def sim_arm_main(args) -> int:

@@ -9,8 +9,14 @@
     overtemp=ID[@T]     motor ID reports over-temperature (Damiao: nibble C, coil 120 C, disables
                     itself; EC: 100 C)
     unplug=T        the cable is pulled T seconds after the bus opens: the pty is closed
+    hang=T          the adapter freezes for good T seconds after the bus opens: it stops reading the
+                    pty (what the driver writes piles up in the OS until its writes block) and
+                    sends nothing more, but the device stays there (no EIO, unlike unplug)
+    stall=T:D       the adapter freezes from T for D seconds, then recovers: it reads what piled up
+                    meanwhile (a half-written line included) and answers again; may repeat
 
-A key may repeat (`silent=4,silent=5`). Times count from the adapter's `O` (open) command.
+A key may repeat (`silent=4,silent=5`). Times count from the adapter's `O` (open) command
+(`SimulatedArm.inject` counts from its call instead).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 
 _RATE_KEYS = ("drop", "corrupt")
 _MOTOR_KEYS = ("silent", "overcurrent", "overtemp")
-KEYS = _RATE_KEYS + ("latency",) + _MOTOR_KEYS + ("unplug",)
+KEYS = _RATE_KEYS + ("latency",) + _MOTOR_KEYS + ("unplug", "hang", "stall")
 
 
 class FaultSpecError(ValueError):
@@ -36,6 +42,8 @@ class FaultPlan:
     overcurrent: dict[int, float] = field(default_factory=dict)
     overtemp: dict[int, float] = field(default_factory=dict)
     unplug: float | None = None
+    hang: float | None = None  # onset (s) of a freeze that never ends
+    stall: list[tuple[float, float]] = field(default_factory=list)  # (onset, duration) in seconds
 
     @property
     def empty(self) -> bool:
@@ -66,11 +74,17 @@ def parse_faults(spec: str) -> FaultPlan:
                 if not 0.0 <= s <= 10.0:
                     raise ValueError
                 plan.latency = s
-            elif key == "unplug":
+            elif key in ("unplug", "hang"):
                 s = float(value)
                 if s < 0:
                     raise ValueError
-                plan.unplug = s
+                setattr(plan, key, s)
+            elif key == "stall":
+                onset, sep, duration = value.partition(":")
+                at, length = float(onset), float(duration)
+                if not sep or at < 0 or length <= 0:
+                    raise ValueError
+                plan.stall.append((at, length))
             else:
                 motor, _, onset = value.partition("@")
                 motor_id, at = int(motor, 0), float(onset) if onset else 0.0
@@ -90,4 +104,6 @@ _EXAMPLE = {
     "overcurrent": "2 or 2@1.5",
     "overtemp": "5 or 5@1.5",
     "unplug": "10",
+    "hang": "2",
+    "stall": "2:1 (from 2 s, for 1 s)",
 }

@@ -138,3 +138,31 @@ def test_unplug_closes_the_pty(sim_arm, port):
     with pytest.raises(serial.SerialException):
         for _ in range(50):
             port.read(1)
+
+
+def test_a_stalled_adapter_reads_nothing_then_what_piled_up(sim_arm, port):
+    port.write(b"O\r")
+    read_until_quiet(port)
+    t0 = time.monotonic()
+    sim_arm.inject("stall=0:0.5")
+    time.sleep(0.05)
+    port.write(b"t0058FFFFFFFFFFFFFFFC\r")
+    assert read_until_quiet(port, quiet_s=0.2, limit_s=0.3) == b""  # frozen: no ack, no reply
+    assert sim_arm.motors[5].commands_received == 0
+    time.sleep(max(0.0, t0 + 0.5 - time.monotonic()))
+    reply = read_until_quiet(port, quiet_s=0.2, limit_s=2.0)  # thawed: the frame that waited is answered
+    assert reply.startswith(b"\r") and reply.count(b"t0008") == 1
+    assert sim_arm.motors[5].enabled and sim_arm.frozen_s >= 0.4
+
+
+def test_a_hung_adapter_stops_reading_for_good(sim_arm):
+    with serial.Serial(sim_arm.device_path, timeout=0.02, write_timeout=0.05) as p:
+        p.write(b"O\r")
+        read_until_quiet(p)
+        sim_arm.inject("hang=0")
+        time.sleep(0.05)
+        with pytest.raises(serial.SerialTimeoutException):  # the OS buffer fills: writes block
+            for _ in range(10_000):
+                p.write(b"t0058FFFFFFFFFFFFFFFC\r" * 7)
+        assert sim_arm.motors[5].commands_received == 0 and read_until_quiet(p, limit_s=0.3) == b""
+    assert sim_arm.command_log[-1][1] == b"O"  # nothing read after the hang

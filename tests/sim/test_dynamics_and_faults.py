@@ -35,11 +35,14 @@ def test_fault_spec():
     plan = parse_faults("drop=0.01,corrupt=0.001,latency=0.002,silent=4,silent=5@1.5,overcurrent=2,overtemp=5,unplug=10")
     assert plan.drop == 0.01 and plan.silent == {4: 0.0, 5: 1.5} and plan.unplug == 10.0
     assert parse_faults("").empty
+    adapter = parse_faults("hang=3,stall=0.5:1.5,stall=4:0.2")
+    assert adapter.hang == 3.0 and adapter.stall == [(0.5, 1.5), (4.0, 0.2)] and not adapter.empty
 
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("dorp=0.1", "did you mean 'drop'"), ("drop=2", "bad value"), ("silent", "needs a value"), ("silent=x", "bad value")],
+    [("dorp=0.1", "did you mean 'drop'"), ("drop=2", "bad value"), ("silent", "needs a value"), ("silent=x", "bad value"),
+     ("stall=2", "expected e.g. stall=2:1"), ("stall=2:0", "bad value"), ("hang=-1", "bad value"), ("hnag=1", "did you mean 'hang'")],
 )
 def test_bad_fault_spec_is_one_clear_line(spec, message):
     with pytest.raises(FaultSpecError, match=message):
