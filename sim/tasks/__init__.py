@@ -30,7 +30,8 @@ One concept per file:
 - toy_placement.py  "Pick the [obj] and place it to [place] of the [target]"
 - scoring.py     the reasoning texts: writer, strict parser, the paper's points
 - expert.py      scripted 14-D joint trajectories at 50 Hz
-- backend.py     how the arms move: `ArmBackend` (reset, apply); `KinematicBackend`
+- backend.py     how the arms move: `ArmBackend` (reset, apply); `KinematicBackend` (fast, no ptys)
+- driver_backend.py  `DriverBackend`: two simulated ARX arms behind ptys through the real drivers, at 50 Hz
 - env.py         `TaskEnv`, one gymnasium.Env for both tasks
 - episode.py     `Episode` (the dataset record) and `generate_episode`
 - image_text.py  image-text QA samples for co-training

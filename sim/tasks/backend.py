@@ -11,12 +11,14 @@
 by at most its velocity limit x 1/50 s (the X5's limits, drivers/profiles.py, arx.md), clipped to
 the joint limits, and each gripper likewise at its 0.3 m/s, never closing past its stop.
 
-The driver mode (simulated ARX arms behind ptys at the control rate: sim/processes.py and
-drivers/bimanual.py, to be added by the engineer who owns them) implements the same two methods:
-`reset` moves the arms to the state and waits for them, `apply` sends the targets through
-`BimanualARX.send_action`, waits for the next 50 Hz tick and returns `get_observation`'s joints
-and gripper widths. A real gripper stops on the prop by itself; that backend may ignore
-`finger_stops` (the environment clamps the width it reports while a prop is held).
+The driver mode, `DriverBackend` (driver_backend.py): two simulated ARX X5 arms behind ptys
+(sim/processes.py, sim/robot.py) driven through the real drivers at the control rate, in real
+time. `reset` moves the arms to the state through the drivers and waits until they are still
+there; `apply` sends the targets (`BimanualRobot.send_action`), waits for the next 50 Hz tick and
+returns the measured joints and gripper widths (`get_state`). The simulated gripper has no prop to
+stop on, so that backend honours `finger_stops` itself (the gripper is not commanded far past a
+stop, its width never reads below one); the environment judges grasps on whatever state the
+backend returns, measured in that mode.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ Observation: {"images": [RGB uint8 (H, W, 3)] (the top camera; an empty list wit
 render_images=False), "state": (14,) float32 (left 6 joints rad + gripper width m, then right),
 "instruction": str}. Action: (14,) joint targets in the same layout, clipped to the X5's limits
 (drivers/profiles.py). One step is 1/50 s (model.md: 50 Hz). The arms move through an
-`ArmBackend` (backend.py): `KinematicBackend` by default (fast: faster than real time, no ptys);
-the driver path plugs in behind the same two methods.
+`ArmBackend` (backend.py): `KinematicBackend` by default (fast: faster than real time, no ptys),
+or `DriverBackend` (driver_backend.py: simulated arms on ptys through the drivers, in real time);
+the environment reads both the same way and judges grasps on the state the backend returns.
 
 reward: 1.0 on the step the task succeeds, else 0. terminated: success, or a wrong card picked
 (math game). truncated: `max_steps` reached. The environment keeps stepping after `terminated`
