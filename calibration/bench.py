@@ -16,11 +16,12 @@ import numpy as np
 
 from calibration.roofline import decode_traffic, measure_bandwidth
 from calibration.timing import latency_stats
-from contract.bundle import load_manifest
+from contract.bundle import bundle_model_config, load_manifest
+from contract.config import ModelConfig, get_config
 from contract.scene import INSTRUCTION
 from contract.stage_timer import STAGES
 from runtime.camera import StaticCamera
-from runtime.policy import Policy
+from runtime.policy import Policy, check_threads
 
 
 def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
@@ -32,6 +33,39 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
     stages = {k: latency_stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
     policy.close()
     return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"], "stages": stages}
+
+
+def reference_config(model_name: str, args: argparse.Namespace) -> tuple[ModelConfig, str]:
+    """The configuration `--reference` builds (calibration.reference_timing), without torch for a
+    preset; and how to name it."""
+    if args.checkpoint:
+        from models.checkpoint import read_checkpoint_config  # the reference needs models/ anyway
+
+        return read_checkpoint_config(args.checkpoint), f"--checkpoint {args.checkpoint}"
+    name = args.config or model_name
+    return get_config(name), f"--config {name}" if args.config else f"the preset {name!r} (the bundle's model name)"
+
+
+def check_reference_matches(bundle: Path, args: argparse.Namespace) -> None:
+    """The reference must be the bundle's model: the same configuration, field for field (timing
+    another model's eager reference against this bundle would be a meaningless speed-up)."""
+    manifest = load_manifest(bundle, verify_hashes=False)
+    ours = bundle_model_config(bundle, manifest)
+    theirs, source = reference_config(ours.name, args)
+    if theirs != ours:
+        differences = _config_differences(ours.to_dict(), theirs.to_dict())
+        shown = "; ".join(f"{k}: bundle {a!r}, reference {b!r}" for k, a, b in differences[:3])
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise ValueError(f"{bundle}: the reference ({source}) is not the bundle's model: {shown}{more}")
+
+
+def _config_differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out.extend(_config_differences(a.get(key), b.get(key), f"{prefix}{key}."))
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
 def composed_step_ms(stages: dict, tokens: int) -> dict:
@@ -51,6 +85,12 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    check_threads(args.threads)
+    if args.bandwidth is not None and not (np.isfinite(args.bandwidth) and args.bandwidth > 0):
+        raise ValueError(f"--bandwidth must be a positive number of GB/s, got {args.bandwidth}")
+    if args.reference:
+        for bundle in map(Path, bundles):
+            check_reference_matches(bundle, args)
     bandwidth = measure_bandwidth()
     if args.bandwidth:
         bandwidth["given"] = args.bandwidth

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import importlib
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -104,6 +105,9 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="FILE", help="an .npz of recorded engine inputs (default: made by running the model)")
     p.add_argument("--max-seq", type=int, metavar="N", help="KV cache length (default: the model's max_cache_len)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing bundle at --out (refused if the folder holds anything the bundle's manifest "
+                        "does not list, e.g. engines/ from chatvla2 build: those are never deleted)")
 
 
 def _lint(p: argparse.ArgumentParser) -> None:
@@ -127,8 +131,11 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 def _run(p: argparse.ArgumentParser) -> None:
     from contract.scene import INSTRUCTION
+    from drivers.controller import ControllerConfig
     from runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
+    from runtime.robots import MAX_FEEDBACK_TIMEOUT_S
     from runtime.safety import DEFAULT_JOINT_SPEED
+    from sim.robot import SIM_FEEDBACK_TIMEOUT_S
 
     loop = functools.partial(_default, LoopConfig)
     p.add_argument("bundle", nargs="?", help="a bundle directory written by `chatvla2 export` (or --bundle)")
@@ -140,6 +147,11 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--left-port", help="left arm's SLCAN adapter (--robot arx)")
     p.add_argument("--right-port", help="right arm's SLCAN adapter (--robot arx)")
     _add_profile(p)
+    p.add_argument("--feedback-timeout", type=float, metavar="S",
+                   help="no reply from a motor for S seconds is a communication fault (the arm damps); default "
+                        f"{_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' ControllerConfig), "
+                        f"{SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the simulators late); "
+                        f"at most {MAX_FEEDBACK_TIMEOUT_S:g} s")
     p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",
                    help="--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)")
     p.add_argument("--task", "--instruction", dest="instruction", default=INSTRUCTION, help="the instruction")
@@ -244,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         return _missing_extra(exc, prefix)
     try:
         return int(run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{prefix} interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, or a stop signal the command turned into an exception (e.g. `run` before the arms
+        # connect): 128 + the signal's number, as the shell reports a process a signal ended.
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"{prefix} interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)
     except USER_ERRORS as exc:
         if os.environ.get("CHATVLA2_DEBUG"):
             raise

@@ -22,7 +22,10 @@ Schema (version 1):
       "parity": {"cosine": 0.99999, "max_abs": 1e-5, ...}
     }, ...
   },
-  "files": {"decode.onnx": "<sha256>", ...}, # every file of the bundle but the manifest itself
+  "files": {"decode.onnx": "<sha256>", ...}, # every file of the bundle but the manifest itself; must
+                                             # cover every file the runtime reads (each engine's file
+                                             # and data_files, embeddings, tokenizer, normalization)
+                                             # and every *.onnx / *.data file in the directory
   "tools": {"torch": "2.13.0", "onnx": "...", "onnxruntime": "...", ...}
 }
 Shapes: ints are static, strings name a dynamic dimension shared across engines.
@@ -59,9 +62,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict[str, Any]:
-    """Read a bundle's manifest; with verify_hashes, every file must match its recorded sha256
-    (and no listed file may be missing). Errors name the bundle and the first offending file."""
+def load_manifest(bundle: str | Path, verify_hashes: bool = True, runtime: bool = False) -> dict[str, Any]:
+    """Read a bundle's manifest: its structure is checked; every graph and external-data file must
+    be listed in `files` (a file the manifest does not list would be used unchecked), and with
+    `runtime` every file the runtime reads (`runtime_files`); with verify_hashes every listed file
+    must match its recorded sha256 (and none may be missing). Errors name the bundle and the first
+    offending file."""
     bundle = Path(bundle)
     path = bundle / MANIFEST_FILE
     if not bundle.is_dir():
@@ -81,9 +87,63 @@ def load_manifest(bundle: str | Path, verify_hashes: bool = True) -> dict[str, A
             raise BundleError(f"{path}: missing {key!r}")
         if not isinstance(manifest[key], dict):
             raise BundleError(f"{path}: {key!r} must be an object, found {type(manifest[key]).__name__}")
+    for name, digest in manifest["files"].items():
+        if not _plain_name(name):
+            raise BundleError(f"{path}: 'files' lists {name!r}: expected a file name inside the bundle")
+        if not isinstance(digest, str):
+            raise BundleError(f"{path}: 'files' gives {name!r} a {type(digest).__name__}, expected its sha256 as a string")
+    for engine, entry in manifest["engines"].items():
+        if not isinstance(entry, dict):
+            raise BundleError(f"{path}: engine {engine!r} must be an object, found {type(entry).__name__}")
+        if not isinstance(entry.get("file"), str):
+            raise BundleError(f"{path}: engine {engine!r} has no 'file' name")
+        if not isinstance(entry.get("data_files", []), list):
+            raise BundleError(f"{path}: engine {engine!r}: 'data_files' must be a list")
+    check_coverage(bundle, manifest, runtime_files(manifest) if runtime else None)
     if verify_hashes:
         verify_files(bundle, manifest)
     return manifest
+
+
+def graph_files(manifest: dict[str, Any]) -> list[str]:
+    """Each engine's graph and its external data files."""
+    names = []
+    for entry in manifest["engines"].values():
+        names.append(entry["file"])
+        names.extend(entry.get("data_files", []))
+    return names
+
+
+def runtime_files(manifest: dict[str, Any]) -> list[str]:
+    """Every file a runtime reads from the bundle: the graphs and their external data, the token
+    embeddings, the tokenizer, the normalisation statistics."""
+    return graph_files(manifest) + [
+        manifest.get(key, default)
+        for key, default in (("embeddings", EMBEDDINGS_FILE), ("tokenizer", TOKENIZER_FILE), ("normalization", NORMALIZATION_FILE))
+    ]
+
+
+# Files a graph may pull in by itself (ONNX external data is found by the graph, not the manifest).
+GRAPH_SUFFIXES = (".onnx", ".data")
+
+
+def check_coverage(bundle: Path, manifest: dict[str, Any], names: list[str] | None = None) -> None:
+    """`names` (default: the graphs and their external data, what `chatvla2 lint`/`build` read;
+    `runtime_files(manifest)` for a runtime) and every graph or external-data file in the directory
+    must be listed (with a hash) in `files`: an unlisted one would be used without being checked."""
+    listed = manifest["files"]
+    for name in graph_files(manifest) if names is None else names:
+        if not isinstance(name, str) or not _plain_name(name):
+            raise BundleError(f"{bundle}: the manifest names {name!r}: expected a file name inside the bundle")
+        if name not in listed:
+            raise BundleError(f"{bundle}: {name} is read by the runtime but not listed in the manifest's files (no hash to check it against)")
+    for file in sorted(bundle.iterdir()):
+        if file.is_file() and file.name.endswith(GRAPH_SUFFIXES) and file.name not in listed:
+            raise BundleError(f"{bundle}: {file.name} is in the bundle but not listed in the manifest's files (no hash to check it against)")
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def verify_files(bundle: Path, manifest: dict[str, Any]) -> None:

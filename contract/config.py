@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,22 +190,45 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Rebuild a config from `to_dict` output; an unknown or missing field is an error naming it."""
-        try:
-            language = dict(data["language"])
-            language["moe"] = _build(MoEConfig, language.get("moe", {}), "language.moe")
-            if language.get("mrope_section") is not None:
-                language["mrope_section"] = tuple(language["mrope_section"])
-            return cls(
-                name=data["name"],
-                vision=_build(VisionConfig, data["vision"], "vision"),
-                language=_build(LanguageConfig, language, "language"),
-                action_head=_build(ActionHeadConfig, data["action_head"], "action_head"),
-                scheduler=_build(SchedulerConfig, data.get("scheduler", {}), "scheduler"),
-                tokenizer=data.get("tokenizer", "char"),
-            )
-        except KeyError as exc:
-            raise ValueError(f"model config is missing the section {exc.args[0]!r}") from None
+        """Rebuild a config from `to_dict` output. Errors are ValueErrors naming the field: an
+        unknown or missing field, a section that is not an object, a value of the wrong type (a
+        string or a bool for an int, a non-finite float), a size that is not positive."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a JSON object, found {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"model config: unknown field {unknown[0]}")
+        for section in ("vision", "language", "action_head"):
+            if section not in data:
+                raise ValueError(f"model config is missing the section {section!r}")
+        language = _section(data["language"], "language")
+        language["moe"] = _build(MoEConfig, _section(language.get("moe", {}), "language.moe"), "language.moe")
+        for name in ("name", "tokenizer"):
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"model config: {name} must be a string, got {data[name]!r}")
+        if "name" not in data:
+            raise ValueError("model config is missing the field 'name'")
+        return cls(
+            name=data["name"],
+            vision=_build(VisionConfig, _section(data["vision"], "vision"), "vision"),
+            language=_build(LanguageConfig, language, "language"),
+            action_head=_build(ActionHeadConfig, _section(data["action_head"], "action_head"), "action_head"),
+            scheduler=_build(SchedulerConfig, _section(data.get("scheduler", {}), "scheduler"), "scheduler"),
+            tokenizer=data.get("tokenizer", "char"),
+        )
+
+
+# Integer fields that may be 0; every other integer field is a size or a count and must be >= 1.
+# (List elements, e.g. mrope_section or the MoE layer indices, may be 0.)
+_MAY_BE_ZERO = {"max_reasoning_tokens", "reason_start_layer", "[]"}
+# Float fields that may be 0; the others must be positive.
+_FLOAT_MAY_BE_ZERO = {"load_balancing_weight"}
+
+
+def _section(values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"model config: {where} must be an object, found {type(values).__name__}")
+    return dict(values)
 
 
 def _build(kind: type, values: dict[str, Any], where: str) -> Any:
@@ -210,10 +236,51 @@ def _build(kind: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"model config: unknown field {where}.{unknown[0]}")
-    values = dict(values)
-    if kind is MoEConfig and values.get("layers") is not None:
-        values["layers"] = tuple(values["layers"])
-    return kind(**values)
+    hints = typing.get_type_hints(kind)
+    checked = {}
+    for name, value in values.items():
+        checked[name] = value if isinstance(value, MoEConfig) else _typed(value, hints[name], f"{where}.{name}", name)
+    try:
+        return kind(**checked)
+    except (TypeError, ArithmeticError) as exc:  # belt and braces: a combination __post_init__ cannot use
+        raise ValueError(f"model config: invalid {where} ({exc})") from None
+
+
+def _typed(value: Any, hint: Any, where: str, name: str) -> Any:
+    """`value` (from JSON) as the annotated type, or a ValueError naming the field."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"model config: {where} must be a list of integers, got {value!r}")
+        if not (len(args) == 2 and args[1] is Ellipsis) and len(value) != len(args):
+            raise ValueError(f"model config: {where} must have {len(args)} values, got {len(value)}")
+        return tuple(_typed(v, args[0], f"{where}[{i}]", "[]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"model config: {where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"model config: {where} must be an integer, got {value!r}")
+        if value < (0 if name in _MAY_BE_ZERO else 1):
+            raise ValueError(f"model config: {where} must be {'>= 0' if name in _MAY_BE_ZERO else 'a positive integer'}, got {value}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"model config: {where} must be a finite number, got {value!r}")
+        if value < 0 or (value == 0 and name not in _FLOAT_MAY_BE_ZERO):
+            raise ValueError(f"model config: {where} must be {'>= 0' if name in _FLOAT_MAY_BE_ZERO else 'positive'}, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"model config: {where} must be a string, got {value!r}")
+        return value
+    return value
 
 
 PRESETS: dict[str, ModelConfig] = {

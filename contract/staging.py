@@ -5,6 +5,10 @@ directories (`chatvla2 build`) are written this way.
     with staged_directory(out) as staging:
         ...write files into staging...
     # out now holds them; on an exception out is untouched and staging is gone
+
+`before_swap(target)`, if given, runs just before an existing target is replaced: it raises to
+refuse (the target is then untouched), so a check made before a long write is made again at
+the moment it matters (`chatvla2 export` refuses to delete what it did not write).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextmanager
-def staged_directory(target: Path) -> Iterator[Path]:
+def staged_directory(target: Path, before_swap: Callable[[Path], None] | None = None) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
@@ -27,6 +31,8 @@ def staged_directory(target: Path) -> Iterator[Path]:
         staging.chmod(0o755)
         for file in staging.iterdir():
             file.chmod(0o644)
+        if before_swap is not None and target.exists():
+            before_swap(target)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,14 @@ compatibility, record everything in the manifest, then rename the finished direc
 
 A bundle is complete or absent: it is assembled in a hidden staging directory beside the target,
 and a failure (a missed parity budget, a lint error, Ctrl-C) removes the staging directory.
+
+An existing target is replaced only if it is a bundle and the caller asked (`replace=True`,
+`chatvla2 export --force`), and only if it holds nothing but its manifest and the files that
+manifest lists: anything else (`engines/` built by `chatvla2 build`, notes, sources) is never
+deleted; the export refuses instead, naming it. (Keeping `engines/` inside the new bundle was
+the alternative: it would sit beside graphs it was not built from, and `--backend auto` would pick
+it; moving it aside is the user's call.) An empty directory is used as is. Checked before any
+work and again just before the swap.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from export.lint import assert_tensorrt_compatible
 from contract.bundle import (
     EMBEDDINGS_FILE,
     MANIFEST_FILE,
+    BundleError,
+    load_manifest,
     NORMALIZATION_FILE,
     PROMPT_TEMPLATE,
     TOKENIZER_FILE,
@@ -105,15 +115,42 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _prepare_target(out: Path) -> None:
-    """Refuse a target we cannot write or must not replace, before any work is done."""
-    parent = out.parent
-    if not parent.exists():
-        parent.mkdir(parents=True)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write the bundle: {parent} is not writable")
-    if out.exists() and not (out.is_dir() and (out / MANIFEST_FILE).is_file()):
+def prepare_target(out: str | Path, replace: bool = False) -> Path:
+    """Refuse a target we cannot write or must not replace, before any work is done (see the
+    module docstring). Returns the absolute path."""
+    out = Path(out).absolute()
+    existing = next(p for p in out.parents if p.exists())  # created when the bundle is written, not now
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write the bundle: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"cannot write the bundle: {existing} is not writable")
+    check_replaceable(out, replace)
+    return out
+
+
+def check_replaceable(out: Path, replace: bool) -> None:
+    """An existing `out` may be replaced only if it is an empty directory, or a bundle holding
+    nothing but what its manifest lists and `replace` is set."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a bundle: refusing to replace it")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if MANIFEST_FILE not in entries:
+        raise FileExistsError(f"{out} exists and is not a bundle: refusing to replace it")
+    try:
+        manifest = load_manifest(out, verify_hashes=False)
+    except BundleError as exc:
+        raise FileExistsError(f"{out} exists and is not a bundle ({exc}): refusing to replace it") from None
+    if not replace:
+        raise FileExistsError(f"{out} is an existing bundle: pass --force to replace it")
+    foreign = [name for name in entries if name != MANIFEST_FILE and not (name in manifest["files"] and (out / name).is_file())]
+    if foreign:
+        shown = ", ".join(n + ("/" if (out / n).is_dir() else "") for n in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(f"{out} holds {shown}, not written by chatvla2 export (not in its manifest): "
+                              "refusing to replace the bundle and delete them; move them away first")
 
 
 def export_bundle(
@@ -126,16 +163,17 @@ def export_bundle(
     log=print,
     calibration_samples: int = CALIBRATION_SAMPLES,
     trace_cache: str | Path | None = None,
+    replace: bool = False,
 ) -> dict:
     """Export `model` to the bundle directory `out` following `plan` ({engine: precision}).
     Returns the manifest. Raises ParityError / LintError without leaving anything behind.
+    replace: an existing bundle at `out` may be replaced (see the module docstring).
 
     trace_cache: a directory where traced fp32 graphs are kept and reused by later exports of
     the same weights (tracing is the slow step; a precision sweep or a test suite traces once)."""
-    out = Path(out).absolute()
-    _prepare_target(out)
+    out = prepare_target(out, replace)
     model = model.eval()
-    with staged_directory(out) as staging:
+    with staged_directory(out, before_swap=lambda target: check_replaceable(target, replace)) as staging:
         manifest = _assemble(model, staging, plan, moe, calibration, seed, log, calibration_samples, trace_cache)
         write_manifest(staging, manifest)
     return manifest

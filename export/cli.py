@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import time
 
-from export.bundle import export_bundle
+from export.bundle import export_bundle, prepare_target
 from export.calibration_data import load_engine_inputs
 from export.onnx_export import engine_specs
 from export.precision import parse_plan
@@ -26,9 +26,12 @@ def _with_cache_length(model: ChatVLA2, length: int) -> ChatVLA2:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    plan = parse_plan(args.precision)  # bad plans fail before any work
+    plan = parse_plan(args.precision)  # bad plans, lengths and targets fail before any work
+    if args.max_seq is not None and args.max_seq < 1:
+        raise ValueError(f"--max-seq must be a positive number of positions, got {args.max_seq}")
+    prepare_target(args.out, replace=args.force)
     model = load_model(args.config, args.checkpoint, seed=args.seed)
-    if args.max_seq:
+    if args.max_seq is not None:
         model = _with_cache_length(model, args.max_seq)
     calibration = None
     if args.calibration:
@@ -39,7 +42,7 @@ def export_main(args: argparse.Namespace) -> int:
         calibration = load_engine_inputs(args.calibration, expected)
     started = time.perf_counter()
     print(f"exporting ChatVLA-2 {model.cfg.name} to {args.out}: plan {plan}, moe {args.moe}")
-    manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed)
+    manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed, replace=args.force)
     print(f"bundle written: {args.out} ({len(manifest['engines'])} engines, targets {', '.join(manifest['targets'])}, "
           f"{time.perf_counter() - started:.0f} s)")
     return 0

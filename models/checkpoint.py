@@ -78,7 +78,11 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
             header = json.loads(f.read(header_length))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise CheckpointError(f"{path}: corrupt header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt header (a JSON {type(header).__name__}, expected an object)")
     header.pop("__metadata__", None)
+    for name, entry in header.items():
+        _check_header_entry(path, name, entry)
     data_size = size - 8 - header_length
     for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
         begin, end = entry["data_offsets"]
@@ -89,6 +93,46 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
     return header
 
 
+def _check_header_entry(path: Path, name: str, entry) -> None:
+    """One tensor's header entry: {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin, end]}."""
+    def corrupt(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: corrupt header: tensor {name!r} {what}")
+
+    if not isinstance(entry, dict):
+        raise corrupt(f"is a {type(entry).__name__}, expected an object")
+    if not isinstance(entry.get("dtype"), str):
+        raise corrupt("has no dtype")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise corrupt(f"has no valid shape (got {shape!r})")
+    offsets = entry.get("data_offsets")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        raise corrupt(f"has no valid data_offsets (got {offsets!r})")
+
+
+def read_checkpoint_config(directory: str | Path) -> ModelConfig:
+    """A checkpoint's config.json as a ModelConfig (no weights read); errors name the file."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {directory}: missing {CONFIG_FILE}")
+    try:
+        config_data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config_data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(config_data).__name__}")
+    version = config_data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version}, expected {FORMAT_VERSION}")
+    try:
+        return ModelConfig.from_dict(config_data)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> ChatVLA2:
     directory = Path(directory)
     if not directory.is_dir():
@@ -96,14 +140,7 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     for name in CHECKPOINT_FILES:
         if not (directory / name).is_file():
             raise FileNotFoundError(f"checkpoint {directory}: missing {name}")
-    try:
-        config_data = json.loads((directory / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from None
-    version = config_data.pop("format_version", None)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: format_version {version}, expected {FORMAT_VERSION}")
-    cfg = ModelConfig.from_dict(config_data)
+    cfg = read_checkpoint_config(directory)
     tokenizer = TextTokenizer.from_file(directory / TOKENIZER_FILE)
     stats = NormalizationStats.load(directory / NORMALIZATION_FILE)
 

@@ -26,9 +26,13 @@
 - **Watchdog**: a tick with no planned action holds: the last safe action is re-sent and the arm
   keeps its target ("hold" means only this, here and in the drivers' controller); a plan empty
   for longer than `hold_s` damps the robot and stops the loop.
-- **Stop**: duration reached, `stop(reason)` (the CLI's SIGINT handler), a watchdog stop, an
-  inference error or a robot fault: the robot is damped at once; disconnecting (damping for the
-  driver's disconnect_damping_s, then disable) is the caller's `finally`.
+- **Stop**: duration reached, `stop(reason)` (from any thread), `request_stop(reason)` (from a
+  signal handler: it takes no lock, the main thread acts on it within `STOP_POLL_S`), a watchdog
+  stop, an inference error or a robot fault: the robot is damped at once; an inference in flight
+  is asked to stop (`should_stop`, checked between stages and decode tokens) and `run()` joins the
+  inference thread (bounded) before it returns, so the caller may close the engines after it;
+  disconnecting (damping for the driver's disconnect_damping_s, then disable) is the caller's
+  `finally`.
 - **Telemetry**: one JSON line per step and per inference (`Telemetry`), and `summary()`.
 """
 
@@ -58,7 +62,20 @@ class Robot(Protocol):
 
 
 class InferencePolicy(Protocol):
-    def infer(self, observation: dict, reuse: dict | None = None) -> dict: ...
+    def infer(self, observation: dict, reuse: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+        """`should_stop()` true: give up early by raising `InferenceStopped` (the result is not wanted)."""
+
+
+class InferenceStopped(Exception):
+    """An inference given up because the loop is stopping (not an error)."""
+
+
+# How often the main thread looks at a stop requested by a signal handler (request_stop).
+STOP_POLL_S = 0.01
+# Bound on joining an inference still in flight at a stop: the larger of this and 3x the longest
+# inference seen. A policy that honours should_stop returns within one stage or one token; the
+# bound is for one that cannot (a single engine call on a loaded machine).
+INFERENCE_JOIN_MIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,14 +92,32 @@ class LoopConfig:
     latency_window: int = 20
 
     def __post_init__(self) -> None:
+        """Every number finite and in range (a NaN or an infinity would reach the JSON summary, which
+        strict parsers reject, and NaN passes every `<` test); messages start with the field's name."""
+        for name in ("rate_hz", "ensemble_decay", "reasoning_reuse_s", "latency_margin_s", "latency_headroom", "hold_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not 1.0 <= self.rate_hz <= 1000.0:
-            raise ValueError(f"rate_hz must be within 1..1000, got {self.rate_hz}")
+            raise ValueError(f"rate_hz must be within 1..1000 Hz, got {self.rate_hz:g}")
+        if self.duration_s is not None:
+            if isinstance(self.duration_s, bool) or not isinstance(self.duration_s, (int, float)) or not math.isfinite(self.duration_s):
+                raise ValueError(f"duration_s must be a finite number of seconds, got {self.duration_s!r} (none: run until stopped)")
+            if self.duration_s <= 0:
+                raise ValueError(f"duration_s must be positive, got {self.duration_s:g}")
         if self.chunk_mode not in CHUNK_MODES:
             raise ValueError(f"chunk_mode must be one of {CHUNK_MODES}, got {self.chunk_mode!r}")
         if self.reasoning not in REASONING_CADENCES:
             raise ValueError(f"reasoning must be one of {REASONING_CADENCES}, got {self.reasoning!r}")
-        if self.hold_s <= 0 or self.latency_margin_s < 0 or self.ensemble_decay < 0 or self.latency_headroom < 1:
-            raise ValueError("hold_s must be positive, latency_margin_s and ensemble_decay not negative")
+        if self.hold_s <= 0:
+            raise ValueError(f"hold_s must be positive, got {self.hold_s:g}")
+        for name in ("ensemble_decay", "reasoning_reuse_s", "latency_margin_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name):g}")
+        if self.latency_headroom < 1:
+            raise ValueError(f"latency_headroom must be >= 1, got {self.latency_headroom:g}")
+        if isinstance(self.latency_window, bool) or not isinstance(self.latency_window, int) or self.latency_window < 1:
+            raise ValueError(f"latency_window must be an integer >= 1, got {self.latency_window!r}")
 
 
 class ActionPlan:
@@ -188,6 +223,9 @@ class ControlLoop:
         self.dt = 1.0 / config.rate_hz
         self.plan = ActionPlan(config.chunk_mode, config.ensemble_decay)
         self._stop = threading.Event()
+        self._requested: str | None = None  # set by request_stop (a signal handler), acted on by run()
+        self._inference_thread_handle: threading.Thread | None = None
+        self.inference_finished = True  # False while an inference thread outlived its bound
         self.stop_reason: str | None = None
         self.next_step = 0  # the next step the execution thread will execute
         self.latencies: deque[float] = deque(maxlen=config.latency_window)
@@ -212,9 +250,31 @@ class ControlLoop:
             self.stop_reason = reason
             self._stop.set()
 
+    def request_stop(self, reason: str) -> None:
+        """Stop from a signal handler. `stop()` sets a threading.Event, whose lock the interrupted
+        main thread may be holding (inside Event.wait): setting it from the handler could deadlock.
+        This only assigns an attribute; run()'s main thread calls stop() within STOP_POLL_S."""
+        if self._requested is None:
+            self._requested = reason
+
+    def _take_request(self) -> None:
+        if self._requested is not None:
+            self.stop(self._requested)
+
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self._requested is not None
+
+    def join_inference(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the inference thread to end; True when no inference is running."""
+        thread = self._inference_thread_handle
+        if thread is not None:
+            thread.join(timeout=max(0.0, timeout))
+            self.inference_finished = not thread.is_alive()
+        return self.inference_finished
+
+    def inference_join_bound(self) -> float:
+        return max(INFERENCE_JOIN_MIN_S, 3.0 * max(self.latencies, default=0.0))
 
     def latency_estimate(self) -> float:
         if not self.latencies:
@@ -229,7 +289,7 @@ class ControlLoop:
         if self.config.reasoning == "reuse" and self._last_reasoning is not None and now - self._last_reasoning_at < self.config.reasoning_reuse_s:
             reuse = self._last_reasoning
         started = time.perf_counter()
-        result = self.policy.infer(observation, reuse=reuse)
+        result = self.policy.infer(observation, reuse=reuse, should_stop=lambda: self.stopping)
         latency = time.perf_counter() - started
         self.latencies.append(latency)
         if reuse is None:
@@ -256,6 +316,8 @@ class ControlLoop:
                     self._stop.wait(min(self.dt / 2, max(0.0, remaining - self.latency_estimate() - self.config.latency_margin_s)))
                     continue
                 self._infer(self.next_step)
+        except InferenceStopped:
+            pass  # given up because the loop is stopping
         except Exception as exc:  # noqa: BLE001 - any inference failure stops the robot
             self.errors.append(f"inference: {exc!r}")
             self.stop(f"inference error: {exc}")
@@ -309,25 +371,39 @@ class ControlLoop:
 
     def run(self) -> dict:
         """Blocking: warm-up excluded (the caller warms the policy up), the first chunk computed
-        before the first tick, then both threads until a stop. Returns summary()."""
+        before the first tick, then both threads until a stop. Returns summary() once the robot is
+        damped and no inference is running any more (or the join bound passed: `inference_finished`
+        False, an error in the summary, and the caller must not close the engines)."""
         self.t0 = self.clock()
         threads = [threading.Thread(target=self._execution_thread, name="execution", daemon=True),
                    threading.Thread(target=self._inference_thread, name="inference", daemon=True)]
-        try:
-            self.safety.reset(self.robot.get_state())
-            self._infer(0)  # the first chunk: execution starts when it exists
-        except Exception as exc:  # noqa: BLE001 - a bad observation or a robot fault before the first step
-            self.errors.append(f"first inference: {exc!r}")
-            self.stop(f"first inference failed: {exc}")
+        self._take_request()
+        if self._stop.is_set():  # stopped before it started (a signal while the robot connected)
             threads = []
+        else:
+            try:
+                self.safety.reset(self.robot.get_state())
+                self._infer(0)  # the first chunk: execution starts when it exists
+            except InferenceStopped:
+                threads = []
+            except Exception as exc:  # noqa: BLE001 - a bad observation or a robot fault before the first step
+                self.errors.append(f"first inference: {exc!r}")
+                self.stop(f"first inference failed: {exc}")
+                threads = []
+            self._take_request()
+            if self._stop.is_set():
+                threads = []
         # time restarts at the first chunk's arrival: step 0 executes now
         self.t0 = self.clock()
         self.next_step = 0
         for thread in threads:
             thread.start()
+        if threads:
+            self._inference_thread_handle = threads[1]
         deadline = None if self.config.duration_s is None else self.t0 + self.config.duration_s
         while not self._stop.is_set():
-            timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - self.clock()))
+            self._take_request()
+            timeout = STOP_POLL_S if deadline is None else max(0.0, min(STOP_POLL_S, deadline - self.clock()))
             if self._stop.wait(timeout):
                 break
             if deadline is not None and self.clock() >= deadline:
@@ -340,9 +416,11 @@ class ControlLoop:
             self.damped = True
         except Exception as exc:  # noqa: BLE001
             self.errors.append(f"damping: {exc!r}")
-        self.telemetry.write({"event": "stop", "t": round(self.ended_at - self.t0, 6), "reason": self.stop_reason, "damped": self.damped})
-        if threads:
-            threads[1].join(timeout=5.0)  # an inference in flight finishes (or is abandoned: daemon)
+        self.telemetry.write({"event": "stop", "t": round(self.ended_at - self.t0, 6), "reason": self.stop_reason,
+                              "damped": self.damped, "monotonic_s": round(time.monotonic(), 6)})
+        bound = self.inference_join_bound()
+        if not self.join_inference(bound):
+            self.errors.append(f"inference still running {bound:.1f} s after the stop: engines must not be closed")
         summary = self.summary()
         self.telemetry.write({"event": "summary", **summary})
         self.telemetry.flush()
@@ -403,6 +481,11 @@ def format_summary(summary: dict) -> str:
         rows.append((f"  {stage} p50 / p99", f"{_ms(p50)} / {_ms(summary['stages_p99_s'][stage])}"))
     rows.append(("safety", ", ".join(f"{k} {v}" for k, v in summary["safety"].items())))
     rows.append(("damped", str(summary["damped"])))
+    robot = summary.get("robot")  # added by `chatvla2 run`
+    if robot:
+        timeout = robot.get("feedback_timeout_s")
+        rows.append(("robot", f"{robot.get('kind')} ({robot.get('profile')}), feedback timeout "
+                              + ("-" if timeout is None else f"{timeout * 1000:g} ms")))
     for error in summary["errors"]:
         rows.append(("error", error))
     width = max(len(k) for k, _ in rows)

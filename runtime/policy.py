@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -48,7 +48,29 @@ from contract.stage_timer import StageTimer
 from contract.tokenizer import TextTokenizer
 from runtime.engine import BACKENDS, Engine, EngineSpec
 from runtime.language_session import LanguageSession
+from runtime.loop import InferenceStopped
 from runtime.tensorrt_identity import ENGINES_JSON
+
+
+def check_threads(threads: int | None) -> None:
+    """ONNX Runtime's intra-op threads: None (its default) or a whole number >= 1."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be >= 1 (or left out for ONNX Runtime's default), got {threads!r}")
+
+
+def load_embeddings(path: Path, bundle: Path) -> np.ndarray:
+    """The bundle's token embedding table; a file safetensors cannot read is a BundleError naming it."""
+    try:
+        table = load_file(str(path))
+    except FileNotFoundError:
+        raise BundleError(f"{bundle}: {path.name} is missing") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type (and others on bad headers)
+        raise BundleError(f"{bundle}: {path.name} is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if "token_embedding" not in table:
+        raise BundleError(f"{bundle}: {path.name} has no 'token_embedding' table")
+    return table["token_embedding"]
 
 
 def resolve_backend(backend: str, engines_dir: Path) -> str:
@@ -89,8 +111,9 @@ class Policy:
     @classmethod
     def from_bundle(cls, bundle: str | Path, backend: str = "auto", engines_dir: str | Path | None = None,
                     threads: int | None = None, verify_hashes: bool = True) -> "Policy":
+        check_threads(threads)
         bundle = Path(bundle)
-        manifest = load_manifest(bundle, verify_hashes=verify_hashes)
+        manifest = load_manifest(bundle, verify_hashes=verify_hashes, runtime=True)
         config = bundle_model_config(bundle, manifest)
         if engines_dir is not None and not Path(engines_dir).is_dir():
             raise FileNotFoundError(f"engines directory not found: {engines_dir}")
@@ -100,9 +123,7 @@ class Policy:
         missing = [n for n in ENGINE_NAMES if n not in specs]
         if missing:
             raise BundleError(f"{bundle}: the manifest has no engine(s) {', '.join(missing)}")
-        table = load_file(str(bundle / manifest.get("embeddings", EMBEDDINGS_FILE)))
-        if "token_embedding" not in table:
-            raise BundleError(f"{bundle}: embeddings file has no 'token_embedding' table")
+        token_embedding = load_embeddings(bundle / manifest.get("embeddings", EMBEDDINGS_FILE), bundle)
         tokenizer = TextTokenizer.from_file(bundle / manifest.get("tokenizer", TOKENIZER_FILE))
         stats = NormalizationStats.load(bundle / manifest.get("normalization", NORMALIZATION_FILE))
         if chosen == "tensorrt":
@@ -115,7 +136,7 @@ class Policy:
             engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), spec, threads=threads) for name, spec in specs.items()}
             language = OnnxRuntimeLanguage(engines["prefill"], engines["decode"])
         try:
-            return cls(config, tokenizer, stats, table["token_embedding"], engines, language, chosen, source=str(bundle))
+            return cls(config, tokenizer, stats, token_embedding, engines, language, chosen, source=str(bundle))
         except BaseException:
             for engine in engines.values():
                 engine.close()
@@ -138,7 +159,8 @@ class Policy:
         """The prompt's token ids and (3, S) M-RoPE position ids for this model's cameras."""
         return build_prompt(self.tokenizer, instruction, self.config)
 
-    def infer(self, observation: Mapping[str, Any], reuse: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def infer(self, observation: Mapping[str, Any], reuse: Mapping[str, Any] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """observation: "images" (num_views RGB uint8 frames), "instruction" (str), "state"
         (state_dim, unnormalised); optional "noise" (chunk, action_dim) or "seed" (numpy's
         generator: not the same numbers as torch's).
@@ -146,8 +168,13 @@ class Policy:
         reuse: a previous result; its reasoning (text and `r`) is reused and decoding is skipped
         (the "reuse the reasoning until the step is done" cadence).
 
+        should_stop: checked before each stage and each decode token; when it returns True the
+        inference is given up (`runtime.loop.InferenceStopped`): a stopping control loop does not
+        wait for a result it will not use.
+
         Returns reasoning, reasoning_ids, action_chunk (chunk, action_dim) float32, timings
         (seconds per stage), r (the pooled reasoning state, for reuse)."""
+        stop = should_stop or _never
         timer = StageTimer()
         head = self.config.action_head
         pixels = preprocess_images(observation["images"], self.config.vision, out=self._pixels)
@@ -158,6 +185,7 @@ class Policy:
         state = self.stats.normalize_state(state).reshape(1, head.state_dim)
         timer.lap("preprocess")
 
+        _check_stop(stop)
         vision = self.engines["vision"]
         visual = vision.run({"pixels": pixels.astype(vision.spec.input("pixels").dtype, copy=False)})["visual_embeddings"]
         ids_array = np.asarray(ids, dtype=np.int64)
@@ -169,6 +197,7 @@ class Policy:
         embeddings = embeddings.astype(self.embedding_dtype, copy=False)[None]
         timer.lap("vision")
 
+        _check_stop(stop)
         hidden, logits = self.language.prefill(np.ascontiguousarray(embeddings), np.ascontiguousarray(positions[:, None, :]))
         o = hidden.astype(np.float32).mean(axis=1)
         timer.lap("prefill")
@@ -176,8 +205,10 @@ class Policy:
         if reuse is not None:
             reasoning_ids, r = list(reuse["reasoning_ids"]), np.asarray(reuse["r"], np.float32)
         else:
-            reasoning_ids, r = self._reason(logits, len(ids), next_text_position(positions))
+            reasoning_ids, r = self._reason(logits, len(ids), next_text_position(positions), stop)
         timer.lap("decode")
+
+        _check_stop(stop)
 
         noise = observation.get("noise")
         if noise is None:
@@ -206,11 +237,14 @@ class Policy:
             logits[self.tokenizer.eos_id] = -np.inf
         return int(np.argmax(logits))
 
-    def _reason(self, logits: np.ndarray, cache_position: int, text_position: int) -> tuple[list[int], np.ndarray]:
+    def _reason(self, logits: np.ndarray, cache_position: int, text_position: int,
+                should_stop: Callable[[], bool] | None = None) -> tuple[list[int], np.ndarray]:
+        stop = should_stop or _never
         reasoning_ids: list[int] = []
         hidden_sum = None
         token = self._next_token(logits, 0)
         while token != self.tokenizer.eos_id and len(reasoning_ids) < self.max_reasoning_tokens and cache_position < self.language.max_cache_len:
+            _check_stop(stop)
             reasoning_ids.append(token)
             step_logits, hidden = self.language.step(token, text_position, cache_position)
             hidden = hidden.astype(np.float32).reshape(1, -1)
@@ -227,5 +261,16 @@ class Policy:
             self.infer(observation)
 
     def close(self) -> None:
+        """Release the engines. Never while an inference runs in another thread (the control loop
+        joins its inference thread before the caller closes)."""
         for engine in self.engines.values():
             engine.close()
+
+
+def _never() -> bool:
+    return False
+
+
+def _check_stop(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        raise InferenceStopped("inference given up: the loop is stopping")

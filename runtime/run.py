@@ -2,11 +2,22 @@
 
     policy (hashes verified) -> 3 warm-up inferences (excluded from every figure; they seed the
     loop's latency estimate) -> the robot connects (enables) -> the control loop until the
-    duration, Ctrl-C, a watchdog stop or a fault -> damping, disable, close (the `finally`) ->
-    summary table, telemetry path, one JSON line last.
+    duration, a stop signal, a watchdog stop or a fault -> damping, disable, close (the `finally`)
+    -> summary table, telemetry path, one JSON line last.
 
-Exit codes: 0 the duration was reached, 130 Ctrl-C, 1 any other stop (watchdog, robot fault,
-inference error), 2 bad arguments or a bad bundle (one line, nothing started).
+Stop signals: SIGINT (Ctrl-C), SIGTERM (systemd stop, docker stop, timeout, kill), SIGHUP (the
+terminal or the SSH session went away) and SIGQUIT (Ctrl-\\) all take the same path as Ctrl-C
+(`StopSignals`): while the policy loads and warms up, nothing is connected and the run ends at
+once; from the moment the robot starts connecting, the first signal stops the loop (or, if it
+came while connecting, stops it before its first step): damping at once, disconnect (the
+driver's damping, then disable), telemetry flushed, summary. Further signals change nothing: the
+safe stop is bounded (about 2.2 s on the simulated arms) and an exception landing inside the
+disable would leave an arm enabled (as `drivers/stop_signals.py` does for `chatvla2 arm`);
+SIGKILL remains. A SIGHUP that was ignored when the run started (`nohup`) stays ignored.
+
+Exit codes: 0 the duration was reached; 128 + the signal's number for a stop signal (130 SIGINT,
+143 SIGTERM, 129 SIGHUP, 131 SIGQUIT); 1 any other stop (watchdog, robot fault, inference
+error); 2 bad arguments or a bad bundle (one line, nothing started).
 
 `main` runs real arms (`--robot arx`); `sim.robot.run_main` runs the same `run_policy` on
 simulated arms behind ptys.
@@ -16,26 +27,109 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from drivers.profiles import get_profile
 from runtime.camera import StaticCamera
 from runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
-from runtime.policy import Policy
-from runtime.robots import BimanualRobot, open_robot
+from runtime.policy import Policy, check_threads
+from runtime.robots import BimanualRobot, check_feedback_timeout, default_feedback_timeout, open_robot
 from runtime.safety import ActionSafety
+
+# The signals that stop a run (each ends a process by default; SIGKILL cannot be caught).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
+
+
+def signal_exit_code(signum: int) -> int:
+    return 128 + int(signum)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal before the robot started connecting: nothing to make safe; the command exits
+    with 128 + signum."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"{signal.Signals(signum).name} before the arms were connected")
+
+
+class StopSignals:
+    """The run's handlers for STOP_SIGNALS (main thread only; restored on exit). Before `defer()`
+    a signal raises `Interrupted`; after it, the first signal is recorded and stops the attached
+    loop (`ControlLoop.request_stop`: no lock taken in the handler), or the loop attached later.
+    Only the first signal counts."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.received_at: float | None = None  # time.monotonic()
+        self.loop: ControlLoop | None = None
+        self.deferring = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                if sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # nohup: the user asked to survive the terminal's hangup
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def name(self) -> str | None:
+        return None if self.received is None else signal.Signals(self.received).name
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            return  # the stop is under way (bounded); a second signal must not break it
+        self.received, self.received_at = signum, time.monotonic()
+        if not self.deferring:
+            raise Interrupted(signum)
+        if self.loop is not None:
+            self.loop.request_stop(signal.Signals(signum).name)
+
+    def defer(self) -> None:
+        """From now on the first signal stops the loop instead of raising."""
+        self.deferring = True
+
+    def attach(self, loop: ControlLoop) -> None:
+        self.loop = loop
+        if self.received is not None:
+            loop.request_stop(signal.Signals(self.received).name)
+
+
+# LoopConfig's fields and the options that set them (its errors name the field first).
+LOOP_OPTIONS = {
+    "rate_hz": "--rate", "duration_s": "--duration", "chunk_mode": "--chunk-mode", "ensemble_decay": "--ensemble-decay",
+    "reasoning": "--reasoning", "reasoning_reuse_s": "--reasoning-reuse", "latency_margin_s": "--latency-margin",
+    "latency_headroom": "--latency-headroom", "hold_s": "--hold",
+}
 
 
 def loop_config(args: argparse.Namespace) -> LoopConfig:
-    return LoopConfig(
-        rate_hz=args.rate, duration_s=args.duration, chunk_mode=args.chunk_mode, ensemble_decay=args.ensemble_decay,
-        reasoning=args.reasoning, reasoning_reuse_s=args.reasoning_reuse, latency_margin_s=args.latency_margin,
-        latency_headroom=args.latency_headroom, hold_s=args.hold,
-    )
+    try:
+        return LoopConfig(
+            rate_hz=args.rate, duration_s=args.duration, chunk_mode=args.chunk_mode, ensemble_decay=args.ensemble_decay,
+            reasoning=args.reasoning, reasoning_reuse_s=args.reasoning_reuse, latency_margin_s=args.latency_margin,
+            latency_headroom=args.latency_headroom, hold_s=args.hold,
+        )
+    except ValueError as exc:
+        message = str(exc)
+        field = message.split(" ", 1)[0]
+        if field in LOOP_OPTIONS:
+            message = f"{LOOP_OPTIONS[field]} {message.split(' ', 1)[1]}"
+        raise ValueError(message) from None
 
 
 def bundle_argument(args: argparse.Namespace) -> Path:
@@ -64,67 +158,127 @@ def main(args: argparse.Namespace) -> int:
     left, right = robot_ports(args)
     if not left or not right:
         raise ValueError("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
-    return run_policy(args, lambda: open_robot(left, right, args.profile))
+    timeout = default_feedback_timeout() if args.feedback_timeout is None else check_feedback_timeout(args.feedback_timeout)
+    return run_policy(args, lambda: open_robot(left, right, args.profile, feedback_timeout_s=timeout), feedback_timeout_s=timeout)
 
 
-def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRobot]) -> int:
+def check_run_arguments(args: argparse.Namespace) -> LoopConfig:
+    """Everything `run` can check before it loads or starts anything."""
     config = loop_config(args)
-    bundle = bundle_argument(args)
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    speed = args.max_joint_speed
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"--max-joint-speed must be a positive number of rad/s, got {speed!r}")
+    get_profile(args.profile)  # an unknown profile is named here, before any arm (or simulator) starts
+    check_threads(args.threads)
+    if getattr(args, "feedback_timeout", None) is not None:
+        check_feedback_timeout(args.feedback_timeout)
+    return config
+
+
+def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRobot],
+               feedback_timeout_s: float | None = None) -> int:
+    """Load, warm up, connect, run, stop safely; returns the exit code (module docstring).
+    `feedback_timeout_s`: what connect_robot gives the arms, for the report."""
+    config = check_run_arguments(args)
+    bundle = bundle_argument(args)
+    with StopSignals() as signals:
+        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals)
+
+
+def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: StopSignals) -> int:
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
-    if args.max_tokens is not None:
-        policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, args.max_tokens)
-    camera = StaticCamera(policy.num_views)
-
-    def observe(state):
-        return {"images": camera.read(), "instruction": args.instruction, "state": state, "seed": args.seed}
-
-    print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
-    warm = observe(np.zeros(policy.state_dim, np.float32))
-    warmup_latencies = []
-    for _ in range(3):
-        started = time.perf_counter()
-        policy.infer(warm)
-        warmup_latencies.append(time.perf_counter() - started)
-    telemetry_path = args.telemetry or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    telemetry = Telemetry(telemetry_path)
+    loop = None
     try:
-        robot = connect_robot()
-    except BaseException:
-        telemetry.write({"event": "robot_failed_to_connect"})
-        telemetry.close()
-        policy.close()
-        raise
-    safety = ActionSafety.bimanual_arx(args.rate, args.max_joint_speed, profile=args.profile)
-    loop = ControlLoop(policy, robot, observe, config, safety, telemetry)
-    loop.latencies.append(warmup_latencies[-1])  # earlier runs include one-off allocations
+        if args.max_tokens is not None:
+            policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, args.max_tokens)
+        camera = StaticCamera(policy.num_views)
 
-    def on_sigint(signum, frame):
-        loop.stop("SIGINT")
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts the shutdown
+        def observe(state):
+            return {"images": camera.read(), "instruction": args.instruction, "state": state, "seed": args.seed}
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    summary = None
-    try:
-        print(f"running on {args.robot} at {args.rate:g} Hz ({config.chunk_mode}, reasoning {config.reasoning}); Ctrl-C stops", flush=True)
-        summary = loop.run()
-    finally:
+        print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
+        warm = observe(np.zeros(policy.state_dim, np.float32))
+        warmup_latencies = []
+        for _ in range(3):
+            started = time.perf_counter()
+            policy.infer(warm)
+            warmup_latencies.append(time.perf_counter() - started)
+        safety = ActionSafety.bimanual_arx(args.rate, args.max_joint_speed, profile=args.profile)
+        telemetry_path = args.telemetry or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        telemetry = Telemetry(telemetry_path)
+        signals.defer()  # from here a signal stops the run the safe way instead of interrupting it
         try:
-            robot.disconnect()  # damping, then disable, then close (then the simulators)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            if summary is not None:
-                summary["interventions"] = _interventions_or_none(robot)
-                telemetry.write({"event": "disconnected", "interventions": summary["interventions"]})
+            robot = connect_robot()
+        except BaseException as exc:
+            telemetry.write({"event": "robot_failed_to_connect", "error": repr(exc)})
             telemetry.close()
+            raise
+        summary = None
+        damping_sent = None
+        try:
+            loop = ControlLoop(policy, robot, observe, config, safety, telemetry)
+            loop.latencies.append(warmup_latencies[-1])  # earlier runs include one-off allocations
+            signals.attach(loop)
+            timeout = "" if feedback_timeout_s is None else f", feedback timeout {feedback_timeout_s * 1000:g} ms"
+            print(f"running on {args.robot} at {args.rate:g} Hz ({config.chunk_mode}, reasoning {config.reasoning}{timeout}); "
+                  "Ctrl-C stops", flush=True)
+            summary = loop.run()
+            damping_sent = _damping_sent_or_none(robot)
+        finally:
+            try:
+                robot.disconnect()  # damping, then disable, then close (then the simulators)
+            finally:
+                disabled = time.monotonic()
+                if summary is not None:
+                    summary["interventions"] = _interventions_or_none(robot)
+                    summary["robot"] = {"kind": args.robot, "profile": args.profile,
+                                        "feedback_timeout_s": _feedback_timeout_or_none(robot, feedback_timeout_s)}
+                    telemetry.write({"event": "disconnected", "interventions": summary["interventions"],
+                                     "signal": signals.name, "signal_monotonic_s": _round(signals.received_at),
+                                     "damping_sent_monotonic_s": _round(damping_sent), "disabled_monotonic_s": _round(disabled)})
+                telemetry.close()
+    finally:
+        # never while an inference runs: the loop joined its thread (bounded); check again
+        if loop is None or loop.join_inference(loop.inference_join_bound()):
             policy.close()
-    print(format_summary(summary))
-    print(f"telemetry: {telemetry_path}")
-    print(json.dumps(summary, default=str), flush=True)
-    if summary["stop_reason"] == "SIGINT":
-        return 130
-    return 0 if summary["stop_reason"] == "duration reached" else 1
+        else:
+            print("chatvla2 run: warning: an inference was still running: engines left open", file=sys.stderr, flush=True)
+    _print_last(format_summary(summary), f"telemetry: {telemetry_path}", json.dumps(summary, default=str))
+    reason = summary["stop_reason"]
+    if reason in signal.Signals.__members__:
+        return signal_exit_code(signal.Signals[reason])
+    return 0 if reason == "duration reached" and loop.inference_finished else 1
+
+
+def _print_last(*lines: str) -> None:
+    """The report; a terminal that went away (SIGHUP) must not turn a safe stop into a traceback:
+    the telemetry file has everything."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except OSError:
+        pass
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _damping_sent_or_none(robot):
+    try:
+        return robot.damping_sent_at()
+    except Exception:  # noqa: BLE001 - only for the report
+        return None
+
+
+def _feedback_timeout_or_none(robot, fallback):
+    try:
+        return robot.feedback_timeout_s
+    except Exception:  # noqa: BLE001 - a robot without the drivers' config (tests)
+        return fallback
 
 
 def _interventions_or_none(robot):

@@ -73,3 +73,42 @@ def test_demo_from_a_saved_checkpoint(tmp_path):
     result = run_cli("demo", "--checkpoint", str(tmp_path / "ckpt"))
     assert result.returncode == 0, result.stderr
     assert f"checkpoint {tmp_path / 'ckpt'}" in result.stdout
+
+
+def test_bad_checkpoint_files_are_one_line(tmp_path):
+    """A config.json that is not an object, or a weights header that is JSON but not a tensor table:
+    one line naming the file, exit 2 (before: AttributeError and `error: 'data_offsets'`)."""
+    import json
+    import struct
+
+    from contract.config import get_config
+    from models.checkpoint import save_checkpoint
+    from models.vla import ChatVLA2
+
+    checkpoint = save_checkpoint(ChatVLA2(get_config("tiny")), tmp_path / "ckpt")
+    config = (checkpoint / "config.json").read_text()
+    (checkpoint / "config.json").write_text("[]")
+    result = run_cli("info", "--checkpoint", str(checkpoint))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "config.json: expected a JSON object, found list" in result.stderr
+
+    (checkpoint / "config.json").write_text(config)
+    weights = checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    for entry in header.values():
+        entry.pop("data_offsets", None)
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    result = run_cli("demo", "--checkpoint", str(checkpoint))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "model.safetensors: corrupt header: tensor" in result.stderr and "data_offsets" in result.stderr
+
+
+def test_run_help_documents_the_feedback_timeout_defaults():
+    result = run_cli("run", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--feedback-timeout S" in text
+    assert "default 0.05 s for --robot arx" in text and "0.2 s for --robot sim" in text

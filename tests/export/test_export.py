@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -266,6 +267,70 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path):
     result = run_cli("export", "--config", "tiny", "--out", str(existing))
     assert result.returncode == 2 and "is not a bundle" in result.stderr
     assert (existing / "notes.txt").read_text() == "keep me"
+
+
+def test_max_seq_must_be_positive(tmp_path):
+    for value in ("0", "-5"):
+        result = run_cli("export", "--config", "tiny", "--max-seq", value, "--out", str(tmp_path / "bundle"))
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"--max-seq must be a positive number of positions, got {value}" in result.stderr
+    assert not (tmp_path / "bundle").exists()
+
+
+def _tree(directory):
+    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None) for p in sorted(directory.rglob("*"))}
+
+
+def test_an_existing_output_is_never_deleted_without_being_a_bundle_and_asked(fp32_bundle, tmp_path):
+    """A folder with a manifest.json that is not a bundle (a web project: src/ inside) used to be
+    wiped (exit 0); an existing bundle was replaced without asking, and its engines/ (TensorRT
+    engines built into it) deleted. Now: refused, one line, exit 2, every file kept."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.js").write_text("keep me")
+    (project / "manifest.json").write_text('{"name": "my-app", "version": "1.0.0"}')
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, bundle)
+    with_engines = tmp_path / "with-engines"
+    shutil.copytree(fp32_bundle, with_engines)
+    (with_engines / "engines").mkdir()
+    (with_engines / "engines" / "vision.engine").write_bytes(b"hours of TensorRT")
+    cases = [
+        ((project, "--force"), "exists and is not a bundle"),
+        ((project,), "exists and is not a bundle"),
+        ((bundle,), "is an existing bundle: pass --force to replace it"),
+        ((with_engines, "--force"), "holds engines/, not written by chatvla2 export"),
+    ]
+    for (out, *force), message in cases:
+        before = _tree(out)
+        result = run_cli("export", "--config", "tiny", "--out", str(out), *force)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr, result.stderr
+        assert _tree(out) == before, f"{out} changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "project", "with-engines"]  # no staging left
+
+
+def test_force_replaces_a_bundle_and_checks_again_before_the_swap(fp32_bundle, trace_cache, tmp_path):
+    """--force (replace=True) replaces a bundle that holds only its own files; a file that appears
+    in it during the export (e.g. `chatvla2 build` into BUNDLE/engines) is caught at the swap."""
+    import os
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, bundle)
+    os.utime(bundle / "manifest.json", (0, 0))
+    export_bundle(load_model("tiny"), bundle, parse_plan("fp32"), log=lambda *_: None, trace_cache=trace_cache, replace=True)
+    assert (bundle / "manifest.json").stat().st_mtime > 0  # written anew
+    assert load_manifest(bundle)["files"] == load_manifest(fp32_bundle)["files"]  # deterministic: the same files
+
+    def build_engines_meanwhile(*_):
+        (bundle / "engines").mkdir(exist_ok=True)
+
+    before = _tree(bundle)
+    with pytest.raises(FileExistsError, match="holds engines/"):
+        export_bundle(load_model("tiny"), bundle, parse_plan("fp32"), log=build_engines_meanwhile, trace_cache=trace_cache,
+                      replace=True)
+    assert _tree(bundle) == {**before, "engines": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # the staging directory is gone
 
 
 def test_a_missed_budget_fails_and_leaves_nothing(monkeypatch, trace_cache, tmp_path):

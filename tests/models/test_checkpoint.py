@@ -108,3 +108,51 @@ def test_weights_file_is_never_unpickled(saved):
     (saved / "model.safetensors").write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(CheckpointError):
         load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: [], r"config.json: expected a JSON object, found list"),
+    (lambda c: "tiny", r"config.json: expected a JSON object, found str"),
+    (lambda c: {**c, "language": {**c["language"], "hidden": "64"}}, r"language.hidden must be an integer, got '64'"),
+    (lambda c: {**c, "vision": {**c["vision"], "heads": True}}, r"vision.heads must be an integer, got True"),
+    (lambda c: {**c, "vision": {**c["vision"], "heads": 0}}, r"vision.heads must be a positive integer, got 0"),
+    (lambda c: {**c, "action_head": [4, 64]}, r"action_head must be an object, found list"),
+    (lambda c: {**c, "language": {**c["language"], "mrope_section": [2, 3]}}, r"language.mrope_section must have 3 values"),
+    (lambda c: {**c, "language": {**c["language"], "rope_theta": "big"}}, r"language.rope_theta must be a finite number"),
+    (lambda c: {**c, "scheduler": {**c["scheduler"], "clip_sample": "yes"}}, r"scheduler.clip_sample must be true or false"),
+    (lambda c: {**c, "name": 7}, r"name must be a string"),
+])
+def test_a_malformed_config_is_a_checkpoint_error_naming_the_field(saved, edit, message):
+    config = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(saved)
+
+
+def _rewrite_header(weights, change):
+    import struct
+
+    data = weights.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = change(json.loads(data[8:8 + length]))
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+
+
+def _first_tensor(header):
+    return next(k for k in header if k != "__metadata__")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h: [h], r"corrupt header \(a JSON list, expected an object\)"),
+    (lambda h: {**h, _first_tensor(h): {k: v for k, v in h[_first_tensor(h)].items() if k != "data_offsets"}},
+     r"corrupt header: tensor '[\w.]+' has no valid data_offsets \(got None\)"),
+    (lambda h: {**h, _first_tensor(h): {**h[_first_tensor(h)], "data_offsets": [10, 2]}}, r"has no valid data_offsets"),
+    (lambda h: {**h, _first_tensor(h): {**h[_first_tensor(h)], "shape": "3x4"}}, r"has no valid shape"),
+    (lambda h: {**h, _first_tensor(h): 5}, r"tensor '[\w.]+' is a int, expected an object"),
+])
+def test_a_header_that_is_json_but_not_a_tensor_table_is_named(saved, change, message):
+    """Before: `error: 'data_offsets'` (a KeyError) for a header entry without offsets."""
+    _rewrite_header(saved / "model.safetensors", change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(saved)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from runtime.loop import ActionPlan, ControlLoop, LoopConfig, Telemetry, format_summary
+from runtime.loop import ActionPlan, ControlLoop, InferenceStopped, LoopConfig, Telemetry, format_summary
 from runtime.safety import ActionSafety
 
 CHUNK = 25  # 0.5 s at 50 Hz
@@ -44,7 +44,7 @@ class FakePolicy:
         self.calls = 0
         self.reused = 0
 
-    def infer(self, observation, reuse=None):
+    def infer(self, observation, reuse=None, should_stop=None):
         first = self.loop_ref[0].next_step if self.loop_ref else 0
         time.sleep(next(self.latencies))
         self.calls += 1
@@ -137,3 +137,167 @@ def test_action_plan_ensemble_weights():
     switch.add(np.zeros((5, 1)), 0, 0)
     assert switch.add(np.ones((5, 1)), 1, 3) == 2  # rows for steps 1, 2 already passed
     assert switch.pop(3)[0] == 1.0 and switch.end() == 6
+
+
+class SlowAtStopPolicy:
+    """The first `quick` inferences are quick; the next ones take `slow` seconds and (unless
+    `honour_stop`) ignore should_stop, like an engine call that cannot be interrupted. Records when
+    each call returned and whether close() came while one was running."""
+
+    def __init__(self, slow: float, honour_stop: bool = False, quick: int = 1):
+        self.slow, self.honour_stop, self.quick = slow, honour_stop, quick
+        self.calls = 0
+        self.running = 0
+        self.returned_at: list[float] = []
+        self.stopped_early = 0
+        self.closed_at = None
+        self.closed_while_running = False
+
+    def infer(self, observation, reuse=None, should_stop=None):
+        self.running += 1
+        try:
+            self.calls += 1
+            if self.calls > self.quick:
+                end = time.monotonic() + self.slow
+                while time.monotonic() < end:
+                    if self.honour_stop and should_stop():
+                        self.stopped_early += 1
+                        raise InferenceStopped("stopping")
+                    time.sleep(0.005)
+            chunk = np.zeros((CHUNK, 14))
+            return {"action_chunk": chunk, "reasoning": "", "tokens": 0, "timings": {"total": 0.0}}
+        finally:
+            self.running -= 1
+            self.returned_at.append(time.monotonic())
+
+    def close(self):
+        self.closed_while_running = self.running > 0
+        self.closed_at = time.monotonic()
+
+
+def _loop_with(policy, **config):
+    robot = FakeRobot()
+    loop = ControlLoop(policy, robot, lambda s: {"state": s}, LoopConfig(rate_hz=50, **config), ActionSafety.bimanual_arx(50))
+    return loop, robot
+
+
+def test_run_returns_only_after_an_inference_in_flight_has_finished():
+    """An inference still inside the engine when the loop stops (it ignores should_stop, like one
+    ONNX Runtime call): run() joins the inference thread before it returns, so the caller's close()
+    never overlaps it (exiting under a running ONNX Runtime call aborted the process, exit 134).
+    6 s: longer than the 5 s the loop used to wait before abandoning the thread."""
+    policy = SlowAtStopPolicy(slow=6.0)
+    loop, robot = _loop_with(policy, hold_s=5.0)
+    # the plan of 25 steps (0.5 s) runs low after ~0.4 s: the second, slow inference starts; stop during it
+    threading.Timer(0.7, loop.stop, args=("SIGTERM",)).start()
+    summary = loop.run()
+    returned = time.monotonic()
+    policy.close()
+    assert policy.calls == 2 and policy.running == 0, "the slow inference was not running at the stop"
+    assert policy.returned_at[-1] <= returned and not policy.closed_while_running
+    assert loop.inference_finished and summary["errors"] == [] and summary["damped"]
+    # damping did not wait for the inference: it came at the stop, before the slow call returned
+    assert robot.damped_at < policy.returned_at[-1] - 0.2
+
+
+def test_an_inference_honouring_should_stop_ends_at_once():
+    policy = SlowAtStopPolicy(slow=30.0, honour_stop=True)
+    loop, robot = _loop_with(policy, hold_s=5.0)
+    threading.Timer(0.7, loop.stop, args=("SIGTERM",)).start()
+    started = time.monotonic()
+    summary = loop.run()
+    assert time.monotonic() - started < 3.0  # not the 30 s inference
+    assert policy.stopped_early == 1 and policy.running == 0
+    assert summary["stop_reason"] == "SIGTERM" and summary["errors"] == [], summary["errors"]
+
+
+def test_join_bound_is_reported_and_the_engines_must_stay_open(monkeypatch):
+    import runtime.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "INFERENCE_JOIN_MIN_S", 0.2)
+    policy = SlowAtStopPolicy(slow=2.0)
+    loop, robot = _loop_with(policy, hold_s=5.0)
+    threading.Timer(0.7, loop.stop, args=("SIGTERM",)).start()
+    summary = loop.run()
+    assert not loop.inference_finished and "inference still running" in summary["errors"][-1]
+    assert loop.join_inference(5.0)  # it does end; then closing is safe
+    assert policy.running == 0
+
+
+def test_request_stop_before_run_damps_without_running():
+    """A stop requested before run() (a signal while the robot connected): no inference, no step,
+    the robot damped."""
+    policy = SlowAtStopPolicy(slow=0.0)
+    loop, robot = _loop_with(policy)
+    loop.request_stop("SIGHUP")
+    summary = loop.run()
+    assert summary["stop_reason"] == "SIGHUP" and summary["damped"]
+    assert policy.calls == 0 and robot.sent == [] and robot.damped_at is not None
+
+
+def test_request_stop_from_a_signal_handler_damps_within_a_poll():
+    import signal
+
+    loop_ref: list = []
+    robot = FakeRobot()
+    loop = ControlLoop(FakePolicy(itertools.repeat(0.01), loop_ref), robot, lambda s: {"state": s},
+                       LoopConfig(rate_hz=50), ActionSafety.bimanual_arx(50))
+    loop_ref.append(loop)
+    sent = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: loop.request_stop("SIGUSR1"))
+    try:
+        def send():
+            sent.append(time.monotonic())
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+        threading.Timer(0.5, send).start()
+        summary = loop.run()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert summary["stop_reason"] == "SIGUSR1" and summary["steps_sent"] > 0
+    assert robot.damped_at - sent[0] < 0.2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"duration_s": -1.0}, "duration_s must be positive"),
+    ({"duration_s": 0.0}, "duration_s must be positive"),
+    ({"duration_s": float("nan")}, "duration_s must be a finite number"),
+    ({"duration_s": float("inf")}, "duration_s must be a finite number"),
+    ({"rate_hz": 0.5}, "rate_hz must be within 1..1000"),
+    ({"rate_hz": 2000.0}, "rate_hz must be within 1..1000"),
+    ({"rate_hz": float("nan")}, "rate_hz must be a finite number"),
+    ({"hold_s": float("nan")}, "hold_s must be a finite number"),
+    ({"hold_s": 0.0}, "hold_s must be positive"),
+    ({"latency_margin_s": -0.1}, "latency_margin_s must not be negative"),
+    ({"reasoning_reuse_s": float("inf")}, "reasoning_reuse_s must be a finite number"),
+    ({"latency_headroom": 0.5}, "latency_headroom must be >= 1"),
+])
+def test_loop_config_refuses_bad_numbers(change, message):
+    with pytest.raises(ValueError, match=message):
+        LoopConfig(**change)
+
+
+def test_run_policy_closes_the_engines_after_the_inference_in_flight(monkeypatch, tmp_path):
+    """`chatvla2 run`'s own sequence (runtime/run.py) with a fake policy and robot: the duration
+    ends while the slow inference runs; close() comes after it returned, after the disconnect."""
+    import runtime.run as run_module
+    from chatvla2.cli import build_parser
+
+    class Policy(SlowAtStopPolicy):
+        num_views, state_dim, backend, providers, max_reasoning_tokens = 2, 14, "fake", {"all": "fake"}, 8
+
+    class Robot(FakeRobot):
+        interventions = {}
+
+        def disconnect(self):
+            self.disconnected_at = time.monotonic()
+
+    policy, robot = Policy(slow=2.0, quick=4), Robot()  # 3 warm-up calls and the loop's first are quick
+    monkeypatch.setattr(run_module.Policy, "from_bundle", classmethod(lambda cls, *a, **k: policy))
+    args = build_parser("run").parse_args(["run", str(tmp_path), "--duration", "0.8", "--telemetry", str(tmp_path / "t.jsonl")])
+    assert run_module.run_policy(args, lambda: robot) == 0
+    assert policy.calls == 5, "the slow inference did not run"
+    assert policy.closed_at is not None and not policy.closed_while_running
+    assert policy.returned_at[-1] <= policy.closed_at and robot.disconnected_at <= policy.closed_at
+    records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "disconnected"

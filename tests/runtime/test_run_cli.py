@@ -1,4 +1,4 @@
-"""`chatvla2 run` end to end on two simulated arms (real serial path), and its Ctrl-C path."""
+"""`chatvla2 run` end to end on two simulated arms (real serial path), and its stop-signal paths."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = ["-m", "chatvla2", "run"]  # the real command
+
+
+def _default_signals() -> None:
+    """In the child before exec: the stop signals at their defaults, whatever the test runner
+    inherited (SIGHUP ignored under nohup, SIGINT in a background job), as in a terminal."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _summary(stdout: str) -> dict:
@@ -30,29 +39,129 @@ def test_run_on_sim_for_a_few_seconds(tiny_bundle, tmp_path):
     assert events.count("step") >= 120 and events[-1] == "disconnected"
 
 
-def test_sigint_damps_disables_and_flushes(tiny_bundle, tmp_path):
-    telemetry = tmp_path / "run.jsonl"
-    process = subprocess.Popen([sys.executable, *RUN, str(tiny_bundle), "--robot", "sim", "--threads", "1", "--telemetry", str(telemetry)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid`, from /proc (every thread's children)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children
+
+
+def _cmdline(pid: int) -> str:
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until the loop runs (steps in the telemetry)
-            if telemetry.exists() and telemetry.stat().st_size > 0 or process.poll() is not None:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum, feedback_timeout", [
+    (signal.SIGINT, None), (signal.SIGTERM, None), (signal.SIGHUP, "0.25"),
+], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_stop_signals_damp_disable_flush_and_stop_the_simulators(tiny_bundle, tmp_path, signum, feedback_timeout):
+    """Ctrl-C, and what systemd/docker stop, `timeout` (SIGTERM) and a dropped SSH session (SIGHUP)
+    send: the same path: damping at once, disable, telemetry complete, summary, exit 128 + signum,
+    both sim-arm processes gone. Times are time.monotonic(), one clock for every process."""
+    name = signal.Signals(signum).name
+    telemetry = tmp_path / "run.jsonl"
+    command = [sys.executable, *RUN, str(tiny_bundle), "--robot", "sim", "--threads", "1", "--telemetry", str(telemetry)]
+    if feedback_timeout:
+        command += ["--feedback-timeout", feedback_timeout]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               preexec_fn=_default_signals)
+    try:
+        first_lines = []
+        for line in process.stdout:  # until the loop runs
+            first_lines.append(line)
+            if line.startswith("running on"):
                 break
-            time.sleep(0.2)
+        assert first_lines and first_lines[-1].startswith("running on"), "".join(first_lines) + process.stderr.read()[-3000:]
+        sims = [pid for pid in _children(process.pid) if "sim-arm" in _cmdline(pid)]
+        assert len(sims) == 2, [(pid, _cmdline(pid)) for pid in _children(process.pid)]
         time.sleep(1.0)
         sent = time.monotonic()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
-        elapsed = time.monotonic() - sent
+        exited = time.monotonic()
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stdout[-2000:] + stderr[-3000:]
+            process.wait()
+    assert process.returncode == 128 + signum, stdout[-2000:] + stderr[-3000:]
     summary = _summary(stdout)
-    assert summary["stop_reason"] == "SIGINT" and summary["damped"] and summary["steps_sent"] > 0
+    assert summary["stop_reason"] == name and summary["damped"] and summary["steps_sent"] > 0
+    assert summary["robot"]["feedback_timeout_s"] == float(feedback_timeout or 0.2)  # what the arms' controllers use
+    assert f"feedback timeout {float(feedback_timeout or 0.2) * 1000:g} ms" in first_lines[-1]
     records = [json.loads(line) for line in telemetry.read_text().splitlines()]
     stop = next(r for r in records if r["event"] == "stop")
-    assert stop["reason"] == "SIGINT" and stop["damped"]
-    assert records[-1]["event"] == "disconnected"  # disabled after damping, log complete
-    assert elapsed < 15  # damping 2 s + disable, not a hang
+    assert stop["reason"] == name and stop["damped"]
+    last = records[-1]
+    assert last["event"] == "disconnected" and last["signal"] == name  # disabled after damping, log complete
+    deadline = time.monotonic() + 5
+    while any(map(_running, sims)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, sims)), f"simulators left running: {[p for p in sims if _running(p)]}"
+    to_damping, to_disable, to_exit = (last["damping_sent_monotonic_s"] - sent, last["disabled_monotonic_s"] - sent, exited - sent)
+    print(f"{name}: damping sent {to_damping * 1000:.0f} ms, disabled {to_disable:.2f} s, exited {to_exit:.2f} s after the signal")
+    assert 0 <= to_damping < 0.5  # damping at once, not after the driver's 2 s
+    assert to_damping < to_disable < 5 and to_exit < 10  # docker stop's grace period is 10 s
+
+
+def test_sigterm_while_starting_exits_143_and_leaves_no_simulator(tiny_bundle, tmp_path):
+    """SIGTERM while the policy warms up, the simulators start or the arms connect: exit 143
+    whichever step it lands in (one line "interrupted (SIGTERM)" before the arms connected, else
+    the summary of a run stopped before or at its first steps), and no sim-arm process left
+    (found by an environment marker they inherit, whatever became of their parent)."""
+    import os
+    import uuid
+
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "CHATVLA2_TEST_RUN_MARKER": marker}
+    outcomes = set()
+    for delay in (0.0, 0.15, 0.3, 0.45, 0.6):  # warm-up, simulators, connect, first steps (0.4 s here, quiet)
+        telemetry = tmp_path / f"run-{delay}.jsonl"
+        process = subprocess.Popen([sys.executable, *RUN, str(tiny_bundle), "--robot", "sim", "--threads", "1",
+                                    "--telemetry", str(telemetry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, cwd=REPO, env=env, preexec_fn=_default_signals)
+        try:
+            assert process.stdout.readline().startswith("policy:")  # loaded; warm-up next, then the simulators
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 143, stdout[-2000:] + stderr[-3000:]
+        if "interrupted (SIGTERM)" in stderr:
+            outcomes.add("before connecting")
+            assert len(stderr.strip().splitlines()) == 1, stderr
+        else:
+            outcomes.add("stopped run")
+            assert _summary(stdout)["stop_reason"] == "SIGTERM" and _summary(stdout)["damped"]
+        left = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _marked(e, marker) and _running(int(e.name))]
+            if not left:
+                break
+            time.sleep(0.05)
+        assert left == [], f"SIGTERM {delay} s after loading left {left} running"
+    print(f"outcomes: {sorted(outcomes)}")
+
+
+def _marked(proc: Path, marker: str) -> bool:
+    try:
+        return marker.encode() in (proc / "environ").read_bytes() and b"sim-arm" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
