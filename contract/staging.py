@@ -1,6 +1,7 @@
 """Write a directory aside, then swap it in as the target: readers see the old contents or the new,
-never a mix, and a failure leaves nothing behind. Bundles (`chatvla2 export`) and engine
-directories (`chatvla2 build`) are written this way.
+never a mix, and a failure leaves nothing behind. Bundles (`chatvla2 export`), engine
+directories (`chatvla2 build`), checkpoints and datasets (`sim/dataset_writer.py`) are written
+this way.
 
     with staged_directory(out) as staging:
         ...write files into staging...
@@ -27,21 +28,30 @@ def staged_directory(target: Path, before_swap: Callable[[Path], None] | None = 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         yield staging
-        # mkdtemp makes the directory private; bundles and engines are meant to be shared and deployed.
-        staging.chmod(0o755)
-        for file in staging.iterdir():
-            file.chmod(0o644)
+        make_shareable(staging)
         if before_swap is not None and target.exists():
             before_swap(target)
-        _swap_in(staging, target)
+        swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _swap_in(new: Path, target: Path) -> None:
+def make_shareable(root: Path) -> None:
+    """mkdtemp makes the directory private; what we write is meant to be shared and deployed:
+    folders 0755 (traversable), files 0644, all the way down."""
+    root.chmod(0o755)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Rename `new` to `target`, the previous `target` (if any) kept aside until the rename succeeded."""
     old = None
-    if target.exists():
+    if os.path.lexists(target):
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.rename(old)
     try:

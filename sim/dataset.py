@@ -91,15 +91,15 @@ The same with this package, checked (a missing, truncated or corrupt file is a D
         writer.add_episodes(episodes)                     # sim/tasks Episodes; a tqdm progress bar
         writer.add_samples(samples)                       # image-text dicts
     reader = DatasetReader("out/math_game")
-    episode = reader.episode(0)                           # EpisodeRecord: the fields of sim/tasks' Episode
+    episode = reader.episode(0)                           # sim.episode.Episode, frames decoded
     for sample in reader.samples(): ...
 """
 
 from __future__ import annotations
 
-from sim.dataset_format import FORMAT, FORMAT_VERSION, DatasetError, EpisodeRecord, episode_record
+from sim.dataset_format import FORMAT, FORMAT_VERSION, DatasetError, Episode, episode_record
 from sim.dataset_reader import DatasetReader
 from sim.dataset_writer import DatasetWriter
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "DatasetReader", "DatasetWriter", "EpisodeRecord",
+__all__ = ["FORMAT", "FORMAT_VERSION", "DatasetError", "DatasetReader", "DatasetWriter", "Episode",
            "episode_record"]

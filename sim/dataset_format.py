@@ -6,7 +6,6 @@ per-episode record, the checks on what goes in, and the PNG codec. The writer
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from PIL import Image
 
 from drivers.bimanual import SIDES
 from drivers.motor_frames import JOINT_NAMES
+from sim.episode import Episode
 
 FORMAT = "chatvla2-edge/dataset"
 FORMAT_VERSION = 1
@@ -51,34 +51,17 @@ def exception_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-@dataclass(eq=False)
-class EpisodeRecord:
-    """One demonstration, with the fields of sim/tasks' `Episode` (so either can be written, and a
-    reader's record is used as an episode). frames (T, H, W, 3) uint8 RGB from the top camera;
-    state, action (T, D) float32; reasoning: the reasoning text in force at each of the T steps."""
-
-    task: str
-    split: str
-    seed: int
-    instruction: str
-    frames: np.ndarray
-    state: np.ndarray
-    action: np.ndarray
-    reasoning: list[str]
-    fps: int
-
-
 EPISODE_FIELDS = ("task", "split", "seed", "instruction", "frames", "state", "action", "reasoning", "fps")
 SAMPLE_FIELDS = ("image", "question", "answer", "kind", "split", "seed")
 
 
-def episode_record(episode: Any) -> EpisodeRecord:
+def episode_record(episode: Any) -> Episode:
     """The one coupling to sim/tasks: any object with the `Episode` attributes (EPISODE_FIELDS) ->
-    a checked EpisodeRecord. Raises ValueError saying what is wrong."""
+    a checked Episode. Raises ValueError saying what is wrong."""
     missing = [name for name in EPISODE_FIELDS if not hasattr(episode, name)]
     if missing:
         raise ValueError(f"not an episode: {type(episode).__name__} has no {', '.join(missing)}")
-    record = EpisodeRecord(**{name: getattr(episode, name) for name in EPISODE_FIELDS})
+    record = Episode(**{name: getattr(episode, name) for name in EPISODE_FIELDS})
     for name in ("task", "split", "instruction"):
         _check_str(f"episode {name}", getattr(record, name), nonempty=name != "instruction")
     record.seed = _check_int("episode seed", record.seed)

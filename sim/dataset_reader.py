@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from sim.dataset_format import (
     ACTION_KEY, EPISODES_FILE, FORMAT, FORMAT_VERSION, IMAGE_KEY, IMAGE_TEXT_FILE, INFO_FILE, REASONING_KEY,
-    SAMPLE_SCHEMA, STATE_KEY, TASKS_FILE, DatasetError, EpisodeRecord, decode_png, episode_features, episode_schema,
+    SAMPLE_SCHEMA, STATE_KEY, TASKS_FILE, DatasetError, Episode, decode_png, episode_features, episode_schema,
     exception_line, file_error, is_count, sample_features, verify_png,
 )
 
@@ -83,7 +83,7 @@ class DatasetReader:
         return self._path(self.info["image_text"]["path"], "image_text.path",
                           file_chunk=file_index // self.info["chunks_size"], file_index=file_index)
 
-    def episode(self, i: int) -> EpisodeRecord:
+    def episode(self, i: int) -> Episode:
         """Episode i with its frames decoded: the fields of sim/tasks' `Episode`."""
         if not 0 <= i < self.num_episodes:
             raise IndexError(f"episode {i} out of range: the dataset has {self.num_episodes}")
@@ -94,12 +94,12 @@ class DatasetReader:
         frames = np.empty((steps, *self._frame_shape, 3), np.uint8)
         for t, data in enumerate(table.column(IMAGE_KEY).to_pylist()):
             frames[t] = _decoded(path, t, data, self._frame_shape)
-        return EpisodeRecord(task=meta["task_name"], split=meta["split"], seed=meta["seed"],
+        return Episode(task=meta["task_name"], split=meta["split"], seed=meta["seed"],
                              instruction=meta["instruction"], frames=frames,
                              state=_matrix(table, STATE_KEY), action=_matrix(table, ACTION_KEY),
                              reasoning=table.column(REASONING_KEY).to_pylist(), fps=self.fps)
 
-    def episodes(self) -> Iterator[EpisodeRecord]:
+    def episodes(self) -> Iterator[Episode]:
         for i in range(self.num_episodes):
             yield self.episode(i)
 

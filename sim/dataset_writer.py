@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from contract.staging import make_shareable, swap_in
 from sim.dataset_format import (
     ACTION_KEY, CHUNKS_SIZE, DATA_PATH, EPISODES_FILE, FORMAT, FORMAT_VERSION, IMAGE_KEY, IMAGE_TEXT_FILE,
     IMAGE_TEXT_PATH, INFO_FILE, LAYOUT, README_FILE, REASONING_KEY, SAMPLE_SCHEMA, SAMPLES_PER_FILE, STATE_KEY,
@@ -85,7 +86,7 @@ class DatasetWriter:
     # -- episodes ---------------------------------------------------------------------------------------
 
     def add_episode(self, episode: Any) -> int:
-        """Checks an episode (sim/tasks' `Episode` or an `EpisodeRecord`) and writes its parquet file.
+        """Checks an episode (sim/tasks' `Episode` or an `Episode`) and writes its parquet file.
         Returns its episode_index. A refused episode (ValueError) writes nothing."""
         record = episode_record(episode)
         index = len(self._episodes)
@@ -178,9 +179,9 @@ class DatasetWriter:
             self._require_open()
             self._flush_samples()
             self._write_metadata()
-            _make_shareable(self._staging)
+            make_shareable(self._staging)
             self._check_target()
-            _swap_in(self._staging, self.out_dir)
+            swap_in(self._staging, self.out_dir)
         except BaseException:
             self.abort()
             raise
@@ -281,30 +282,3 @@ def _length(items: Iterable[Any]) -> int | None:
         return len(items)  # type: ignore[arg-type]
     except TypeError:
         return None
-
-
-def _make_shareable(root: Path) -> None:
-    """mkdtemp makes the directory private; a dataset is meant to be shared."""
-    root.chmod(0o755)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            os.chmod(os.path.join(folder, name), 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    # contract.staging.staged_directory does this for flat directories, but it chmods every top-level
-    # entry 0o644, which makes a subdirectory (meta/, data/) untraversable for anyone but root.
-    old = None
-    if os.path.lexists(target):
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        if old is not None:
-            old.rename(target)  # put the previous dataset back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Episode records: one scripted demonstration, the structure the dataset writer stores.
+"""Scripted demonstrations as `Episode` records (the record itself: `sim/episode.py`).
 
     Episode(
         task: str,                  # "math_game" or "toy_placement"
@@ -21,30 +21,11 @@ stays under it, so state[t + 1] == action[t] to float32 precision.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from sim.episode import FPS, Episode
 from sim.tasks.env import DEFAULT_SIZE, TaskEnv
-
-FPS = 50
-
-
-@dataclass
-class Episode:
-    task: str
-    split: str
-    seed: int
-    instruction: str
-    frames: np.ndarray
-    state: np.ndarray
-    action: np.ndarray
-    reasoning: list[str]
-    fps: int = FPS
-
-    def __len__(self) -> int:
-        return len(self.action)
-
 
 class ExpertFailed(RuntimeError):
     pass

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim.dataset import FORMAT, FORMAT_VERSION, DatasetError, DatasetReader, DatasetWriter, EpisodeRecord
+from sim.dataset import FORMAT, FORMAT_VERSION, DatasetError, DatasetReader, DatasetWriter, Episode
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 24, 32
-
-
-@dataclass
-class Episode:
-    """The record sim/tasks writes (its own class there): the writer reads these attributes."""
-
-    task: str
-    split: str
-    seed: int
-    instruction: str
-    frames: np.ndarray
-    state: np.ndarray
-    action: np.ndarray
-    reasoning: list
-    fps: int = 50
 
 
 def make_episode(seed: int, steps: int, task: str = "math_game", split: str = "in_domain") -> Episode:
@@ -98,7 +82,7 @@ def test_the_round_trip_is_exact(written):
     assert len(reader) == reader.num_episodes == 3 and reader.num_frames == 21 and reader.num_samples == 5
     for i, original in enumerate(EPISODES):
         episode = reader.episode(i)
-        assert isinstance(episode, EpisodeRecord)
+        assert isinstance(episode, Episode)
         for name in ("task", "split", "seed", "instruction", "reasoning", "fps"):
             assert getattr(episode, name) == getattr(original, name), name
         for name in ("frames", "state", "action"):
