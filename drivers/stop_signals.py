@@ -14,7 +14,35 @@ import signal
 import threading
 import time
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The signals an operator or a supervisor sends to stop a process (each ends it by default; SIGKILL
+# cannot be caught): Ctrl-C, systemd/docker stop and `timeout`, a closed terminal, Ctrl-\. `chatvla2
+# arm`, `chatvla2 run` and the simulators' start-up (sim/processes.py) all handle these.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
+
+
+def exit_code(signum: int) -> int:
+    """128 + the signal's number, as a shell reports a process a signal ended (130 for SIGINT)."""
+    return 128 + int(signum)
+
+
+def install_handlers(handler) -> dict[int, object]:
+    """`handler` for every stop signal; returns the previous handlers, for `restore_handlers`.
+    Main thread only (elsewhere the embedding program owns signals: nothing is installed). A
+    signal that is ignored stays ignored: `nohup` asked to survive the terminal's hangup."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in STOP_SIGNALS:
+        current = signal.getsignal(sig)
+        if current is signal.SIG_IGN or current is None:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def restore_handlers(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 class StopSignals:
@@ -24,14 +52,11 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignals":
-        # signal.signal works in the main thread only; elsewhere the embedding program owns signals
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        self._previous = install_handlers(self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        restore_handlers(self._previous)
         self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
@@ -50,7 +75,7 @@ class StopSignals:
     @property
     def exit_code(self) -> int:
         """130 for SIGINT (as the shell reports Ctrl-C), 128 + the signal number otherwise."""
-        return 128 + self.signum if self.signum is not None else 0
+        return exit_code(self.signum) if self.signum is not None else 0
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`, less if a stop is requested; returns `requested`."""

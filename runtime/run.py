@@ -30,7 +30,6 @@ import json
 import math
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,19 +37,12 @@ from typing import Callable
 import numpy as np
 
 from drivers.profiles import get_profile
+from drivers.stop_signals import StopSignals, exit_code
 from runtime.camera import StaticCamera
 from runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
 from runtime.policy import Policy, check_threads
 from runtime.robots import BimanualRobot, check_feedback_timeout, default_feedback_timeout, open_robot
 from runtime.safety import ActionSafety
-
-# The signals that stop a run (each ends a process by default; SIGKILL cannot be caught).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
-
-
-def signal_exit_code(signum: int) -> int:
-    return 128 + int(signum)
-
 
 class Interrupted(KeyboardInterrupt):
     """A stop signal before the robot started connecting: nothing to make safe; the command exits
@@ -61,43 +53,25 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"{signal.Signals(signum).name} before the arms were connected")
 
 
-class StopSignals:
-    """The run's handlers for STOP_SIGNALS (main thread only; restored on exit). Before `defer()`
-    a signal raises `Interrupted`; after it, the first signal is recorded and stops the attached
-    loop (`ControlLoop.request_stop`: no lock taken in the handler), or the loop attached later.
-    Only the first signal counts."""
+class RunStopSignals(StopSignals):
+    """The stop signals during a run (drivers/stop_signals.py: which, exit codes, nohup). Before
+    `defer()` a signal raises `Interrupted`; after it, the first signal is recorded and stops the
+    attached loop (`ControlLoop.request_stop`: no lock taken in the handler), or the loop attached
+    later. Only the first signal counts."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
-        self.received_at: float | None = None  # time.monotonic()
+        super().__init__()
         self.loop: ControlLoop | None = None
         self.deferring = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                if sig == getattr(signal, "SIGHUP", None) and signal.getsignal(sig) is signal.SIG_IGN:
-                    continue  # nohup: the user asked to survive the terminal's hangup
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    @property
-    def name(self) -> str | None:
-        return None if self.received is None else signal.Signals(self.received).name
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None:
+        if self.signum is not None:
             return  # the stop is under way (bounded); a second signal must not break it
-        self.received, self.received_at = signum, time.monotonic()
+        super()._handle(signum, frame)
         if not self.deferring:
             raise Interrupted(signum)
         if self.loop is not None:
-            self.loop.request_stop(signal.Signals(signum).name)
+            self.loop.request_stop(self.name)
 
     def defer(self) -> None:
         """From now on the first signal stops the loop instead of raising."""
@@ -105,8 +79,8 @@ class StopSignals:
 
     def attach(self, loop: ControlLoop) -> None:
         self.loop = loop
-        if self.received is not None:
-            loop.request_stop(signal.Signals(self.received).name)
+        if self.signum is not None:
+            loop.request_stop(self.name)
 
 
 # LoopConfig's fields and the options that set them (its errors name the field first).
@@ -183,11 +157,11 @@ def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRob
     `feedback_timeout_s`: what connect_robot gives the arms, for the report."""
     config = check_run_arguments(args)
     bundle = bundle_argument(args)
-    with StopSignals() as signals:
+    with RunStopSignals() as signals:
         return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals)
 
 
-def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: StopSignals) -> int:
+def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals) -> int:
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
     loop = None
     try:
@@ -236,7 +210,7 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
                     summary["robot"] = {"kind": args.robot, "profile": args.profile,
                                         "feedback_timeout_s": _feedback_timeout_or_none(robot, feedback_timeout_s)}
                     telemetry.write({"event": "disconnected", "interventions": summary["interventions"],
-                                     "signal": signals.name, "signal_monotonic_s": _round(signals.received_at),
+                                     "signal": signals.name or None, "signal_monotonic_s": _round(signals.received_at),
                                      "damping_sent_monotonic_s": _round(damping_sent), "disabled_monotonic_s": _round(disabled)})
                 telemetry.close()
     finally:
@@ -248,7 +222,7 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
     _print_last(format_summary(summary), f"telemetry: {telemetry_path}", json.dumps(summary, default=str))
     reason = summary["stop_reason"]
     if reason in signal.Signals.__members__:
-        return signal_exit_code(signal.Signals[reason])
+        return exit_code(signal.Signals[reason])
     return 0 if reason == "duration reached" and loop.inference_finished else 1
 
 

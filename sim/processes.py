@@ -22,13 +22,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from drivers.stop_signals import install_handlers, restore_handlers
+
 SIDES = ("left", "right")
-# The signals that end a process by default and that an operator or a supervisor sends to stop.
-STARTUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 
 
 class StartupInterrupted(KeyboardInterrupt):
@@ -72,12 +71,7 @@ class _SignalGuard:
         self.previous: dict[int, object] = {}
 
     def install(self) -> "_SignalGuard":
-        if threading.current_thread() is threading.main_thread():
-            for sig in STARTUP_SIGNALS:
-                current = signal.getsignal(sig)
-                if current is signal.SIG_IGN or current is None:
-                    continue  # ignored (e.g. SIGHUP under nohup) stays ignored
-                self.previous[sig] = signal.signal(sig, self._handle)
+        self.previous = install_handlers(self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -102,8 +96,7 @@ class _SignalGuard:
 
     def restore(self) -> None:
         self.holding += 1  # no raising any more
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        restore_handlers(self.previous)
 
     def deliver(self) -> None:
         """The handler installed before decides what a recorded signal does: the default action
