@@ -155,6 +155,12 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",
                    help="--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)")
     p.add_argument("--task", "--instruction", dest="instruction", default=INSTRUCTION, help="the instruction")
+    from runtime.camera import CAMERA_SPEC_HELP, DEFAULT_MAX_AGE_S
+
+    p.add_argument("--camera", action="append", default=[], metavar="SPEC",
+                   help=f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}")
+    p.add_argument("--camera-max-age", type=float, default=DEFAULT_MAX_AGE_S, metavar="S",
+                   help="a view whose newest frame is older (or frozen this long) holds the plan")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--rate", type=float, default=loop("rate_hz"), metavar="HZ", help="control rate of the execution thread")
     p.add_argument("--chunk-mode", choices=CHUNK_MODES, default=loop("chunk_mode"))

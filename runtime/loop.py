@@ -26,6 +26,9 @@
 - **Watchdog**: a tick with no planned action holds: the last safe action is re-sent and the arm
   keeps its target ("hold" means only this, here and in the drivers' controller); a plan empty
   for longer than `hold_s` damps the robot and stops the loop.
+- **Camera**: an observation that raises `StaleCamera` (a view too old or frozen) gives no new
+  chunk: the inference is retried every tick, a `camera_stale` record is written, and the plan
+  runs dry like any other starvation (hold, then damping; the stop reason names the camera).
 - **Stop**: duration reached, `stop(reason)` (from any thread), `request_stop(reason)` (from a
   signal handler: it takes no lock, the main thread acts on it within `STOP_POLL_S`), a watchdog
   stop, an inference error or a robot fault: the robot is damped at once; an inference in flight
@@ -49,6 +52,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from runtime.camera_source import StaleCamera
 from runtime.safety import ActionSafety
 
 CHUNK_MODES = ("switch", "ensemble")
@@ -238,6 +242,8 @@ class ControlLoop:
         self.longest_starvation_s = 0.0
         self.tick_lateness: list[float] = []
         self.errors: list[str] = []
+        self.camera_fault: str | None = None  # the last StaleCamera while it lasts
+        self.stale_observations = 0  # inferences skipped for a stale camera
         self._last_reasoning: dict | None = None
         self._last_reasoning_at = -math.inf
         self.t0 = 0.0
@@ -315,7 +321,17 @@ class ControlLoop:
                 if remaining > self.latency_estimate() + self.config.latency_margin_s:
                     self._stop.wait(min(self.dt / 2, max(0.0, remaining - self.latency_estimate() - self.config.latency_margin_s)))
                     continue
-                self._infer(self.next_step)
+                try:
+                    self._infer(self.next_step)
+                    self.camera_fault = None
+                except StaleCamera as exc:
+                    # No observation to act on: no new chunk. The plan runs dry, the watchdog
+                    # holds, then damps and stops, unless the camera comes back in time.
+                    if self.camera_fault is None:
+                        self.telemetry.write({"event": "camera_stale", "t": round(self.clock() - self.t0, 6), "error": str(exc)})
+                    self.camera_fault = str(exc)
+                    self.stale_observations += 1
+                    self._stop.wait(self.dt)
         except InferenceStopped:
             pass  # given up because the loop is stopping
         except Exception as exc:  # noqa: BLE001 - any inference failure stops the robot
@@ -349,7 +365,8 @@ class ControlLoop:
                     record["held"] = True
                     if starved > self.config.hold_s:
                         self.telemetry.write({**record, "watchdog": "damping"})
-                        self.stop(f"watchdog: no action for {starved:.3f} s (> hold {self.config.hold_s} s)")
+                        cause = f"; {self.camera_fault}" if self.camera_fault else ""
+                        self.stop(f"watchdog: no action for {starved:.3f} s (> hold {self.config.hold_s} s){cause}")
                         break
                     sent = self.robot.send_action(self.safety.last.copy())
                 else:
@@ -458,6 +475,7 @@ class ControlLoop:
             "safety": self.safety.counts.as_dict(),
             "damped": self.damped,
             "errors": self.errors,
+            "stale_observations": self.stale_observations,
             "config": asdict(self.config),
         }
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from drivers.profiles import get_profile
 from drivers.stop_signals import StopSignals, exit_code
-from runtime.camera import StaticCamera
+from runtime.camera import MultiCamera, open_cameras, parse_camera_spec
 from runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
 from runtime.policy import Policy, check_threads
 from runtime.robots import BimanualRobot, check_feedback_timeout, default_feedback_timeout, open_robot
@@ -152,25 +152,36 @@ def check_run_arguments(args: argparse.Namespace) -> LoopConfig:
 
 
 def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRobot],
-               feedback_timeout_s: float | None = None) -> int:
-    """Load, warm up, connect, run, stop safely; returns the exit code (module docstring).
-    `feedback_timeout_s`: what connect_robot gives the arms, for the report."""
+               feedback_timeout_s: float | None = None, open_views: Callable[[int], MultiCamera] | None = None) -> int:
+    """Load, warm up, open the cameras, connect, run, stop safely; returns the exit code (module
+    docstring). `feedback_timeout_s`: what connect_robot gives the arms, for the report.
+    `open_views(num_views)`: the cameras, opened (default: `--camera` SPECs, `static` per view)."""
     config = check_run_arguments(args)
     bundle = bundle_argument(args)
+    for spec in args.camera:
+        parse_camera_spec(spec)  # a bad SPEC fails before anything loads
+    if open_views is None:
+        def open_views(num_views: int) -> MultiCamera:
+            return open_cameras(args.camera or ["static"] * num_views, num_views, max_age_s=args.camera_max_age)
     with RunStopSignals() as signals:
-        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals)
+        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals, open_views)
 
 
-def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals) -> int:
+def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals,
+         open_views: Callable[[int], MultiCamera]) -> int:
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
     loop = None
+    cameras = None
     try:
         if args.max_tokens is not None:
             policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, args.max_tokens)
-        camera = StaticCamera(policy.num_views)
+        # Before the arms are enabled: a camera that does not open is a one-line error, nothing moved.
+        cameras = open_views(policy.num_views)
+        print(f"cameras: {', '.join(cameras.specs)}", flush=True)
 
         def observe(state):
-            return {"images": camera.read(), "instruction": args.instruction, "state": state, "seed": args.seed}
+            # StaleCamera (a view too old or frozen) holds the plan: runtime/loop.py
+            return {"images": cameras.images(), "instruction": args.instruction, "state": state, "seed": args.seed}
 
         print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
         warm = observe(np.zeros(policy.state_dim, np.float32))
@@ -214,6 +225,8 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
                                      "damping_sent_monotonic_s": _round(damping_sent), "disabled_monotonic_s": _round(disabled)})
                 telemetry.close()
     finally:
+        if cameras is not None:
+            cameras.close()
         # never while an inference runs: the loop joined its thread (bounded); check again
         if loop is None or loop.join_inference(loop.inference_join_bound()):
             policy.close()

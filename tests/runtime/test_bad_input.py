@@ -88,6 +88,10 @@ def test_run_refuses_a_tampered_bundle_before_touching_the_arms(tiny_bundle, tmp
     (["--profile", "bogus"], "unknown arm profile 'bogus'"),  # not "the simulated arm did not start"
     (["--robot", "arx", "--port", "/dev/null", "--port", "/dev/null", "--profile", "x6"], "unknown arm profile 'x6'"),
     (["--engines", "/nonexistent"], "engines directory not found: /nonexistent"),
+    (["--camera", "webcam0", "--camera", "static"], "webcam0"),
+    # after the policy loads, before the arms: a camera that does not open, or one view for two
+    (["--camera", "v4l2:/dev/nonexistent", "--camera", "static"], "camera v4l2:/dev/nonexistent"),
+    (["--camera", "static"], "2 camera view"),
 ])
 def test_run_argument_errors_are_one_line(tiny_bundle, tmp_path, args, message):
     """One line, exit 2, refused before the policy loads or anything starts: no output, no
