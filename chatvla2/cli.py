@@ -25,6 +25,11 @@ EXTRA_FOR_MODULE = {
     "onnxscript": "export",
     "modelopt": "export",
     "tensorrt": "tensorrt",
+    "gymnasium": "sim",
+    "PIL": "sim",
+    "pyarrow": "sim",
+    "tqdm": "sim",
+    "cv2": "camera",
     "pytest": "dev",
     "hypothesis": "dev",
 }
@@ -74,6 +79,22 @@ def _sim_arm(p: argparse.ArgumentParser) -> None:
         "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)",
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def _sim(p: argparse.ArgumentParser) -> None:
+    from sim.tasks.env import DEFAULT_SIZE, TASKS
+    from sim.tasks.splits import SPLITS
+
+    p.add_argument("action", choices=["generate", "show"],
+                   help="generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG")
+    p.add_argument("--task", choices=list(TASKS), default=next(iter(TASKS)))
+    p.add_argument("--split", choices=SPLITS, default=SPLITS[0])
+    p.add_argument("--seed", type=int, default=0, help="the (first) episode's seed: any seed gives a fresh episode of the split")
+    p.add_argument("--episodes", type=int, default=10, help="generate: how many episodes")
+    p.add_argument("--image-text", type=int, default=0, metavar="N", help="generate: also N image-text samples of the split")
+    p.add_argument("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metavar="HxW", help="camera image size")
+    p.add_argument("--out", required=True, help="generate: the dataset directory; show: a .png file")
+    p.add_argument("--force", action="store_true", help="generate: replace an existing dataset")
 
 
 def _arm(p: argparse.ArgumentParser) -> None:
@@ -219,6 +240,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | 
     "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
     "run": ("run a bundle on the robot (or simulated arms)", _run, _run_target),
     "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "calibration.bench:main"),
+    "sim": ("the simulated tasks: generate demonstrations, show a scene", _sim, "sim.task_cli:main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
     "arm": ("read, enable, home or damp an ARX arm", _arm, _arm_target),
 }
