@@ -323,6 +323,30 @@ PRESETS: dict[str, ModelConfig] = {
         # ScaleDP-S: 12 layers, width 384, 6 heads (model.md, point 3).
         action_head=ActionHeadConfig(depth=12, width=384, heads=6),
     ),
+    # The shipped demo model, trained on a 2-core CPU (training/, both stages in about an hour).
+    # Images 112x140 (height x width, multiples of 28): 8x10 patches, 4x5 = 20 visual tokens. At
+    # that size the math game's whiteboard digits and operator and the three cards' digits are
+    # still legible (the cards' digits ~8 px tall); 56x84 (tiny) blurs the cards. One view: the
+    # datasets' top camera. The shape of the real thing (MoE 8/top-2 in every layer, ScaleDP with
+    # o/r halves, chunks of 50 x 14-D) at about a million parameters.
+    "demo": ModelConfig(
+        name="demo",
+        vision=VisionConfig(depth=2, width=96, heads=2, image_height=112, image_width=140, num_views=1),
+        language=LanguageConfig(
+            hidden=96,
+            layers=2,
+            heads=4,
+            kv_heads=2,
+            intermediate=192,
+            vocab_size=128,  # the built-in character tokenizer
+            mrope_section=(2, 5, 5),
+            # 22 image tokens + the instruction (~60 characters) + reasoning (<= 170 characters).
+            max_cache_len=320,
+            max_reasoning_tokens=200,
+            moe=MoEConfig(num_experts=8, top_k=2),
+        ),
+        action_head=ActionHeadConfig(depth=4, width=96, heads=4),
+    ),
     # The paper: Qwen2-VL-2B + 8 experts / top-2 in all 28 layers + ScaleDP-H (model.md).
     "paper": ModelConfig(
         name="paper",

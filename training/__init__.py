@@ -1,0 +1,14 @@
+"""Training: the paper's two-stage recipe (model.md, point 5) at CPU scale, `chatvla2 train`.
+
+Why a package of its own: training needs the PyTorch model (models/) and the datasets on disk
+(sim/dataset.py), and neither of those may know about the other (models/ and sim/ sit on different
+branches of the layers, README "Architecture"). It is not on the robot either: runtime/ and
+drivers/ never import it. So it sits above both, beside calibration/ (siblings that do not import
+each other), below the front door (chatvla2/cli.py only names `training.cli:main`).
+
+    training/config.py   TrainConfig: every knob and its default (the CLI's defaults come from it)
+    training/data.py     datasets -> robot frames and image-text samples, normalisation statistics,
+                         the seeded 1:3 image-text : robot batch mixture
+    training/trainer.py  the loop: AdamW, warm-up + cosine, clipping, checkpoints, exact resume
+    training/cli.py      `add_train_arguments(parser)` and `main(args)`
+"""

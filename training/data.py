@@ -1,0 +1,127 @@
+"""Training data from datasets on disk (sim/dataset.py): robot frames and image-text samples.
+
+A robot sample is one frame t of an episode: its image, the episode's instruction, the reasoning in
+force at t, the state at t and the action chunk action[t : t + chunk_size] (shorter at the end of
+the episode: make_batch pads it and marks the padding in is_pad). An image-text sample is the
+image, its question as the instruction and its answer as the "reasoning" text: the cross-entropy
+learns the answer, and with no actions (every step padded) it adds nothing to the diffusion loss.
+The datasets have one (top) camera; a model with more views gets that frame in every view.
+
+Episodes' states, actions and reasoning are read up front (they are small); frames stay PNG bytes
+until a sample needs them, a few episodes' worth cached, so a dataset larger than memory trains.
+Which samples a step uses depends only on (seed, step): a resumed run draws exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from contract.normalization import NormalizationStats
+from models.training_batch import Example
+from sim.dataset import DatasetError, DatasetReader
+from sim.dataset_format import ACTION_KEY, IMAGE_KEY, REASONING_KEY, STATE_KEY, decode_png
+from training.config import IMAGE_TEXT_EVERY
+
+CACHED_EPISODES = 32  # episodes whose PNG frames are kept in memory
+
+
+@dataclass
+class _Episode:
+    reader: int  # index into TrainingData.readers
+    index: int  # the episode's index in its dataset
+    instruction: str
+    state: np.ndarray  # (T, D) float32
+    action: np.ndarray  # (T, D) float32
+    reasoning: list[str]
+
+
+class TrainingData:
+    """Every robot frame and image-text sample of the given dataset directories."""
+
+    def __init__(self, paths: list[str | Path], *, load_image_text: bool = True) -> None:
+        if not paths:
+            raise ValueError("no training data: give at least one --data DIR")
+        self.readers: list[DatasetReader] = []
+        self.episodes: list[_Episode] = []
+        self.samples: list[dict] = []
+        for path in paths:
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"--data {path}: no such dataset directory")
+            reader = DatasetReader(path)
+            self.readers.append(reader)
+            for i, meta in enumerate(reader.episodes_meta):
+                table = pq.read_table(reader.episode_path(i), columns=[STATE_KEY, ACTION_KEY, REASONING_KEY])
+                self.episodes.append(_Episode(len(self.readers) - 1, i, meta["instruction"], _matrix(table, STATE_KEY),
+                                              _matrix(table, ACTION_KEY), table.column(REASONING_KEY).to_pylist()))
+            if load_image_text:
+                self.samples.extend(reader.samples())
+        lengths = np.array([len(e.state) for e in self.episodes], dtype=np.int64)
+        self._frame_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._frames: OrderedDict[int, list[bytes]] = OrderedDict()
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._frame_offsets[-1])
+
+    def normalization_stats(self) -> NormalizationStats:
+        """Actions min/max and state mean/std over every frame of the training episodes."""
+        if not self.episodes:
+            raise ValueError("no robot episodes in the training data: normalisation statistics need some")
+        state = np.concatenate([e.state for e in self.episodes]).astype(np.float64)
+        action = np.concatenate([e.action for e in self.episodes]).astype(np.float64)
+        return NormalizationStats(action.min(0), action.max(0), state.mean(0), state.std(0))
+
+    def robot_example(self, frame: int, chunk_size: int, num_views: int) -> Example:
+        e = int(np.searchsorted(self._frame_offsets, frame, side="right") - 1)
+        episode, t = self.episodes[e], frame - int(self._frame_offsets[e])
+        image = decode_png(self._episode_frames(e)[t])
+        return Example([image] * num_views, episode.instruction, episode.reasoning[t], episode.state[t],
+                       episode.action[t:t + chunk_size])
+
+    def image_text_example(self, i: int, state_mean: np.ndarray, action_dim: int, num_views: int) -> Example:
+        sample = self.samples[i]
+        return Example([sample["image"]] * num_views, sample["question"], sample["answer"], state_mean,
+                       np.zeros((0, action_dim), np.float32))
+
+    def _episode_frames(self, e: int) -> list[bytes]:
+        if e in self._frames:
+            self._frames.move_to_end(e)
+            return self._frames[e]
+        episode = self.episodes[e]
+        reader = self.readers[episode.reader]
+        path = reader.episode_path(episode.index)
+        try:
+            frames = pq.read_table(path, columns=[IMAGE_KEY]).column(IMAGE_KEY).to_pylist()
+        except Exception as exc:  # pyarrow's errors on a file damaged since the reader checked it
+            raise DatasetError(f"{path}: unreadable ({exc})") from None
+        self._frames[e] = frames
+        if len(self._frames) > CACHED_EPISODES:
+            self._frames.popitem(last=False)
+        return frames
+
+
+def draw_step(seed: int, step: int, batch_size: int, num_frames: int, num_samples: int,
+              image_text: bool) -> list[tuple[str, int]]:
+    """The samples of optimizer step `step`: ("robot", frame) or ("image_text", sample) each.
+    With `image_text` (stage 1), sample number k of the run (k = step * batch_size + slot) is an
+    image-text sample when k % IMAGE_TEXT_EVERY == IMAGE_TEXT_EVERY - 1: exactly 1:3 over the run."""
+    rng = np.random.default_rng([seed, step])
+    drawn = []
+    for slot in range(batch_size):
+        k = step * batch_size + slot
+        if image_text and num_samples and k % IMAGE_TEXT_EVERY == IMAGE_TEXT_EVERY - 1:
+            drawn.append(("image_text", int(rng.integers(num_samples))))
+        else:
+            drawn.append(("robot", int(rng.integers(num_frames))))
+    return drawn
+
+
+def _matrix(table, column: str) -> np.ndarray:
+    values = table.column(column).combine_chunks()
+    return values.flatten().to_numpy().reshape(len(table), values.type.list_size).astype(np.float32)
