@@ -156,7 +156,22 @@ def _run(p: argparse.ArgumentParser) -> None:
     from runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
     from runtime.robots import MAX_FEEDBACK_TIMEOUT_S
     from runtime.safety import DEFAULT_JOINT_SPEED
-    from sim.robot import SIM_FEEDBACK_TIMEOUT_S
+    from sim.robot import DEFAULT_EPISODE_SEED, DEFAULT_SPLIT, SIM_FEEDBACK_TIMEOUT_S, SIM_TASKS
+    from sim.tasks.splits import SPLITS
+
+    class TaskOrInstruction(argparse.Action):
+        """--instruction TEXT and --task TEXT: the instruction. --task NAME, NAME a simulated task:
+        that task (its scene is the camera, its instruction the instruction); such a run is always
+        sim.robot's, which refuses --robot arx in one line (by `_run_target`, arx would run the
+        real arms with the default instruction)."""
+
+        def __call__(self, parser, namespace, value, option_string=None):
+            if option_string == "--task" and value in SIM_TASKS:
+                namespace.task = value
+                namespace._target = "sim.robot:run_main"
+            else:
+                namespace.instruction = value
+                namespace.instruction_given = True
 
     loop = functools.partial(_default, LoopConfig)
     p.add_argument("bundle", nargs="?", help="a bundle directory written by `chatvla2 export` (or --bundle)")
@@ -175,7 +190,17 @@ def _run(p: argparse.ArgumentParser) -> None:
                         f"at most {MAX_FEEDBACK_TIMEOUT_S:g} s")
     p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",
                    help="--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)")
-    p.add_argument("--task", "--instruction", dest="instruction", default=INSTRUCTION, help="the instruction")
+    p.set_defaults(task=None, instruction_given=False)
+    p.add_argument("--task", "--instruction", dest="instruction", default=INSTRUCTION, action=TaskOrInstruction,
+                   metavar="NAME|TEXT",
+                   help=f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is "
+                        "every camera view (rendered from the arms' measured state) and its instruction the instruction; "
+                        "the outcome and the reasoning's scores are printed at the end. Any other --task TEXT, and "
+                        "--instruction TEXT, is the instruction text (default: the math game's instruction)")
+    p.add_argument("--split", choices=SPLITS, help=f"--task NAME: the scene's split (default {DEFAULT_SPLIT})")
+    p.add_argument("--episode-seed", type=int, metavar="N",
+                   help=f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is "
+                        "always the same scene")
     from runtime.camera import CAMERA_SPEC_HELP, DEFAULT_MAX_AGE_S
 
     p.add_argument("--camera", action="append", default=[], metavar="SPEC",
@@ -221,6 +246,18 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
 
 
+def _train(p: argparse.ArgumentParser) -> None:
+    from training.cli import add_train_arguments
+
+    add_train_arguments(p)
+
+
+def _eval(p: argparse.ArgumentParser) -> None:
+    from calibration.task_eval import add_eval_arguments
+
+    add_eval_arguments(p)
+
+
 def _run_target(args: argparse.Namespace) -> str:
     # Simulated arms are started by sim/, which then runs the runtime's loop on them.
     return "sim.robot:run_main" if args.robot == "sim" else "runtime.run:main"
@@ -240,6 +277,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | 
     "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
     "run": ("run a bundle on the robot (or simulated arms)", _run, _run_target),
     "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "calibration.bench:main"),
+    "train": ("train a model by the paper's two-stage recipe on simulated data", _train, "training.cli:main"),
+    "eval": ("the paper's task scores of a checkpoint or bundle on simulated episodes", _eval, "calibration.task_eval:main"),
     "sim": ("the simulated tasks: generate demonstrations, show a scene", _sim, "sim.task_cli:main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
     "arm": ("read, enable, home or damp an ARX arm", _arm, _arm_target),

@@ -65,7 +65,8 @@ def parse_camera_spec(text: str) -> CameraSpec:
             raise _bad(text, "static takes no argument")
         return CameraSpec(text, "static")
     if kind == "sim":
-        raise ValueError(f"camera SPEC {text!r}: simulated task scenes are not available yet; use static or file:PATH")
+        raise ValueError(f"camera SPEC {text!r}: a simulated task scene is not available yet as a --camera SPEC; "
+                         "run it with `chatvla2 run --robot sim --task NAME` (its top camera is every view)")
     if kind == "v4l2":
         return _parse_v4l2(text, rest)
     if kind == "gst":

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -152,10 +152,16 @@ def check_run_arguments(args: argparse.Namespace) -> LoopConfig:
 
 
 def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRobot],
-               feedback_timeout_s: float | None = None, open_views: Callable[[int], MultiCamera] | None = None) -> int:
+               feedback_timeout_s: float | None = None, open_views: Callable[[int], MultiCamera] | None = None,
+               on_summary: Callable[[dict, str | None], Iterable[str] | None] | None = None) -> int:
     """Load, warm up, open the cameras, connect, run, stop safely; returns the exit code (module
     docstring). `feedback_timeout_s`: what connect_robot gives the arms, for the report.
-    `open_views(num_views)`: the cameras, opened (default: `--camera` SPECs, `static` per view)."""
+    `open_views(num_views)`: the cameras, opened (default: `--camera` SPECs, `static` per view).
+    `on_summary(summary, reasoning)`: called once the run is over (arms disconnected, cameras
+    closed) with the summary and the last reasoning text the policy decoded (None if none); it may
+    add fields to the summary (the JSON line) and returns lines printed after the summary table
+    (sim/robot.py: a simulated task's outcome and scores). An error in it is one of the summary's
+    errors, not a lost report."""
     config = check_run_arguments(args)
     bundle = bundle_argument(args)
     for spec in args.camera:
@@ -164,11 +170,11 @@ def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRob
         def open_views(num_views: int) -> MultiCamera:
             return open_cameras(args.camera or ["static"] * num_views, num_views, max_age_s=args.camera_max_age)
     with RunStopSignals() as signals:
-        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals, open_views)
+        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals, open_views, on_summary)
 
 
 def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals,
-         open_views: Callable[[int], MultiCamera]) -> int:
+         open_views: Callable[[int], MultiCamera], on_summary=None) -> int:
     policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
     loop = None
     cameras = None
@@ -232,11 +238,24 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
             policy.close()
         else:
             print("chatvla2 run: warning: an inference was still running: engines left open", file=sys.stderr, flush=True)
-    _print_last(format_summary(summary), f"telemetry: {telemetry_path}", json.dumps(summary, default=str))
+    extra = _call_on_summary(on_summary, summary, loop)
+    _print_last(format_summary(summary), *extra, f"telemetry: {telemetry_path}", json.dumps(summary, default=str))
     reason = summary["stop_reason"]
     if reason in signal.Signals.__members__:
         return exit_code(signal.Signals[reason])
     return 0 if reason == "duration reached" and loop.inference_finished else 1
+
+
+def _call_on_summary(on_summary, summary: dict, loop: ControlLoop) -> list[str]:
+    """run_policy's `on_summary` hook: its lines to print (none without a hook or if it failed)."""
+    if on_summary is None:
+        return []
+    reasoning = next((r["reasoning"] for r in reversed(loop.inferences) if r.get("reasoning") is not None), None)
+    try:
+        return [str(line) for line in on_summary(summary, reasoning) or ()]
+    except Exception as exc:  # noqa: BLE001 - the run is over and safe: keep its report
+        summary["errors"].append(f"on_summary: {exc!r}")
+        return []
 
 
 def _print_last(*lines: str) -> None:

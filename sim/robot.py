@@ -5,6 +5,15 @@ real serial path (`ARXArm` -> SLCAN -> pty) with a 200 ms feedback timeout by de
 (`SIM_FEEDBACK_TIMEOUT_S`; `--feedback-timeout S` sets it): a 2-core machine running inference,
 two simulators and two 500 Hz controllers misses 100 ms now and then. The simulators stop after
 the arms are damped and disabled, and none is left running if starting fails or is interrupted.
+
+`--task NAME` (a simulated task, `SIM_TASKS`): the same run, with the task's scene
+(`--split`, `--episode-seed`: sim/tasks) as the camera. Every camera view the model has is the
+scene's top camera (`sim.tasks.live_camera.SceneCamera`), rendered at 30 fps from the arms'
+measured state (the robot the loop drives, shared with the camera once it connects; the start
+state before), so grasps, carried cards and placed toys follow what the arms did. The instruction
+is the scene's. At the end the task's outcome (success, what was picked, in which order) and the
+paper's scores of the last reasoning the policy decoded are printed, one line each, and are
+`summary["task"]` in the JSON line. `--task TEXT` (anything else) stays the instruction text.
 """
 
 from __future__ import annotations
@@ -15,8 +24,15 @@ from runtime.robots import BimanualRobot, check_feedback_timeout, open_robot
 from runtime.run import robot_ports, run_policy
 from sim.faults import parse_faults
 from sim.processes import SIDES, start_sim_arms, stop_sim_arms
+from sim.tasks.splits import SPLITS
 
 SIM_FEEDBACK_TIMEOUT_S = 0.2
+# The simulated tasks `--task NAME` runs: sim/tasks/env.py's TASKS, named here so that building
+# `chatvla2 run`'s arguments on the robot imports neither gymnasium nor pillow (the [sim] extra);
+# tests/sim/tasks/test_live_camera.py checks that the two agree.
+SIM_TASKS = ("math_game", "toy_placement")
+DEFAULT_SPLIT = SPLITS[0]
+DEFAULT_EPISODE_SEED = 0
 
 
 def parse_sim_faults(items: list[str]) -> dict[str, str]:
@@ -46,8 +62,55 @@ def open_sim_robot(profile: str = "x5", faults: dict[str, str] | None = None,
 
 
 def run_main(args: argparse.Namespace) -> int:
+    task = getattr(args, "task", None)
+    if task is not None and args.robot != "sim":
+        # chatvla2/cli.py sends every `--task NAME` run here, whatever --robot says
+        raise ValueError(f"--task {task} is a simulated task: it runs with --robot sim (on --robot {args.robot}, "
+                         "give the instruction text: --instruction TEXT)")
     if any(robot_ports(args)):
         raise ValueError("--port is for --robot arx; --robot sim starts its own simulated arms")
     faults = parse_sim_faults(args.sim_faults)
     timeout = SIM_FEEDBACK_TIMEOUT_S if args.feedback_timeout is None else check_feedback_timeout(args.feedback_timeout)
-    return run_policy(args, lambda: open_sim_robot(args.profile, faults, timeout), feedback_timeout_s=timeout)
+    if task is None:
+        if getattr(args, "split", None) is not None or getattr(args, "episode_seed", None) is not None:
+            raise ValueError(f"--split and --episode-seed choose a simulated task's scene: give --task NAME "
+                             f"({', '.join(SIM_TASKS)}); {args.instruction!r} is not one: it is the instruction text")
+        return run_policy(args, lambda: open_sim_robot(args.profile, faults, timeout), feedback_timeout_s=timeout)
+    return _run_task(args, task, faults, timeout)
+
+
+def _run_task(args: argparse.Namespace, task: str, faults: dict[str, str], timeout: float) -> int:
+    """`run_policy` with the task scene as every camera view (module docstring)."""
+    if args.camera:
+        raise ValueError(f"--camera is not used with --task {task}: every camera view is the task scene's top camera")
+    if getattr(args, "instruction_given", False):
+        raise ValueError(f"--task {task} runs with its scene's instruction: give --task NAME or --instruction TEXT, not both")
+    split = args.split if getattr(args, "split", None) is not None else DEFAULT_SPLIT
+    seed = args.episode_seed if getattr(args, "episode_seed", None) is not None else DEFAULT_EPISODE_SEED
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--episode-seed must be an integer >= 0, got {seed!r}")
+    try:
+        from sim.tasks.live_camera import SceneCamera, format_outcome, open_scene_views
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in ("gymnasium", "PIL"):
+            raise
+        raise ValueError(f"--task {task} needs the '{top}' package of the simulated tasks: "
+                         "pip install 'chatvla2-edge[sim]'") from None
+
+    camera = SceneCamera(task, split, seed)  # the scene only (cheap); it renders once opened
+    run_args = argparse.Namespace(**vars(args))
+    run_args.instruction = camera.instruction
+
+    def open_views(num_views: int):
+        print(f"task: {task} ({split}, episode seed {seed}): {camera.instruction}", flush=True)
+        return open_scene_views(camera, num_views, max_age_s=args.camera_max_age)
+
+    def connect() -> BimanualRobot:
+        return camera.attach(open_sim_robot(args.profile, faults, timeout))
+
+    def on_summary(summary: dict, reasoning: str | None) -> list[str]:
+        summary["task"] = camera.outcome(reasoning)
+        return format_outcome(summary["task"])
+
+    return run_policy(run_args, connect, feedback_timeout_s=timeout, open_views=open_views, on_summary=on_summary)

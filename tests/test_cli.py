@@ -23,7 +23,7 @@ def test_help_works_without_torch_and_lists_every_command():
     assert result.returncode == 0, result.stderr
     # One help row per subcommand: "    NAME   description" (a name, not a substring of another row).
     listed = {m.group(1) for m in re.finditer(r"^ {4}(\S+) {2,}\S", result.stdout, re.MULTILINE)}
-    expected = {"info", "demo", "export", "lint", "build", "run", "bench", "sim-arm", "arm"}
+    expected = {"info", "demo", "export", "lint", "build", "run", "bench", "train", "eval", "sim", "sim-arm", "arm"}
     assert expected <= listed, f"missing from --help: {sorted(expected - listed)}"
 
 

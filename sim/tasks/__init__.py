@@ -32,6 +32,7 @@ One concept per file:
 - expert.py      scripted 14-D joint trajectories at 50 Hz
 - backend.py     how the arms move: `ArmBackend` (reset, apply); `KinematicBackend` (fast, no ptys)
 - driver_backend.py  `DriverBackend`: two simulated ARX arms behind ptys through the real drivers, at 50 Hz
+- live_camera.py `SceneCamera`: the scene rendered from the arms' measured state, the camera of `run --robot sim --task`
 - env.py         `TaskEnv`, one gymnasium.Env for both tasks
 - episode.py     `Episode` (the dataset record) and `generate_episode`
 - image_text.py  image-text QA samples for co-training
