@@ -1,20 +1,7 @@
 """Scripted demonstrations as `Episode` records (the record itself: `sim/episode.py`).
 
-    Episode(
-        task: str,                  # "math_game" or "toy_placement"
-        split: str,                 # "in_domain" or "open_world"
-        seed: int,                  # (task, split, seed) -> always the same episode
-        instruction: str,           # the prompt (math game: the authors' own, model.md)
-        frames: (T, H, W, 3) uint8, # top camera, frames[t] = the observation before action t
-        state: (T, 14) float32,     # state[t] at frames[t]: left 6 joints (rad), left gripper width (m),
-                                    # then the right arm the same way
-        action: (T, 14) float32,    # action[t]: the joint targets sent after observing frames[t]
-        reasoning: list of T str,   # reasoning[t]: the expert's reasoning for frames[t]
-                                    # (math_game.py, toy_placement.py: which form when)
-        fps: int = 50,              # model.md: the ARX setup runs at 50 Hz
-    )
-
-T is the length of the expert's plan; the observation after the last action is not stored. The
+The expert's reasoning[t] is the text in force at frames[t] (math_game.py, toy_placement.py: which
+form when). T is the length of the expert's plan; the observation after the last action is not stored. The
 next state follows the action under the kinematic backend's rate limit (backend.py); the expert
 stays under it, so state[t + 1] == action[t] to float32 precision.
 """
