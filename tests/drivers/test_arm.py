@@ -16,21 +16,11 @@ from drivers.arm import ArmConfig, ArmDamped, ARXArm
 from drivers.controller import ControllerConfig
 from drivers.faults import CommunicationLost, LinkLost, OverCurrent, OverTemperature, StartupRefused
 from sim.arm_sim import SimulatedArm
-
-FAST = ControllerConfig(rate_hz=250.0, target_timeout_s=0.3, feedback_timeout_s=0.1)
+from tests.drivers.arm_test_helpers import FAST, wait_for
 
 
 def make_arm(sim: SimulatedArm, damping_s: float = 0.2, controller: ControllerConfig = FAST) -> ARXArm:
     return ARXArm(ArmConfig(sim.device_path, controller=controller, disconnect_damping_s=damping_s))
-
-
-def wait_for(predicate, timeout_s: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.005)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 def test_track_clip_and_disconnect_damped_then_disabled(sim_arm):

@@ -22,31 +22,7 @@ from drivers.controller import DEFAULT_FEEDBACK_TIMEOUT_S, ControllerConfig
 from drivers.faults import CommunicationLost, OverTemperature, StartupRefused
 from drivers.slcan_link import LinkError, SlcanLink
 from sim.arm_sim import SimulatedArm
-
-FAST = ControllerConfig(rate_hz=250.0, target_timeout_s=0.3, feedback_timeout_s=0.1)
-
-
-def wait_for(predicate, timeout_s: float, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.005)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
-
-
-def bound(case: str, **ms: float) -> None:
-    print(f"\nBOUND {case}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ms.items()))
-
-
-def fds_on(path: str) -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}") == path
-        except OSError:
-            pass
-    return count
+from tests.drivers.arm_test_helpers import FAST, bound, fds_on, wait_for
 
 
 def safe(motor) -> bool:

@@ -17,41 +17,16 @@ import pytest
 from drivers import damiao, slcan_link
 from drivers.arm import ArmConfig, ARXArm
 from drivers.bimanual import BimanualARX
-from drivers.controller import ControllerConfig
 from drivers.faults import AdapterStalled, CommunicationLost
 from drivers.slcan_link import LinkStalled, SlcanLink
 from sim.arm_sim import SimulatedArm
+from tests.drivers.arm_test_helpers import FAST, bound, fds_on, wait_for
 
-FAST = ControllerConfig(rate_hz=250.0, target_timeout_s=0.3, feedback_timeout_s=0.1)
 WRITE_TIMEOUT_S = 0.05  # SlcanLink / ArmConfig default
 CLOSE_TIMEOUT_S = 0.2
 FRAME = (4, bytes(8))
 FRAME_LINE = b"t0048" + b"0" * 16
 DISABLE_LINE = b"t0058FFFFFFFFFFFFFFFD"
-
-
-def wait_for(predicate, timeout_s: float, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.005)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
-
-
-def bound(case: str, **ms: float) -> None:
-    print(f"\nBOUND {case}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ms.items()))
-
-
-def fds_on(path: str) -> int:
-    """How many of this process's descriptors are open on `path`."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}") == path
-        except OSError:
-            pass
-    return count
 
 
 def stall(link: SlcanLink, frames, limit: int = 20_000) -> float:

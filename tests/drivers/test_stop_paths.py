@@ -17,18 +17,10 @@ import time
 import pytest
 
 from sim.arm_sim import SimulatedArm
+from tests.drivers.arm_test_helpers import bound, wait_for
 
 CLI_DAMPING_S = 2.0  # drivers.cli uses ArmConfig's default disconnect_damping_s
 AWAY_FROM_HOME = (1.2, 0.25, 0.31, -0.1, 0.15, 0.05, 0.5)  # joint1 1.2 rad out: ~1 s to home at 20 %
-
-
-def wait_for(predicate, timeout_s: float, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.005)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
 
 
 def start_arm_cli(*argv: str) -> subprocess.Popen:
@@ -70,10 +62,6 @@ def first_entry(sim: SimulatedArm, mode: str, after: float) -> float:
 def damping_start(sim: SimulatedArm) -> float:
     """When the last motor entered its final damping (the one before its disable)."""
     return max(m.mode_log[-2][0] for m in sim.motors.values())
-
-
-def bound(case: str, **ms: float) -> None:
-    print(f"\nBOUND {case}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in ms.items()))
 
 
 @pytest.mark.parametrize(
