@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ def make_frame(image: np.ndarray, capture_time: float, index: int) -> Frame:
     return Frame(image, capture_time, index)
 
 
-class FrameSource:
+class FrameSource(ABC):
     """One camera view. `read()` returns the next frame: it may wait for it (`blocking`: V4L2,
     GStreamer, paced recordings), so the control loop reads these through a capture thread
     (`runtime.camera_thread.CaptureThread`, which `MultiCamera` adds) that keeps the latest one.
@@ -70,8 +71,9 @@ class FrameSource:
     def open(self) -> None:
         pass
 
+    @abstractmethod
     def read(self) -> Frame:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
         pass
