@@ -63,6 +63,7 @@ from contract.bundle import bundle_model_config, load_manifest
 from contract.config import ModelConfig, get_config
 from contract.stage_timer import STAGES
 from runtime.engine import BACKENDS
+from runtime.numbers import is_whole_number
 from sim.tasks.env import MAX_STEPS, TASKS, TaskEnv
 from sim.tasks.splits import SPLITS, check_split
 
@@ -149,7 +150,7 @@ def options_from(args: argparse.Namespace | None = None, **overrides) -> argpars
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_whole_number(value) or value < minimum:
         raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -53,6 +53,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from runtime.camera_source import StaleCamera
+from runtime.numbers import is_finite_number, is_whole_number
 from runtime.safety import ActionSafety
 
 CHUNK_MODES = ("switch", "ensemble")
@@ -100,12 +101,12 @@ class LoopConfig:
         strict parsers reject, and NaN passes every `<` test); messages start with the field's name."""
         for name in ("rate_hz", "ensemble_decay", "reasoning_reuse_s", "latency_margin_s", "latency_headroom", "hold_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not 1.0 <= self.rate_hz <= 1000.0:
             raise ValueError(f"rate_hz must be within 1..1000 Hz, got {self.rate_hz:g}")
         if self.duration_s is not None:
-            if isinstance(self.duration_s, bool) or not isinstance(self.duration_s, (int, float)) or not math.isfinite(self.duration_s):
+            if not is_finite_number(self.duration_s):
                 raise ValueError(f"duration_s must be a finite number of seconds, got {self.duration_s!r} (none: run until stopped)")
             if self.duration_s <= 0:
                 raise ValueError(f"duration_s must be positive, got {self.duration_s:g}")
@@ -120,7 +121,7 @@ class LoopConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name):g}")
         if self.latency_headroom < 1:
             raise ValueError(f"latency_headroom must be >= 1, got {self.latency_headroom:g}")
-        if isinstance(self.latency_window, bool) or not isinstance(self.latency_window, int) or self.latency_window < 1:
+        if not is_whole_number(self.latency_window) or self.latency_window < 1:
             raise ValueError(f"latency_window must be an integer >= 1, got {self.latency_window!r}")
 
 

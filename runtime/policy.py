@@ -49,6 +49,7 @@ from contract.tokenizer import TextTokenizer
 from runtime.engine import BACKENDS, Engine, EngineSpec
 from runtime.language_session import LanguageSession
 from runtime.loop import InferenceStopped
+from runtime.numbers import is_whole_number
 from runtime.tensorrt_identity import ENGINES_JSON
 
 
@@ -56,7 +57,7 @@ def check_threads(threads: int | None) -> None:
     """ONNX Runtime's intra-op threads: None (its default) or a whole number >= 1."""
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not is_whole_number(threads) or threads < 1:
         raise ValueError(f"--threads must be >= 1 (or left out for ONNX Runtime's default), got {threads!r}")
 
 

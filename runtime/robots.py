@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
+
+from runtime.numbers import is_finite_number
 
 # Above this the arm would run blind too long before damping on a lost link.
 MAX_FEEDBACK_TIMEOUT_S = 1.0
@@ -29,8 +30,7 @@ def default_feedback_timeout() -> float:
 
 
 def check_feedback_timeout(seconds: float) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-            or not 0 < seconds <= MAX_FEEDBACK_TIMEOUT_S:
+    if not is_finite_number(seconds) or not 0 < seconds <= MAX_FEEDBACK_TIMEOUT_S:
         raise ValueError(f"--feedback-timeout must be within (0, {MAX_FEEDBACK_TIMEOUT_S:g}] seconds, got {seconds!r}")
     return float(seconds)
 

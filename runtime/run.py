@@ -1,13 +1,14 @@
 """`chatvla2 run`: a bundle's policy driving the arms, from load to a safe stop.
 
-    policy (hashes verified) -> 3 warm-up inferences (excluded from every figure; they seed the
-    loop's latency estimate) -> the robot connects (enables) -> the control loop until the
+    policy (hashes verified) -> the cameras open (a camera that does not open stops here, before
+    any arm is enabled) -> 3 warm-up inferences (excluded from every figure; they seed the loop's
+    latency estimate) -> the robot connects (enables) -> the control loop until the
     duration, a stop signal, a watchdog stop or a fault -> damping, disable, close (the `finally`)
     -> summary table, telemetry path, one JSON line last.
 
 Stop signals: SIGINT (Ctrl-C), SIGTERM (systemd stop, docker stop, timeout, kill), SIGHUP (the
 terminal or the SSH session went away) and SIGQUIT (Ctrl-\\) all take the same path as Ctrl-C
-(`StopSignals`): while the policy loads and warms up, nothing is connected and the run ends at
+(`RunStopSignals`): while the policy loads and warms up, nothing is connected and the run ends at
 once; from the moment the robot starts connecting, the first signal stops the loop (or, if it
 came while connecting, stops it before its first step): damping at once, disconnect (the
 driver's damping, then disable), telemetry flushed, summary. Further signals change nothing: the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import time
@@ -40,9 +40,11 @@ from drivers.profiles import get_profile
 from drivers.stop_signals import StopSignals, exit_code
 from runtime.camera import MultiCamera, open_cameras, parse_camera_spec
 from runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
+from runtime.numbers import is_finite_number
 from runtime.policy import Policy, check_threads
 from runtime.robots import BimanualRobot, check_feedback_timeout, default_feedback_timeout, open_robot
 from runtime.safety import ActionSafety
+
 
 class Interrupted(KeyboardInterrupt):
     """A stop signal before the robot started connecting: nothing to make safe; the command exits
@@ -142,7 +144,7 @@ def check_run_arguments(args: argparse.Namespace) -> LoopConfig:
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
     speed = args.max_joint_speed
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
+    if not is_finite_number(speed) or speed <= 0:
         raise ValueError(f"--max-joint-speed must be a positive number of rad/s, got {speed!r}")
     get_profile(args.profile)  # an unknown profile is named here, before any arm (or simulator) starts
     check_threads(args.threads)

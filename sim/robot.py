@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 
+from runtime.numbers import is_whole_number
 from runtime.robots import BimanualRobot, check_feedback_timeout, open_robot
 from runtime.run import robot_ports, run_policy
 from sim.faults import parse_faults
@@ -87,7 +88,7 @@ def _run_task(args: argparse.Namespace, task: str, faults: dict[str, str], timeo
         raise ValueError(f"--task {task} runs with its scene's instruction: give --task NAME or --instruction TEXT, not both")
     split = args.split if getattr(args, "split", None) is not None else DEFAULT_SPLIT
     seed = args.episode_seed if getattr(args, "episode_seed", None) is not None else DEFAULT_EPISODE_SEED
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_whole_number(seed) or seed < 0:
         raise ValueError(f"--episode-seed must be an integer >= 0, got {seed!r}")
     try:
         from sim.tasks.live_camera import SceneCamera, format_outcome, open_scene_views

@@ -35,7 +35,6 @@ next, while on it.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -44,6 +43,7 @@ import numpy as np
 from runtime.camera import MultiCamera
 from runtime.camera_source import CameraError, Frame, FrameSource, Pacer, make_frame
 from runtime.camera_thread import DEFAULT_FIRST_FRAME_TIMEOUT_S, CaptureThread
+from runtime.numbers import is_finite_number, is_whole_number
 from sim.tasks.driver_backend import GRIPPERS
 from sim.tasks.env import DEFAULT_SIZE, START_STATE, TaskEnv, make_scene
 from sim.tasks.math_game import SLOTS
@@ -84,9 +84,9 @@ class SceneCamera(FrameSource):
 
     def __init__(self, task: str, split: str = "in_domain", seed: int = 0, height: int = DEFAULT_SIZE[0],
                  width: int = DEFAULT_SIZE[1], fps: float = DEFAULT_FPS):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        if not is_whole_number(seed) or seed < 0:
             raise ValueError(f"the episode seed must be an integer >= 0, got {seed!r}")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        if not is_finite_number(fps) or fps <= 0:
             raise ValueError(f"fps must be a number > 0, got {fps!r}")
         self.task, self.split, self.seed = task, split, int(seed)
         self.scene = make_scene(task, split, self.seed)  # unknown task or split: a ValueError naming it
