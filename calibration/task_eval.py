@@ -60,7 +60,7 @@ import numpy as np
 
 from calibration.timing import latency_stats
 from contract.bundle import bundle_model_config, load_manifest
-from contract.config import ModelConfig, get_config
+from contract.config import ModelConfig, field_default, get_config
 from contract.stage_timer import STAGES
 from runtime.engine import BACKENDS
 from runtime.numbers import is_whole_number
@@ -106,7 +106,7 @@ class EvalOptions:
 
 
 def _default(name: str):
-    return next(f for f in dataclasses.fields(EvalOptions) if f.name == name).default
+    return field_default(EvalOptions, name)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,6 @@ this package.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import importlib
 import os
@@ -39,12 +38,6 @@ EXTRA_FOR_MODULE = {
 USER_ERRORS = (ValueError, LookupError, OSError)
 
 
-def _default(cls, name: str):
-    """A dataclass field's default: the CLI shows and uses the configuration's own value."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return field.default
-
-
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
     from contract.config import PRESETS
 
@@ -54,10 +47,11 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
+    from contract.config import field_default
     from drivers.arm import ArmConfig
     from drivers.profiles import PROFILES
 
-    parser.add_argument("--profile", default=_default(ArmConfig, "profile"), help=f"arm profile: {', '.join(PROFILES)}")
+    parser.add_argument("--profile", default=field_default(ArmConfig, "profile"), help=f"arm profile: {', '.join(PROFILES)}")
 
 
 def _info(p: argparse.ArgumentParser) -> None:
@@ -151,6 +145,7 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 
 def _run(p: argparse.ArgumentParser) -> None:
+    from contract.config import field_default
     from contract.scene import INSTRUCTION
     from drivers.controller import ControllerConfig
     from runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
@@ -173,7 +168,7 @@ def _run(p: argparse.ArgumentParser) -> None:
                 namespace.instruction = value
                 namespace.instruction_given = True
 
-    loop = functools.partial(_default, LoopConfig)
+    loop = functools.partial(field_default, LoopConfig)
     p.add_argument("bundle", nargs="?", help="a bundle directory written by `chatvla2 export` (or --bundle)")
     p.add_argument("--bundle", dest="bundle_option", metavar="DIR", help="the bundle, as an option")
     _add_backend(p)
@@ -185,7 +180,7 @@ def _run(p: argparse.ArgumentParser) -> None:
     _add_profile(p)
     p.add_argument("--feedback-timeout", type=float, metavar="S",
                    help="no reply from a motor for S seconds is a communication fault (the arm damps); default "
-                        f"{_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' ControllerConfig), "
+                        f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' ControllerConfig), "
                         f"{SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the simulators late); "
                         f"at most {MAX_FEEDBACK_TIMEOUT_S:g} s")
     p.add_argument("--sim-faults", action="append", default=[], metavar="SIDE:SPEC",

@@ -368,3 +368,10 @@ def get_config(name: str) -> ModelConfig:
         raise ValueError(
             f"unknown model preset {name!r}{hint}; presets: {', '.join(PRESETS)}"
         ) from None
+
+
+def field_default(cls: type, name: str) -> Any:
+    """A dataclass field's default (its factory's value for a list or dict field): command-line
+    options show and use the configuration's own value instead of a copy of it."""
+    field_ = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from contract.config import field_default
+
 # Peak learning rate per stage when --lr is not given (see the module docstring).
 DEFAULT_LR = {1: 3e-4, 2: 1e-4}
 # Image-text : robot samples in stage 1 (model.md, point 5: 1:3): every 4th sample is image-text.
@@ -56,5 +58,4 @@ class TrainConfig:
 
 
 def default(name: str):
-    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return field_default(TrainConfig, name)
