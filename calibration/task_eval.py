@@ -232,7 +232,12 @@ def query_seed(episode_seed: int, query: int) -> int:
     return int(np.random.SeedSequence([episode_seed, query]).generate_state(1)[0])
 
 
-def run_episode(env: TaskEnv, policy, seed: int, query_every: int) -> dict[str, Any]:
+# Called with (episode seed, control step, the camera frame, the reasoning in force) at the reset and
+# after every control step: what a recorder (the demo's GIF) sees.
+StepHook = Callable[[int, int, np.ndarray, str], None]
+
+
+def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: StepHook | None = None) -> dict[str, Any]:
     """One episode (module docstring): query every `query_every` steps, execute that many actions."""
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)
@@ -249,8 +254,12 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int) -> dict[str, 
             first_scores = env.score_reasoning(result["reasoning"])
         queries.append({"step": step, "reasoning": result["reasoning"], "tokens": int(result["tokens"]),
                         "timings": {k: float(v) for k, v in result["timings"].items()}})
+        if on_step is not None and step == 0:
+            on_step(seed, 0, observation["images"][0], result["reasoning"])
         for action in result["action_chunk"][:query_every]:
             observation, _, terminated, truncated, info = env.step(action)
+            if on_step is not None:
+                on_step(seed, int(info["step"]), observation["images"][0], result["reasoning"])
             if terminated or truncated:
                 break
     outcome = "success" if info["success"] else "wrong pick" if info["failed"] else "truncated"
@@ -278,15 +287,18 @@ def _stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(float(np.median([t[k] for t in timings])) * 1000, 3) for k in timings[0]}
 
 
-def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], None] | None = None,
+             on_step: StepHook | None = None, policy=None) -> dict[str, Any]:
     """Check the input, run the episodes; the JSON record (printing nothing). `on_episode` sees each
-    episode's record as it finishes."""
+    episode's record as it finishes, `on_step` every control step (StepHook). `policy`: an already
+    loaded (policy, name) to use instead of loading one from the arguments (closed by the caller)."""
     args = options_from(args)
     check_options(args)
     split = check_split(args.split)
     cfg = model_config(args)
     check_model(cfg, args)
-    policy, name = load_policy(args)
+    owned = policy is None
+    policy, name = load_policy(args) if owned else policy
     height, width = cfg.vision.image_height, cfg.vision.image_width
     backend = None
     records: list[dict[str, Any]] = []
@@ -298,13 +310,14 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
             backend = DriverBackend()
         env = TaskEnv(args.task, split, height, width, backend=backend, max_steps=args.max_steps)
         for i in range(args.episodes):
-            records.append(run_episode(env, policy, args.seed + i, args.query_every))
+            records.append(run_episode(env, policy, args.seed + i, args.query_every, on_step))
             if on_episode is not None:
                 on_episode(records[-1])
     finally:
         if backend is not None:
             backend.close()
-        policy.close()
+        if owned:
+            policy.close()
     timings = [t for r in records for t in r.pop("_timings")]
     successes = sum(r["success"] for r in records)
     summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[args.task]}

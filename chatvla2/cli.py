@@ -59,9 +59,23 @@ def _info(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
-    _add_model_source(p)
-    p.add_argument("--prompt", default=None, help="the instruction (default: the math game's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial diffusion noise")
+    from calibration.demo import BOTH, default
+
+    p.add_argument("--checkpoint", metavar="DIR", help="the model (default: the shipped checkpoints/chatvla2-demo)")
+    p.add_argument("--task", default=default("task"), help="math_game or toy_placement (default %(default)s)")
+    p.add_argument("--split", default=default("split"), help=f"{BOTH}, in_domain or open_world (default %(default)s)")
+    p.add_argument("--episodes", type=int, default=default("episodes"), help="episodes per split (default %(default)s)")
+    p.add_argument("--seed", type=int, default=default("seed"), help="first episode seed (default %(default)s)")
+    p.add_argument("--plan", default=default("plan"), metavar="PLAN",
+                   help="export precision: fp32, fp16, int8, ... or one per engine (default %(default)s)")
+    p.add_argument("--backend", default=default("backend"), help="auto, onnxruntime or tensorrt (default %(default)s)")
+    p.add_argument("--mode", default=default("mode"),
+                   help="driver (simulated arms on ptys through the drivers, real time) or fast (default %(default)s)")
+    p.add_argument("--query-every", type=int, default=default("query_every"), metavar="K",
+                   help="query the policy every K control steps (default %(default)s)")
+    p.add_argument("--gif", default=default("gif"), metavar="FILE", help="where the episode GIF goes (default %(default)s)")
+    p.add_argument("--cache", metavar="DIR", help="exported bundles' cache (default $CHATVLA2_CACHE or ~/.cache/chatvla2-edge)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
 
 
 def _sim_arm(p: argparse.ArgumentParser) -> None:
@@ -86,6 +100,8 @@ def _sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="the (first) episode's seed: any seed gives a fresh episode of the split")
     p.add_argument("--episodes", type=int, default=10, help="generate: how many episodes")
     p.add_argument("--image-text", type=int, default=0, metavar="N", help="generate: also N image-text samples of the split")
+    p.add_argument("--image-text-kinds", choices=("all", "math", "toy"), default="all",
+                   help="generate: the image-text kinds drawn (math: whiteboard, arithmetic, cards)")
     p.add_argument("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metavar="HxW", help="camera image size")
     p.add_argument("--out", required=True, help="generate: the dataset directory; show: a .png file")
     p.add_argument("--force", action="store_true", help="generate: replace an existing dataset")
@@ -266,7 +282,7 @@ def _arm_target(args: argparse.Namespace) -> str:
 # arguments that names it)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | Callable[[argparse.Namespace], str]]] = {
     "info": ("parameters per component of a model", _info, "models.info:main"),
-    "demo": ("reference inference on a sample observation", _demo, "models.demo:main"),
+    "demo": ("the shipped model, exported, driving simulated ARX arms on the math game", _demo, "calibration.demo:main"),
     "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
     "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),
     "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),

@@ -8,7 +8,9 @@ over the generated reasoning tokens, each through a Linear-GELU-Linear projector
     c_obs    = t_emb + Linear_obs([LayerNorm(o_proj); state])
     c_reason = t_emb + Linear_reason([LayerNorm(r_proj); state])
 
-Blocks i < reason_start take c_obs, the later blocks and the final layer take c_reason.
+Blocks i < reason_start take c_obs, the later blocks and the final layer take c_reason. With
+reason_start == depth every block and the final layer take c_obs: the paper's ablation "o in all
+layers" (no reasoning following), for which r is computed but unused.
 
 Attention is written out with matmul and softmax so it exports to plain ONNX ops.
 """
@@ -134,7 +136,7 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """LayerNorm, AdaLN (shift, scale) from c_reason, Linear to the action dimension."""
+    """LayerNorm, AdaLN (shift, scale) from c_reason (c_obs in the o-only ablation), Linear to the action dimension."""
 
     def __init__(self, width: int, action_dim: int) -> None:
         super().__init__()
@@ -243,7 +245,7 @@ class ScaleDP(nn.Module):
             x = block(x, c_obs if i < self.cfg.reason_start else c_reason)
             if return_block_outputs:
                 block_outputs.append(x)
-        eps = self.final(x, c_reason)
+        eps = self.final(x, c_reason if self.cfg.reason_start < self.cfg.depth else c_obs)
         return (eps, block_outputs) if return_block_outputs else eps
 
     def forward(

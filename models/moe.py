@@ -20,7 +20,8 @@ from torch import nn
 
 from contract.config import MOE_FORMS
 
-IMPLEMENTATIONS = MOE_FORMS
+# "grouped" is for training only (never exported): each expert runs on just the tokens routed to it.
+IMPLEMENTATIONS = MOE_FORMS + ("grouped",)
 
 
 class SwiGLU(nn.Module):
@@ -94,6 +95,8 @@ class DynamicMoE(nn.Module):
         weights, indices, logits = self.route(tokens)
         if self.implementation == "gather":
             out = self._gather(tokens, weights, indices)
+        elif self.implementation == "grouped":
+            out = self._grouped(tokens, weights, indices)
         else:
             out = self._dense(tokens, weights, indices)
         out = out.reshape(shape)
@@ -124,6 +127,23 @@ class DynamicMoE(nn.Module):
         for e in range(self.num_experts):
             hidden = F.silu(F.linear(x, self.gate_proj[e])) * F.linear(x, self.up_proj[e])
             out = out + combine[:, e : e + 1] * F.linear(hidden, self.down_proj[e])
+        return out
+
+    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        # The training form: the tokens routed to expert e gathered (not its weights), one matrix
+        # product per expert on those rows, the weighted results added back in place: k/E of the
+        # dense form's FLOPs. Data-dependent shapes, so it is not an export form.
+        token_of_slot = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.top_k)
+        expert_of_slot, weight_of_slot = indices.reshape(-1), weights.reshape(-1)
+        out = torch.zeros_like(x)
+        for e in range(self.num_experts):
+            slots = (expert_of_slot == e).nonzero().squeeze(1)
+            if slots.numel() == 0:
+                continue
+            rows = token_of_slot[slots]
+            routed = x.index_select(0, rows)
+            hidden = F.silu(F.linear(routed, self.gate_proj[e])) * F.linear(routed, self.up_proj[e])
+            out = out.index_add(0, rows, weight_of_slot[slots, None] * F.linear(hidden, self.down_proj[e]))
         return out
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """`chatvla2 sim generate` and `chatvla2 sim show`: the simulated tasks from the command line.
 
     chatvla2 sim generate --task math_game --split in_domain --episodes 100 --out data/math_in_domain
-        [--seed 0] [--image-text N] [--size 252x308]
+        [--seed 0] [--image-text N] [--image-text-kinds all|math|toy] [--size 252x308]
     chatvla2 sim show --task math_game --split open_world --seed 3 --out scene.png [--size 252x308]
 
 `generate` runs the scripted expert on episodes seed, seed+1, ... of the split (fast kinematic
@@ -44,16 +44,19 @@ def _check(args: argparse.Namespace) -> tuple[int, int]:
 
 def generate_main(args: argparse.Namespace) -> int:
     height, width = _check(args)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.episodes < 0:
+        raise ValueError(f"--episodes must be >= 0, got {args.episodes}")
     if args.image_text < 0:
         raise ValueError(f"--image-text must be >= 0, got {args.image_text}")
+    if args.episodes == 0 and args.image_text == 0:
+        raise ValueError("nothing to generate: give --episodes N or --image-text N (or both)")
     seeds = range(args.seed, args.seed + args.episodes)
     episodes = (generate_episode(args.task, args.split, seed, height, width) for seed in seeds)
     with DatasetWriter(args.out, overwrite=args.force) as writer:
         writer.add_episodes(episodes, total=args.episodes)
         if args.image_text:
-            writer.add_samples(samples(args.split, range(args.seed, args.seed + args.image_text), height, width),
+            writer.add_samples(samples(args.split, range(args.seed, args.seed + args.image_text), height, width,
+                                      kinds=args.image_text_kinds),
                                total=args.image_text)
     print(f"dataset written: {args.out} ({args.episodes} {args.task} episodes of {args.split}, seeds {seeds.start}.."
           f"{seeds.stop - 1}; {args.image_text} image-text samples)")

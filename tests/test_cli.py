@@ -1,4 +1,4 @@
-"""The `chatvla2` front door: fast help without torch, clear errors, and the demo end to end."""
+"""The `chatvla2` front door: fast help without torch, clear errors (the demo end to end: tests/calibration/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -57,24 +57,6 @@ def test_info_prints_the_breakdown(preset, total):
     assert " ".join(rows["total"].split()) == " ".join(["total", *total.split()]), rows["total"]
 
 
-def test_demo_runs_the_tiny_model_end_to_end():
-    result = run_cli("demo")
-    assert result.returncode == 0, result.stderr
-    assert "action chunk : shape (50, 14)" in result.stdout
-    assert "reasoning    :" in result.stdout and "timings (ms)" in result.stdout
-
-
-def test_demo_from_a_saved_checkpoint(tmp_path):
-    from models.checkpoint import save_checkpoint
-    from contract.config import get_config
-    from models.vla import ChatVLA2
-
-    save_checkpoint(ChatVLA2(get_config("tiny")), tmp_path / "ckpt")
-    result = run_cli("demo", "--checkpoint", str(tmp_path / "ckpt"))
-    assert result.returncode == 0, result.stderr
-    assert f"checkpoint {tmp_path / 'ckpt'}" in result.stdout
-
-
 def test_bad_checkpoint_files_are_one_line(tmp_path):
     """A config.json that is not an object, or a weights header that is JSON but not a tensor table:
     one line naming the file, exit 2 (before: AttributeError and `error: 'data_offsets'`)."""
@@ -101,7 +83,7 @@ def test_bad_checkpoint_files_are_one_line(tmp_path):
         entry.pop("data_offsets", None)
     text = json.dumps(header).encode()
     weights.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
-    result = run_cli("demo", "--checkpoint", str(checkpoint))
+    result = run_cli("info", "--checkpoint", str(checkpoint))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "model.safetensors: corrupt header: tensor" in result.stderr and "data_offsets" in result.stderr
 

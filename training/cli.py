@@ -40,6 +40,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int, default=default("stop_after"), metavar="N",
                         help="stop (saving a resumable state) after N steps of this invocation")
     parser.add_argument("--device", default=default("device"), help="auto (cuda when present), cpu, cuda, cuda:N")
+    parser.add_argument("--frame-stride", type=int, default=default("frame_stride"),
+                        help="train on every Nth frame of each episode (default %(default)s)")
+    parser.add_argument("--reason-start-layer", type=int, default=default("reason_start_layer"), metavar="N",
+                        help="head blocks >= N take the reasoning r, earlier ones o (the head's depth: the "
+                             "o-only ablation); default: the model's")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -47,6 +52,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(config=args.config, stage=args.stage, data=list(args.data or []), out=args.out, init=args.init,
                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
                        save_every=args.save_every, stop_after=args.stop_after, device=args.device,
+                       frame_stride=args.frame_stride, reason_start_layer=args.reason_start_layer,
                        progress=args.progress)
 
 

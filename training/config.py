@@ -40,6 +40,11 @@ class TrainConfig:
     save_every: int = 200  # steps between checkpoints (and one at the end)
     stop_after: int | None = None  # stop (and save) after this many steps of this invocation
     device: str = "auto"  # "auto": cuda when present, else cpu
+    # Every frame_stride-th frame of each episode is a training frame (training/data.py).
+    frame_stride: int = 5
+    # Override of the action head's reason_start_layer (None: the model's own); the head's depth
+    # gives the paper's ablation "o in all layers" (models/action_head.py).
+    reason_start_layer: int | None = None
     progress: bool = True  # the tqdm bar
 
     def peak_lr(self) -> float:
@@ -50,7 +55,8 @@ class TrainConfig:
 
     def schedule_dict(self) -> dict:
         """What must match for --resume to continue the same run."""
-        keys = ("stage", "steps", "batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "seed")
+        keys = ("stage", "steps", "batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "seed",
+                "frame_stride", "reason_start_layer")
         return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr()}
 
     def to_dict(self) -> dict:

@@ -122,7 +122,15 @@ def _sample(image, question, answer, kind, split, seed) -> dict:
     return {"image": image, "question": question, "answer": answer, "kind": kind, "split": split, "seed": int(seed)}
 
 
-def samples(split: str, seeds, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1]):
-    """Yield the samples of `seeds` (any iterable of ints), in order."""
+# Which kinds `samples` draws from: every kind, or only one task's (a math-only model's co-training).
+KIND_SETS = {"all": KINDS, "math": MATH_KINDS, "toy": KINDS[len(MATH_KINDS):]}
+
+
+def samples(split: str, seeds, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1], kinds: str = "all"):
+    """Yield the samples of `seeds` (any iterable of ints), in order. With `kinds` other than "all"
+    the sample of seed s is of kind KIND_SETS[kinds][s % n]: each kind of the set equally often."""
+    if kinds not in KIND_SETS:
+        raise ValueError(f"unknown image-text kinds {kinds!r}; choose one of {', '.join(KIND_SETS)}")
+    chosen = KIND_SETS[kinds]
     for seed in seeds:
-        yield sample(split, seed, height, width)
+        yield sample(split, seed, height, width, kind=None if kinds == "all" else chosen[seed % len(chosen)])

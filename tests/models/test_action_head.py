@@ -104,10 +104,12 @@ def test_changing_o_changes_first_half_blocks(head: ScaleDP) -> None:
     assert not torch.allclose(eps_a, eps_b)
 
 
-@pytest.mark.parametrize("reason_start", [0, 4])
+@pytest.mark.parametrize("reason_start", [0, 2, 4])
 def test_reason_start_at_the_ends(reason_start: int) -> None:
-    # 0: every block follows r (o is unused); depth: only the final layer does.
+    # 0: every block follows r (o is unused); depth (4): the paper's ablation "o in all layers",
+    # the final layer included, so r is unused.
     head = make_head(reason_start_layer=reason_start)
+    assert head.cfg.depth == 4
     inputs = make_inputs(head)
     with torch.no_grad():
         eps_a, blocks_a = head(**inputs, return_block_outputs=True)
@@ -115,7 +117,7 @@ def test_reason_start_at_the_ends(reason_start: int) -> None:
         eps_c = head(**{**inputs, "o": -inputs["o"]})
     changed = [not torch.equal(a, b) for a, b in zip(blocks_a, blocks_b)]
     assert changed == [i >= reason_start for i in range(head.cfg.depth)]
-    assert not torch.equal(eps_a, eps_b)
+    assert torch.equal(eps_a, eps_b) == (reason_start == 4)
     assert torch.equal(eps_a, eps_c) == (reason_start == 0)
 
 

@@ -28,6 +28,23 @@ def test_gather_equals_dense_equals_reference_loop(moe):
     torch.testing.assert_close(dense, reference, atol=1e-5, rtol=1e-5)
 
 
+def test_grouped_training_form_equals_dense_in_outputs_and_gradients(moe):
+    x = torch.randn(3, 7, 32)
+    results = {}
+    for form in ("dense", "grouped"):
+        moe.implementation = form
+        moe.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        out = moe(inputs)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        results[form] = (out.detach(), inputs.grad, [p.grad.clone() for p in moe.parameters()])
+    torch.testing.assert_close(results["grouped"][0], results["dense"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results["grouped"][1], results["dense"][1], atol=1e-5, rtol=1e-5)
+    for grouped, dense in zip(results["grouped"][2], results["dense"][2]):
+        torch.testing.assert_close(grouped, dense, atol=1e-5, rtol=1e-5)
+    assert any(g.abs().sum() > 0 for g in results["grouped"][2])
+
+
 def test_exactly_k_distinct_experts_per_token_with_weights_summing_to_one(moe):
     weights, indices, logits = moe.route(torch.randn(50, 32))
     assert indices.shape == (50, 2)

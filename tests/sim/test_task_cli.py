@@ -38,8 +38,21 @@ def test_generate_writes_a_dataset_that_reads_back(tmp_path):
     assert episode.reasoning[0].startswith("The ")  # the toy reasoning names the object and its box
 
 
+def test_generate_image_text_alone_of_one_task(tmp_path):
+    out = tmp_path / "it"
+    result = _sim("generate", "--split", "open_world", "--episodes", "0", "--image-text", "6", "--image-text-kinds", "math",
+                  "--size", "56x84", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    reader = DatasetReader(out)
+    assert reader.num_episodes == 0 and reader.num_samples == 6
+    kinds = [sample["kind"] for sample in reader.samples()]
+    assert kinds == ["whiteboard_ocr", "arithmetic", "card_values"] * 2  # seed s: kind s % 3
+    assert {sample["split"] for sample in reader.samples()} == {"open_world"}
+
+
 @pytest.mark.parametrize("args, message", [
-    (["generate", "--episodes", "0", "--out", "x"], "--episodes must be >= 1"),
+    (["generate", "--episodes", "0", "--out", "x"], "nothing to generate"),
+    (["generate", "--episodes", "-1", "--out", "x"], "--episodes must be >= 0"),
     (["show", "--size", "12x12", "--out", "x.png"], "--size '12x12'"),
     (["show", "--out", "scene.jpg"], "write a .png"),
 ])

@@ -102,6 +102,41 @@ def test_resume_continues_exactly(dataset, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
 
 
+def test_frame_stride_keeps_every_nth_frame_with_its_full_rate_action_chunk(dataset):
+    from sim.dataset import DatasetReader
+
+    reader = DatasetReader(dataset)
+    full = TrainingData([dataset], frame_stride=1)
+    strided = TrainingData([dataset], frame_stride=3)
+    lengths = [len(e.state) for e in full.episodes]
+    assert full.num_frames == sum(lengths)
+    assert strided.num_frames == sum(-(-n // 3) for n in lengths)
+    episode = reader.episode(1)
+    k = 5  # the 6th kept frame of episode 1: its frame 15
+    frame = -(-lengths[0] // 3) + k
+    example = strided.robot_example(frame, chunk_size=50, num_views=2)
+    np.testing.assert_array_equal(example.frames[0], episode.frames[3 * k])
+    assert len(example.frames) == 2 and example.frames[1] is example.frames[0]
+    np.testing.assert_array_equal(example.actions, episode.action[3 * k:3 * k + 50])
+    np.testing.assert_array_equal(example.state, episode.state[3 * k])
+    assert example.reasoning == episode.reasoning[3 * k]
+    # Statistics use every frame, whatever the stride.
+    np.testing.assert_array_equal(strided.normalization_stats().action_max, full.normalization_stats().action_max)
+
+
+def test_the_o_only_ablation_is_recorded_in_the_checkpoint(dataset, stage1, tmp_path):
+    out1, _ = stage1
+    out = tmp_path / "o_only"
+    _train(dataset, out, "--stage", "2", "--init", str(out1), "--reason-start-layer", "4")
+    model = load_checkpoint(out / CHECKPOINT_DIR)
+    assert model.cfg.action_head.reason_start == model.cfg.action_head.depth == 4
+    assert model.action_head.cfg.reason_start == 4
+    assert load_checkpoint(out1 / CHECKPOINT_DIR).cfg.action_head.reason_start == 2
+    with pytest.raises(ValueError, match="settings differ"):  # a resume must keep the ablation
+        main(_args("--data", str(dataset), "--out", str(out), "--steps", "2", "--batch-size", "2", "--stage", "2",
+                   "--no-progress", "--resume"))
+
+
 def test_draw_step_mixes_one_image_text_to_three_robot_samples():
     kinds = [k for step in range(10) for k, _ in draw_step(0, step, 6, 100, 5, True)]
     assert kinds.count("image_text") * 3 == kinds.count("robot")
@@ -113,6 +148,8 @@ def test_draw_step_mixes_one_image_text_to_three_robot_samples():
     (["--config", "tiny", "--data", "{missing}"], "no such dataset directory"),
     (["--stage", "2", "--data", "{data}"], "give --init CHECKPOINT"),
     (["--config", "tinny", "--data", "{data}"], "unknown model preset 'tinny' (did you mean 'tiny'?)"),
+    (["--config", "tiny", "--data", "{data}", "--frame-stride", "0"], "--frame-stride must be at least 1"),
+    (["--config", "tiny", "--data", "{data}", "--reason-start-layer", "9"], "the action head has 4 blocks"),
 ])
 def test_bad_input_is_one_clear_error(dataset, tmp_path, argv, message):
     argv = [a.format(missing=tmp_path / "nope", data=dataset) for a in argv]
