@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.episode_gif import EpisodeGif
-from calibration.task_eval import (SCORE_LABELS, SCORES, format_episode, load_policy, options_from)
+from calibration.task_eval import SCORE_LABELS, SCORES, format_episode, load_policy, options_from
 from contract.config import field_default
 from sim.tasks.splits import SPLITS
 
@@ -76,10 +76,16 @@ def cache_root(given: str | None) -> Path:
 
 
 def checkpoint_fingerprint(checkpoint: Path) -> str:
-    """sha256 over the checkpoint's files (names and bytes), so any change exports anew."""
+    """sha256 over the checkpoint's model files (names and bytes; not its logs or notes), so any
+    change to the model exports anew."""
+    from models.checkpoint import CHECKPOINT_FILES
+
     digest = hashlib.sha256()
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(checkpoint).as_posix().encode() + b"\0")
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no {name} (not a checkpoint directory)")
+        digest.update(name.encode() + b"\0")
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)

@@ -323,12 +323,12 @@ PRESETS: dict[str, ModelConfig] = {
         # ScaleDP-S: 12 layers, width 384, 6 heads (model.md, point 3).
         action_head=ActionHeadConfig(depth=12, width=384, heads=6),
     ),
-    # The shipped demo model, trained on a 2-core CPU (training/, both stages in about an hour).
+    # The shipped demo model, trained on a 2-core CPU (training/; checkpoints/chatvla2-demo).
     # Images 112x140 (height x width, multiples of 28): 8x10 patches, 4x5 = 20 visual tokens. At
     # that size the math game's whiteboard digits and operator and the three cards' digits are
-    # still legible (the cards' digits ~8 px tall); 56x84 (tiny) blurs the cards. One view: the
-    # datasets' top camera. The shape of the real thing (MoE 8/top-2 in every layer, ScaleDP with
-    # o/r halves, chunks of 50 x 14-D) at about a million parameters.
+    # legible to a person (the cards' digits ~8 px tall); 56x84 (tiny) blurs the cards. One view:
+    # the datasets' top camera. The shape of the real thing (MoE 8/top-2 in every layer, ScaleDP
+    # with o/r halves, chunks of 50 x 14-D) at 2.3 million parameters.
     "demo": ModelConfig(
         name="demo",
         vision=VisionConfig(depth=2, width=96, heads=2, image_height=112, image_width=140, num_views=1),

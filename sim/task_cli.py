@@ -58,8 +58,9 @@ def generate_main(args: argparse.Namespace) -> int:
             writer.add_samples(samples(args.split, range(args.seed, args.seed + args.image_text), height, width,
                                       kinds=args.image_text_kinds),
                                total=args.image_text)
-    print(f"dataset written: {args.out} ({args.episodes} {args.task} episodes of {args.split}, seeds {seeds.start}.."
-          f"{seeds.stop - 1}; {args.image_text} image-text samples)")
+    episodes = (f"{args.episodes} {args.task} episodes of {args.split}, seeds {seeds.start}..{seeds.stop - 1}"
+                if args.episodes else "no episodes")
+    print(f"dataset written: {args.out} ({episodes}; {args.image_text} image-text samples of {args.split})")
     return 0
 
 

@@ -38,7 +38,7 @@ def first_run(cache, tmp_path_factory):
 
 def test_the_shipped_checkpoint_is_small_and_documented():
     files = {p.name: p.stat().st_size for p in SHIPPED_CHECKPOINT.rglob("*") if p.is_file()}
-    assert {"config.json", "model.safetensors", "train_log.jsonl", "TRAINING.md"} <= set(files), files
+    assert {"config.json", "model.safetensors", "train_log_stage1.jsonl", "train_log_stage2.jsonl", "TRAINING.md"} <= set(files), files
     assert sum(files.values()) <= 20 * 2 ** 20
     text = (SHIPPED_CHECKPOINT / "TRAINING.md").read_text()
     assert "chatvla2 train" in text and "chatvla2 eval" in text  # the exact commands and the evaluation
@@ -86,10 +86,13 @@ def test_a_damaged_cached_bundle_is_exported_again(first_run, cache, tmp_path):
     assert again == bundle and exported and "not usable" in messages[0]
 
 
-def test_the_cache_key_follows_the_checkpoint_bytes(tmp_path):
+def test_the_cache_key_follows_the_model_files_not_the_notes(tmp_path):
     shutil.copytree(SHIPPED_CHECKPOINT, tmp_path / "ckpt")
     before = checkpoint_fingerprint(tmp_path / "ckpt")
     assert before == checkpoint_fingerprint(SHIPPED_CHECKPOINT)
+    with (tmp_path / "ckpt" / "TRAINING.md").open("a") as f:
+        f.write("a note")
+    assert checkpoint_fingerprint(tmp_path / "ckpt") == before
     with (tmp_path / "ckpt" / "config.json").open("a") as f:
         f.write(" ")
     assert checkpoint_fingerprint(tmp_path / "ckpt") != before
@@ -125,3 +128,16 @@ def test_gif_keeps_every_nth_step_and_plays_in_robot_time(tmp_path):
     assert not list(path.parent.glob("*.partial"))
     with pytest.raises(ValueError, match="no frames"):
         EpisodeGif().save(tmp_path / "empty.gif")
+
+
+def test_two_episode_eval_of_the_shipped_checkpoint_writes_the_papers_template():
+    """The PyTorch reference of the shipped model on two fresh open-world episodes: the reasoning
+    parses as the paper's template (an untrained model's does not), scores within their ranges."""
+    from calibration.task_eval import evaluate, options_from
+
+    result = evaluate(options_from(task="math_game", split="open_world", episodes=2, seed=5000, max_steps=40,
+                                   checkpoint=str(SHIPPED_CHECKPOINT)))
+    assert result["backend"] == "torch" and result["model"] == "demo" and result["summary"]["episodes"] == 2
+    for record in result["episode_records"]:
+        assert record["parsed"], record["reasoning"]
+        assert 0 <= record["scores"]["ocr"] <= 4 and 0 <= record["scores"]["math"] <= 2
