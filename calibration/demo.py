@@ -199,6 +199,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"GIF of {args.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path.resolve()}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     print(json.dumps({"demo": {"checkpoint": str(checkpoint), "bundle": str(bundle), "exported": exported,
-                               "export_s": round(export_s, 2), "plan": args.plan, "gif": str(gif_path),
+                               "export_s": round(export_s, 2), "plan": args.plan, "gif": str(gif_path.resolve()),
                                "results": results}}), flush=True)
     return 0
