@@ -1,5 +1,6 @@
 """One table from several `chatvla2 eval` JSON lines (files whose last line is `{"task_eval": ...}`):
-a row per (policy, split), the paper's ChatVLA-2 row per split, then one JSON line.
+a row per (policy, split) with how many first reasonings parse as the paper's template, the
+paper's ChatVLA-2 row per split, then one JSON line.
 
     .venv/bin/python benchmarks/eval_table.py runs/demo/eval/*.json [--names main=ChatVLA-2 ...]
 
@@ -39,7 +40,8 @@ def main() -> None:
         label = next((v for k, v in labels.items() if path.name.startswith(k)), r["policy"])
         results.append((label, r))
     task = results[0][1]["task"]
-    header = ["policy", "backend", "split", *(name for _, name in SCORES[task]), "success", "rate", "query p50 ms"]
+    header = ["policy", "backend", "split", *(name for _, name in SCORES[task]), "template parses", "success", "rate",
+              "query p50 ms"]
     rows = [header, ["---"] * len(header)]
     summary = []
     for split in ("in_domain", "open_world"):
@@ -47,13 +49,13 @@ def main() -> None:
         for label, r in chosen:
             s = r["summary"]
             rows.append([label, r["backend"], split, *(f"{s[key]:.2f}" for key, _ in SCORES[task]),
-                         f"{s['successes']}/{s['episodes']}", f"{100 * s['success_rate']:.0f}%",
+                         f"{s['parsed']}/{s['episodes']}", f"{s['successes']}/{s['episodes']}", f"{100 * s['success_rate']:.0f}%",
                          f"{r['latency']['total']['p50_ms']:.0f}"])
             summary.append({"policy": label, "backend": r["backend"], "split": split, **s,
                             "query_p50_ms": r["latency"]["total"]["p50_ms"]})
         if chosen:
             p = chosen[0][1]["paper"]
-            rows.append(["paper: ChatVLA-2", "-", split, *(f"{p[key]:.2f}" for key, _ in SCORES[task]),
+            rows.append(["paper: ChatVLA-2", "-", split, *(f"{p[key]:.2f}" for key, _ in SCORES[task]), "-",
                          f"{p['successes']}/{p['episodes']}", f"{100 * p['successes'] / p['episodes']:.0f}%", "-"])
     print("\n".join("| " + " | ".join(row) + " |" for row in rows))
     print(json.dumps({"eval_table": summary}))

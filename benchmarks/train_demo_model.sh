@@ -23,7 +23,7 @@ DATA=${1:-data/demo}
 RUNS=${2:-runs/demo}
 STEPS1=${STEPS1:-10000}
 STEPS2=${STEPS2:-3000}
-EPISODES=${EPISODES:-20}
+EPISODES=${EPISODES:-10}
 B=${CHATVLA2:-.venv/bin/chatvla2}
 export OMP_NUM_THREADS=1
 mkdir -p "$DATA" "$RUNS/eval"
