@@ -17,6 +17,7 @@ import time
 import pytest
 
 from sim.arm_sim import SimulatedArm
+from tests.child_signals import default_stop_signals
 from tests.drivers.arm_test_helpers import bound, wait_for
 
 CLI_DAMPING_S = 2.0  # drivers.cli uses ArmConfig's default disconnect_damping_s
@@ -25,7 +26,7 @@ AWAY_FROM_HOME = (1.2, 0.25, 0.31, -0.1, 0.15, 0.05, 0.5)  # joint1 1.2 rad out:
 
 def start_arm_cli(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "chatvla2", "arm", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)
 
 
 def finish(proc: subprocess.Popen, within_s: float = 15.0) -> tuple[int, str, str]:

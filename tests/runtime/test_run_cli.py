@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.child_signals import default_stop_signals
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = ["-m", "chatvla2", "run"]  # the real command
-
-
-def _default_signals() -> None:
-    """In the child before exec: the stop signals at their defaults, whatever the test runner
-    inherited (SIGHUP ignored under nohup, SIGINT in a background job), as in a terminal."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def _summary(stdout: str) -> dict:
@@ -78,7 +73,7 @@ def test_stop_signals_damp_disable_flush_and_stop_the_simulators(tiny_bundle, tm
     if feedback_timeout:
         command += ["--feedback-timeout", feedback_timeout]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               preexec_fn=_default_signals)
+                               preexec_fn=default_stop_signals)
     try:
         first_lines = []
         for line in process.stdout:  # until the loop runs
@@ -132,7 +127,7 @@ def test_sigterm_while_starting_exits_143_and_leaves_no_simulator(tiny_bundle, t
         telemetry = tmp_path / f"run-{delay}.jsonl"
         process = subprocess.Popen([sys.executable, *RUN, str(tiny_bundle), "--robot", "sim", "--threads", "1",
                                     "--telemetry", str(telemetry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, cwd=REPO, env=env, preexec_fn=_default_signals)
+                                   text=True, cwd=REPO, env=env, preexec_fn=default_stop_signals)
         try:
             line = process.stdout.readline()
             if line.startswith("cameras:"):  # the cameras open right after the policy loads
