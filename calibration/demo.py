@@ -32,10 +32,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from calibration.episode_gif import EpisodeGif
-from calibration.task_eval import SCORE_LABELS, SCORES, format_episode, load_policy, options_from
+from calibration.task_eval import MODES, evaluate, format_episode, format_table, load_policy, options_from
 from contract.config import field_default
 from sim.tasks.splits import SPLITS
 
@@ -118,7 +117,6 @@ def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> t
 
 
 def check(args: argparse.Namespace) -> None:
-    from calibration.task_eval import MODES
     from sim.tasks.env import TASKS
 
     if args.task not in TASKS:
@@ -136,20 +134,6 @@ def check(args: argparse.Namespace) -> None:
         raise ValueError(f"--gif {args.gif}: write a .gif file")
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    task = results[0]["task"]
-    names = [name for name, _ in SCORES[task]]
-    header = ["policy", "split", *(SCORE_LABELS[n] for n in names), "success", "query p50 ms"]
-    rows = [header, ["---"] * len(header)]
-    for r in results:
-        s, p = r["summary"], r["paper"]
-        rows.append([f"{r['policy']} [{r['backend']}]", r["split"], *(f"{s[n]:.2f}" for n in names),
-                     f"{s['successes']}/{s['episodes']}", f"{r['latency']['total']['p50_ms']:.1f}"])
-        rows.append(["paper: ChatVLA-2", r["split"], *(f"{p[n]:.2f}" for n in names),
-                     f"{p['successes']}/{p['episodes']}", "-"])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
-
-
 def main(args: argparse.Namespace) -> int:
     values = {name: default(name) for name in DemoOptions.__dataclass_fields__}
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
@@ -162,8 +146,6 @@ def main(args: argparse.Namespace) -> int:
     bundle, exported = cached_bundle(checkpoint, args.plan, cache_root(args.cache))
     export_s = time.perf_counter() - started
     print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s)", flush=True)
-
-    from calibration.task_eval import evaluate
 
     splits = list(SPLITS) if args.split == BOTH else [args.split]
     gif = EpisodeGif()
@@ -189,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         policy[0].close()
     print("\nscores read from each episode's first query (the reasoning written at the start of the task)")
-    print(table(results))
+    print(format_table(*results))
     for r in results:
         if "driver_timing" in r:
             t = r["driver_timing"]

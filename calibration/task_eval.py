@@ -366,17 +366,18 @@ def format_episode(r: dict[str, Any], task: str) -> str:
     ])
 
 
-def format_table(result: dict[str, Any]) -> str:
-    task = result["task"]
+def format_table(*results: dict[str, Any]) -> str:
+    """The paper-style table: for each result (one task), its row and the paper's row for its split."""
+    task = results[0]["task"]
     names = [name for name, _ in SCORES[task]]
     header = ["policy", "backend", "split", *(SCORE_LABELS[n] for n in names), "success", "step p50 ms"]
-    s = result["summary"]
-    ours = [result["policy"], result["backend"], result["split"], *(f"{s[n]:.2f}" for n in names),
-            f"{s['successes']}/{s['episodes']}", f"{result['latency']['total']['p50_ms']:.1f}"]
-    p = result["paper"]
-    paper = ["paper: ChatVLA-2", "-", result["split"], *(f"{p[n]:.2f}" for n in names),
-             f"{p['successes']}/{p['episodes']}", "-"]
-    rows = [header, ["---"] * len(header), ours, paper]
+    rows = [header, ["---"] * len(header)]
+    for result in results:
+        s, p = result["summary"], result["paper"]
+        rows.append([result["policy"], result["backend"], result["split"], *(f"{s[n]:.2f}" for n in names),
+                     f"{s['successes']}/{s['episodes']}", f"{result['latency']['total']['p50_ms']:.1f}"])
+        rows.append(["paper: ChatVLA-2", "-", result["split"], *(f"{p[n]:.2f}" for n in names),
+                     f"{p['successes']}/{p['episodes']}", "-"])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 

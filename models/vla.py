@@ -11,9 +11,7 @@ diffusion loss, `o` and `r` pooled the same way from a teacher-forced full-seque
 
 from __future__ import annotations
 
-import dataclasses
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -146,8 +144,8 @@ class ChatVLA2(nn.Module):
     def set_reason_start_layer(self, layer: int) -> None:
         """Condition head blocks >= `layer` on r, the earlier ones on o (the weights do not change
         shape). `layer` == the head's depth is the paper's ablation: o in all layers."""
-        head = dataclasses.replace(self.cfg.action_head, reason_start_layer=layer)
-        self.cfg = dataclasses.replace(self.cfg, action_head=head)
+        head = replace(self.cfg.action_head, reason_start_layer=layer)
+        self.cfg = replace(self.cfg, action_head=head)
         self.action_head.cfg = head
 
     def freeze_vlm(self) -> None:

@@ -99,10 +99,15 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.config is not None:
         get_config(cfg.config)  # an unknown preset: one clear error before any data is read
-    source = Path(cfg.out) / CHECKPOINT_DIR if cfg.resume else resolve_checkpoint(cfg.init) if cfg.init else None
-    if cfg.reason_start_layer is not None and (source is not None and source.is_dir() or cfg.config is not None):
-        depth = (read_checkpoint_config(source) if source is not None else get_config(cfg.config)).action_head.depth
-        if not 0 <= cfg.reason_start_layer <= depth:
+    if cfg.reason_start_layer is not None:  # checked here, before the (slow) data is read
+        source = Path(cfg.out) / CHECKPOINT_DIR if cfg.resume else resolve_checkpoint(cfg.init) if cfg.init else None
+        if source is not None and source.is_dir():
+            depth = read_checkpoint_config(source).action_head.depth
+        elif cfg.config is not None:
+            depth = get_config(cfg.config).action_head.depth
+        else:
+            depth = None  # no model to build: _build_model says so
+        if depth is not None and not 0 <= cfg.reason_start_layer <= depth:
             raise ValueError(f"--reason-start-layer {cfg.reason_start_layer}: the action head has {depth} blocks (0..{depth})")
 
 

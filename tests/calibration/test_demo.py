@@ -50,7 +50,7 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
     out = result.stdout
     assert "(exported now" in out and "through the drivers, real time" in out
     assert "episode seed 0:" in out and "reasoning:" in out and "picks    :" in out and "latency  : p50 ms" in out
-    assert "| paper: ChatVLA-2 | in_domain |" in out
+    assert "| paper: ChatVLA-2 | - | in_domain |" in out
     record = json.loads(out.strip().splitlines()[-1])["demo"]
     (result_in,) = record["results"]
     assert result_in["mode"] == "driver" and result_in["backend"] in ("onnxruntime", "tensorrt")
