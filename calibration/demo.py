@@ -176,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
         if "driver_timing" in r:
             t = r["driver_timing"]
             print(f"{r['split']}: driver {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during "
-                  f"inference, lateness p99 {t['lateness_p99_ms']} ms")
+                  f"inference, lateness p99 {t['lateness_p99_ms']} ms, {r['summary']['arm_faults']} arm fault(s)")
     gif_path = gif.save(args.gif)
     print(f"GIF of {args.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path.resolve()}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")

@@ -24,7 +24,11 @@ default 20) the policy is queried with the current observation (images, instruct
 diffusion noise seeded from (episode seed, query index), so a run is repeatable and the backends
 see the same noise), and the chunk's first K actions are executed with `env.step`; the episode
 ends when the environment terminates (success, or a wrong card picked) or truncates (its max
-steps: 750 = 15 s, or `--max-steps`). Every query's reasoning is kept.
+steps: 750 = 15 s, or `--max-steps`). Every query's reasoning is kept. In driver mode an arm fault
+during an episode (drivers/faults.py: the driver has already damped the arm; on a loaded 2-core
+machine a starved simulator can miss the 200 ms feedback timeout) ends that episode as "arm fault",
+not a success, counted in the summary's `arm_faults`; the next reset restarts the arms
+(DriverBackend), and a second fault there ends the evaluation with the error.
 
 The scores, the paper's (model.md "How the paper scores"; `sim/tasks/scoring.py` parses):
 - math_game: OCR score out of 4 and math reasoning score out of 2, **read from the reasoning the
@@ -62,6 +66,7 @@ from calibration.timing import latency_stats
 from contract.bundle import bundle_model_config, load_manifest
 from contract.config import ModelConfig, field_default, get_config
 from contract.stage_timer import STAGES
+from drivers.faults import ArmFault
 from runtime.engine import BACKENDS
 from runtime.numbers import is_whole_number
 from sim.tasks.env import MAX_STEPS, TASKS, TaskEnv
@@ -246,6 +251,7 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
     queries: list[dict[str, Any]] = []
     first_scores = None
     terminated = truncated = False
+    fault: str | None = None
     while not (terminated or truncated):
         step = info["step"]
         result = policy.infer({"images": [observation["images"][0]] * views, "instruction": observation["instruction"],
@@ -256,13 +262,20 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
                         "timings": {k: float(v) for k, v in result["timings"].items()}})
         if on_step is not None and step == 0:
             on_step(seed, 0, observation["images"][0], result["reasoning"])
-        for action in result["action_chunk"][:query_every]:
-            observation, _, terminated, truncated, info = env.step(action)
-            if on_step is not None:
-                on_step(seed, int(info["step"]), observation["images"][0], result["reasoning"])
-            if terminated or truncated:
-                break
-    outcome = "success" if info["success"] else "wrong pick" if info["failed"] else "truncated"
+        try:
+            for action in result["action_chunk"][:query_every]:
+                observation, _, terminated, truncated, info = env.step(action)
+                if on_step is not None:
+                    on_step(seed, int(info["step"]), observation["images"][0], result["reasoning"])
+                if terminated or truncated:
+                    break
+        except ArmFault as exc:  # the driver has damped the arm; the next reset restarts it
+            fault = f"{type(exc).__name__}: {exc}"
+            break
+    if fault is not None:
+        outcome = "arm fault"
+    else:
+        outcome = "success" if info["success"] else "wrong pick" if info["failed"] else "truncated"
     scores = {name: first_scores[name] for name, _ in SCORES[env.task]}
     return {
         "seed": seed,
@@ -272,8 +285,9 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
         "scores": scores,
         "parsed": bool(first_scores["parsed"]),
         "form": first_scores["form"],
-        "success": bool(info["success"]),
+        "success": fault is None and bool(info["success"]),
         "outcome": outcome,
+        "arm_fault": fault,
         "picked": list(info["picked"]),
         "steps": int(info["step"]),
         "queries": [{k: q[k] for k in ("step", "reasoning", "tokens")} for q in queries],
@@ -322,7 +336,7 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
     successes = sum(r["success"] for r in records)
     summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[args.task]}
     summary.update(successes=successes, episodes=len(records), success_rate=round(successes / len(records), 4),
-                   parsed=sum(r["parsed"] for r in records))
+                   parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
     result = {
         "task": args.task, "split": split, "seed": args.seed, "episodes": args.episodes, "mode": args.mode,
         "query_every": args.query_every, "max_steps": args.max_steps,
@@ -361,7 +375,7 @@ def format_episode(r: dict[str, Any], task: str) -> str:
         f"  reasoning: {_text(r['reasoning'])} (first query; {len(r['queries'])} queries, {distinct} distinct)",
         f"  scores   : {scores} (parsed: {'form ' + str(r['form']) if r['parsed'] else 'no'})",
         f"  picks    : {', '.join(r['picked']) or '-'}; {'SUCCESS' if r['success'] else 'failed'} ({r['outcome']}, "
-        f"{r['steps']} steps, {r['wall_s']:.2f} s)",
+        f"{r['steps']} steps, {r['wall_s']:.2f} s)" + (f"\n  fault    : {r['arm_fault']}" if r["arm_fault"] else ""),
         f"  latency  : p50 ms {stages} ({tokens} reasoning tokens)",
     ])
 
@@ -398,6 +412,6 @@ def main(args: argparse.Namespace) -> int:
     if "driver_timing" in result:
         t = result["driver_timing"]
         print(f"driver: {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during inference, "
-              f"lateness p99 {t['lateness_p99_ms']} ms")
+              f"lateness p99 {t['lateness_p99_ms']} ms, {result['summary']['arm_faults']} arm fault(s)")
     print(json.dumps({"task_eval": result}), flush=True)
     return 0

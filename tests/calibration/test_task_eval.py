@@ -195,3 +195,26 @@ def test_driver_mode_one_episode(capsys, no_threads_left_behind):
     timing = result["driver_timing"]
     assert timing["ticks"] == STEPS and timing["rate_hz"] == 50
     assert "driver: " in out
+
+
+@pytest.mark.slow
+def test_an_arm_fault_ends_its_episode_and_the_next_one_gets_fresh_arms(no_threads_left_behind):
+    """Through the real drivers: the left arm's motor 5 (joint4) falls silent mid-episode (the simulator's
+    injected fault), the driver damps and raises CommunicationLost; that episode is an "arm fault",
+    not an error, and the next reset restarts the arms for the next episode."""
+    from sim.tasks.driver_backend import DriverBackend, open_sim_arms
+
+    faults = [{"left": "silent=5@1.5"}, None]  # 1.5 s after the bus opens: past the ~0.4 s first reset
+    backend = DriverBackend(connect=lambda: open_sim_arms("x5", faults.pop(0)))
+    try:
+        env = TaskEnv("math_game", "in_domain", 56, 84, backend=backend, max_steps=150)
+        policy = ExpertPolicy(env)
+        faulted = run_episode(env, policy, 0, query_every=20)
+        assert faulted["outcome"] == "arm fault" and not faulted["success"], faulted["outcome"]
+        assert faulted["arm_fault"].startswith("CommunicationLost: left arm: joint4 (motor 5) silent")
+        assert 0 < faulted["steps"] < 150 and faulted["scores"] == {"ocr": 4, "math": 2}  # scored all the same
+        clean = run_episode(env, policy, 1, query_every=20)
+        assert clean["arm_fault"] is None and (clean["steps"] == 150 or clean["success"]), clean["outcome"]
+        assert len(backend.restarts) == 1 and "motor 5" in backend.restarts[0] and not faults
+    finally:
+        backend.close()
