@@ -24,7 +24,9 @@ default 20) the policy is queried with the current observation (images, instruct
 diffusion noise seeded from (episode seed, query index), so a run is repeatable and the backends
 see the same noise), and the chunk's first K actions are executed with `env.step`; the episode
 ends when the environment terminates (success, or a wrong card picked) or truncates (its max
-steps: 750 = 15 s, or `--max-steps`). Every query's reasoning is kept. In driver mode an arm fault
+steps: 750 = 15 s, or `--max-steps`). `--reason-every N` writes fresh reasoning at every N-th query
+only and reuses the last one in between (the runtime's `reuse`: vision, prefill and action head
+run, decoding is skipped), the cadence calibration trades for latency. Every query's reasoning is kept. In driver mode an arm fault
 during an episode (drivers/faults.py: the driver has already damped the arm; on a loaded 2-core
 machine a starved simulator can miss the 200 ms feedback timeout) ends that episode as "arm fault",
 not a success, counted in the summary's `arm_faults`; the next reset restarts the arms
@@ -105,6 +107,7 @@ class EvalOptions:
     backend: str = "auto"
     mode: str = "fast"
     query_every: int = 20
+    reason_every: int = 1  # fresh reasoning every N-th query; the last one's reused in between
     max_steps: int = MAX_STEPS
     engines: str | None = None
     threads: int | None = None
@@ -136,6 +139,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-every", type=int, default=_default("query_every"), metavar="K",
                         help="query the policy every K control steps, executing the chunk's first K actions "
                              "(default %(default)s)")
+    parser.add_argument("--reason-every", type=int, default=_default("reason_every"), metavar="N",
+                        help="fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)")
     parser.add_argument("--max-steps", type=int, default=_default("max_steps"), metavar="T",
                         help="end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)")
     parser.add_argument("--engines", metavar="DIR", default=_default("engines"),
@@ -160,21 +165,23 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Everything that needs no model: a one-line ValueError for the first problem."""
+def check_options(args: argparse.Namespace, source_given: bool = False) -> None:
+    """Everything that needs no model: a one-line ValueError for the first problem. `source_given`:
+    the caller brings the policy (no --checkpoint, --config or --bundle then)."""
     if args.task not in TASKS:
         raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
     check_split(args.split)
     _check_int("episodes", args.episodes, 1)
     _check_int("seed", args.seed, 0)
     _check_int("query_every", args.query_every, 1)
+    _check_int("reason_every", args.reason_every, 1)
     _check_int("max_steps", args.max_steps, 1)
     if args.mode not in MODES:
         raise ValueError(f"unknown mode {args.mode!r}; modes: {', '.join(MODES)}")
     if args.backend not in EVAL_BACKENDS:
         raise ValueError(f"unknown backend {args.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
     given = [f"--{name}" for name in ("checkpoint", "config", "bundle") if getattr(args, name)]
-    if len(given) != 1:
+    if not source_given and len(given) != 1:
         what = "none" if not given else " and ".join(given)
         raise ValueError(f"give exactly one of --checkpoint, --config, --bundle (got {what})")
     if args.bundle and args.backend == TORCH_BACKEND:
@@ -242,8 +249,10 @@ def query_seed(episode_seed: int, query: int) -> int:
 StepHook = Callable[[int, int, np.ndarray, str], None]
 
 
-def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: StepHook | None = None) -> dict[str, Any]:
-    """One episode (module docstring): query every `query_every` steps, execute that many actions."""
+def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: StepHook | None = None,
+                reason_every: int = 1) -> dict[str, Any]:
+    """One episode (module docstring): query every `query_every` steps, execute that many actions;
+    fresh reasoning at every `reason_every`-th query, the last reasoning reused in between."""
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)
     expected = info["reasoning"]
@@ -252,10 +261,12 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
     first_scores = None
     terminated = truncated = False
     fault: str | None = None
+    result = None
     while not (terminated or truncated):
         step = info["step"]
+        reuse = result if result is not None and len(queries) % reason_every else None
         result = policy.infer({"images": [observation["images"][0]] * views, "instruction": observation["instruction"],
-                               "state": observation["state"], "seed": query_seed(seed, len(queries))})
+                               "state": observation["state"], "seed": query_seed(seed, len(queries))}, reuse=reuse)
         if first_scores is None:
             first_scores = env.score_reasoning(result["reasoning"])
         queries.append({"step": step, "reasoning": result["reasoning"], "tokens": int(result["tokens"]),
@@ -307,9 +318,9 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
     episode's record as it finishes, `on_step` every control step (StepHook). `policy`: an already
     loaded (policy, name) to use instead of loading one from the arguments (closed by the caller)."""
     args = options_from(args)
-    check_options(args)
+    check_options(args, source_given=policy is not None)
     split = check_split(args.split)
-    cfg = model_config(args)
+    cfg = model_config(args) if policy is None else policy[0].config
     check_model(cfg, args)
     owned = policy is None
     policy, name = load_policy(args) if owned else policy
@@ -324,7 +335,7 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
             backend = DriverBackend()
         env = TaskEnv(args.task, split, height, width, backend=backend, max_steps=args.max_steps)
         for i in range(args.episodes):
-            records.append(run_episode(env, policy, args.seed + i, args.query_every, on_step))
+            records.append(run_episode(env, policy, args.seed + i, args.query_every, on_step, args.reason_every))
             if on_episode is not None:
                 on_episode(records[-1])
     finally:
@@ -339,7 +350,7 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
                    parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
     result = {
         "task": args.task, "split": split, "seed": args.seed, "episodes": args.episodes, "mode": args.mode,
-        "query_every": args.query_every, "max_steps": args.max_steps,
+        "query_every": args.query_every, "reason_every": args.reason_every, "max_steps": args.max_steps,
         "policy": name, "model": cfg.name, "backend": policy.backend,
         "providers": sorted(set(policy.providers.values())),
         "image": [height, width], "views": cfg.vision.num_views,

@@ -269,6 +269,27 @@ def _eval(p: argparse.ArgumentParser) -> None:
     add_eval_arguments(p)
 
 
+# `chatvla2 calibrate STEP`: step -> (help, the module with add_arguments(parser) and main(args)).
+CALIBRATE_STEPS = {
+    "capture": ("record each engine's real inputs and the fp32 reference outputs over observations", "calibration.capture"),
+    "sweep": ("latency and accuracy of every precision plan; report.md, pareto.png, report.json", "calibration.sweep"),
+    "select": ("the fastest plan of a sweep within an accuracy budget that a target can run", "calibration.selection"),
+    "predict": ("a bundle's lower-bound latency on Orin, Thor or H100, from its graphs", "calibration.predict"),
+}
+
+
+def _calibrate(p: argparse.ArgumentParser) -> None:
+    # The step modules import nothing heavy at the top (torch, onnx and modelopt inside functions).
+    steps = p.add_subparsers(dest="calibrate_step", metavar="STEP", required=True)
+    for name, (help_text, module) in CALIBRATE_STEPS.items():
+        step = steps.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(step)
+
+
+def _calibrate_target(args: argparse.Namespace) -> str:
+    return f"{CALIBRATE_STEPS[args.calibrate_step][1]}:main"
+
+
 def _run_target(args: argparse.Namespace) -> str:
     # Simulated arms are started by sim/, which then runs the runtime's loop on them.
     return "sim.robot:run_main" if args.robot == "sim" else "runtime.run:main"
@@ -289,6 +310,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | 
     "run": ("run a bundle on the robot (or simulated arms)", _run, _run_target),
     "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "calibration.bench:main"),
     "train": ("train a model by the paper's two-stage recipe on simulated data", _train, "training.cli:main"),
+    "calibrate": ("accuracy against latency: capture, sweep, select, predict", _calibrate, _calibrate_target),
     "eval": ("the paper's task scores of a checkpoint or bundle on simulated episodes", _eval, "calibration.task_eval:main"),
     "sim": ("the simulated tasks: generate demonstrations, show a scene", _sim, "sim.task_cli:main"),
     "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,21 @@ def write_manifest(bundle: Path, manifest: dict[str, Any]) -> None:
         p.name: sha256_file(p) for p in sorted(bundle.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
     }
     (bundle / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+DEPLOYMENT_KEY = "deployment"  # the plan `chatvla2 calibrate select` chose for a target
+
+
+def write_deployment(bundle: str | Path, deployment: dict[str, Any]) -> None:
+    """Record the selected plan (target, precisions, reasoning cap and cadence, the budget it met)
+    in the manifest, which `chatvla2 run` then follows. The manifest is rewritten whole and renamed
+    into place (never half-written); the files and their hashes are untouched."""
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle, verify_hashes=False)
+    manifest[DEPLOYMENT_KEY] = deployment
+    partial = bundle / f".{MANIFEST_FILE}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(partial, bundle / MANIFEST_FILE)
 
 
 def engine_file(bundle: str | Path, manifest: dict[str, Any], engine: str) -> Path:

@@ -35,8 +35,10 @@ def export_main(args: argparse.Namespace) -> int:
         model = _with_cache_length(model, args.max_seq)
     calibration = None
     if args.calibration:
+        # one sample's shape, the dynamic axes (the prompt's length, the views) named: any size passes
         expected = {
-            spec.name: {n: tuple(t.shape) for n, t in zip(spec.input_names, spec.example_inputs)}
+            spec.name: {n: tuple(spec.dynamic_axes.get(n, {}).get(axis, size) for axis, size in enumerate(t.shape))
+                        for n, t in zip(spec.input_names, spec.example_inputs)}
             for spec in engine_specs(model)
         }
         calibration = load_engine_inputs(args.calibration, expected)

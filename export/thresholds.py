@@ -36,3 +36,37 @@ def budget_for(precision: str, engine: str) -> ParityBudget:
         return BUDGETS[precision]
     except KeyError:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}") from None
+
+
+# --- the policy level: what the robot sees --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyBudget:
+    """A whole plan against the fp32 PyTorch policy on held-out observations, the same noise:
+    reasoning token agreement (common prefix / the longer reasoning, the mean over observations)
+    and the action chunk's worst joint error after unnormalisation, in degrees."""
+
+    token_agreement_min: float
+    action_deg_max: float
+
+
+# Set from what calibration measures on the tiny preset and the shipped demo model (README,
+# "Calibration"), with headroom. A degree at the wrist of a 0.6 m arm is about 1 cm.
+POLICY_BUDGETS: dict[str, PolicyBudget] = {
+    "fp32": PolicyBudget(token_agreement_min=0.999, action_deg_max=0.05),
+    "fp16": PolicyBudget(token_agreement_min=0.95, action_deg_max=1.0),
+    "int8": PolicyBudget(token_agreement_min=0.8, action_deg_max=3.0),
+    "fp8": PolicyBudget(token_agreement_min=0.8, action_deg_max=3.0),
+    "int4": PolicyBudget(token_agreement_min=0.7, action_deg_max=4.0),
+}
+# Plans are judged by their loosest engine (a plan is as exact as its least exact part).
+LOOSENESS = ("fp32", "fp16", "int8", "fp8", "int4")
+
+
+def policy_budget_for(precisions) -> PolicyBudget:
+    """The policy budget of a plan whose engines have these precisions: the loosest one's."""
+    unknown = [p for p in precisions if p not in POLICY_BUDGETS]
+    if unknown:
+        raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    return POLICY_BUDGETS[max(precisions, key=LOOSENESS.index)]

@@ -30,6 +30,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from contract.bundle import (
+    DEPLOYMENT_KEY,
     EMBEDDINGS_FILE,
     ENGINE_NAMES,
     ENGINES_DIR,
@@ -105,6 +106,7 @@ class Policy:
         # EOS is not accepted before this many reasoning tokens (as Hugging Face's min_new_tokens):
         # calibration capture needs decode inputs even from an untrained model; 0 on the robot.
         self.min_reasoning_tokens = 0
+        self.deployment: dict | None = None  # the manifest's selected plan, when it has one
         self.embedding_dtype = self.engines["prefill"].spec.input("embeddings").dtype
         self._pixels = np.empty(pixels_shape(config.vision), np.float32)
 
@@ -137,11 +139,17 @@ class Policy:
             engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), spec, threads=threads) for name, spec in specs.items()}
             language = OnnxRuntimeLanguage(engines["prefill"], engines["decode"])
         try:
-            return cls(config, tokenizer, stats, token_embedding, engines, language, chosen, source=str(bundle))
+            policy = cls(config, tokenizer, stats, token_embedding, engines, language, chosen, source=str(bundle))
         except BaseException:
             for engine in engines.values():
                 engine.close()
             raise
+        # The plan `chatvla2 calibrate select` chose for this bundle: its reasoning cap is followed.
+        policy.deployment = manifest.get(DEPLOYMENT_KEY)
+        cap = (policy.deployment or {}).get("max_reasoning_tokens")
+        if cap:
+            policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, int(cap))
+        return policy
 
     @property
     def providers(self) -> dict[str, str]:
