@@ -118,8 +118,11 @@ def markdown(report: dict) -> str:
 
 
 def _success(task: dict, split: str) -> str:
+    """successes/episodes and the paper's reasoning scores (the first query's), e.g. "0/10 (ocr 2, math 0)"."""
     s = task["splits"][split]["summary"]
-    return f"{s['successes']}/{s['episodes']}"
+    scores = ", ".join(f"{k} {v:g}" for k, v in s.items()
+                       if k not in ("successes", "episodes", "success_rate", "parsed", "arm_faults"))
+    return f"{s['successes']}/{s['episodes']} ({scores})"
 
 
 def _table(rows: list[list[str]]) -> list[str]:

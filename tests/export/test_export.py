@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from export.bundle import decode_moe_form, export_bundle
 from export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
 from export.lint import lint_bundle
-from contract.bundle import BundleError, load_manifest, sha256_file
+from contract.bundle import BundleError, load_manifest
 from export.parity import ParityError
 from export.precision import parse_plan
 from export import thresholds
@@ -32,6 +31,44 @@ def assert_lint_clean(bundle):
     findings = lint_bundle(bundle)
     errors = {e: [f for f in fs if f.severity == "error"] for e, fs in findings.items()}
     assert not any(errors.values()), errors
+
+
+QUANTIZED = {onnx.TensorProto.INT8, onnx.TensorProto.INT4, onnx.TensorProto.FLOAT8E4M3FN}
+
+
+def assert_no_unexplained_fp32(bundle, manifest):
+    """Every engine below fp32 stores its float weights fp16: an fp32 initializer of 1024 elements
+    or more must be listed in the manifest's fp32_weights with the kept group and the parity that
+    kept it; graph inputs and outputs stay fp32; the byte counts by type match the graph."""
+    for name, engine in manifest["engines"].items():
+        if engine["precision"] == "fp32":
+            continue
+        graph = onnx.load(str(bundle / engine["file"]))
+        initializers = list(graph.graph.initializer)
+        fp32 = {t.name: int(np.prod(t.dims)) for t in initializers if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 1024}
+        listed = {w["name"]: w for w in engine["fp32_weights"]}
+        assert listed.keys() == fp32.keys(), (name, sorted(fp32))
+        for weight in listed.values():
+            assert weight["elements"] == fp32[weight["name"]]
+            group, _, why = weight["why"].partition(": ")
+            assert group in engine["kept_fp32"] and why.startswith("parity needed it"), (name, weight)
+        stored_fp32 = sum(4 * int(np.prod(t.dims)) for t in initializers if t.data_type == onnx.TensorProto.FLOAT)
+        assert engine["weight_bytes_by_dtype"].get("float32", 0) == stored_fp32
+        assert engine["weight_bytes_by_dtype"].get("float16", 0) == sum(
+            2 * int(np.prod(t.dims)) for t in initializers if t.data_type == onnx.TensorProto.FLOAT16
+        )
+        for value in [*graph.graph.input, *graph.graph.output]:
+            assert value.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), (name, value.name)
+        if engine["precision"] in ("int8", "int4", "fp8") and not engine["kept_fp32"]:
+            scales = {t.name: t.data_type for t in initializers}
+            dequantize = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+            assert dequantize and all(scales[n.input[1]] == onnx.TensorProto.FLOAT16 for n in dequantize), name
+
+
+def quantized_fraction(graph):
+    """Weight elements (initializers of 1024 or more) stored int8/int4/fp8 / all of them."""
+    sizes = [(int(np.prod(t.dims)), t.data_type in QUANTIZED) for t in graph.graph.initializer if np.prod(t.dims) >= 1024]
+    return sum(n for n, q in sizes if q) / sum(n for n, _ in sizes)
 
 
 def standard_ops_only(bundle, manifest):
@@ -113,11 +150,26 @@ def test_export_at_each_precision_meets_its_budget(precision, trace_cache, tmp_p
         assert all(e["precision"] == "fp16" and e["low_precision_weight_fraction"] > 0.9 for e in engines.values())
         graph = onnx.load(str(bundle / "vision.onnx"))
         assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept fp32
+    assert_no_unexplained_fp32(bundle, manifest)
+    if precision != "fp16":
+        assert engines["prefill"]["not_quantized"] == ["router"] + (["graph inputs (the prompt embeddings)"] if precision != "int4" else [])
+        graph = onnx.load(str(bundle / "prefill.onnx"))
+        inputs = {i.name for i in graph.graph.input}
+        inputs |= {n.output[0] for n in graph.graph.node if n.op_type == "Cast" and n.input[0] in inputs}  # the fp16 casts
+        assert not [n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inputs]  # embeddings in float
     if precision in ("int8", "fp8"):
         graph = onnx.load(str(bundle / "vision.onnx"))
         assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.graph.node}
         assert engines["vision"]["low_precision_weight_fraction"] == 1.0
-        assert "router" in engines["prefill"]["kept_fp32"]
+        # The gather-form experts cannot be stored quantized (TensorRT's Gather takes no INT8):
+        # they are fp16, the decode graph about half its traced fp32 size (it was 94% fp32).
+        assert manifest["moe_implementation"]["decode"] == "gather"
+        graph = onnx.load(str(bundle / "decode.onnx"))
+        gathered = {n.input[0] for n in graph.graph.node if n.op_type in ("Gather", "GatherND")}
+        experts = [t for t in graph.graph.initializer if t.name in gathered and t.dims[0] == 8 and ".mlp." in t.name]
+        assert len(experts) == 3 * 2  # gate, up, down of the tiny preset's 2 layers
+        assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in experts)
+        assert (bundle / "decode.onnx").stat().st_size < 0.6 * traced_size(trace_cache, "decode-gather")
     if precision == "fp8":
         assert manifest["targets"] == ["hopper", "thor"]  # Orin has no FP8
     if precision == "int4":
@@ -143,10 +195,11 @@ def test_plan_form_and_both_moe_forms(trace_cache, tmp_path):
         assert manifest["moe_implementation"] == {"prefill": moe, "decode": moe}
         assert {n: e["precision"] for n, e in manifest["engines"].items()} == plan
         assert manifest["plan"] == plan
-    # Only the dense form's experts are quantized: measured, not assumed.
-    gather = load_manifest(tmp_path / "gather")["engines"]["prefill"]["low_precision_weight_fraction"]
-    dense = load_manifest(tmp_path / "dense")["engines"]["prefill"]["low_precision_weight_fraction"]
+    # Only the dense form's experts are quantized (the gather form's are fp16): measured, not assumed.
+    gather = quantized_fraction(onnx.load(str(tmp_path / "gather" / "prefill.onnx")))
+    dense = quantized_fraction(onnx.load(str(tmp_path / "dense" / "prefill.onnx")))
     assert dense > 0.9 > 0.5 > gather
+    assert load_manifest(tmp_path / "gather")["engines"]["prefill"]["low_precision_weight_fraction"] == 1.0  # fp16
 
 
 def test_exported_graphs_run_the_reference_pipeline(fp32_bundle):
@@ -358,4 +411,5 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
 
 def test_decode_moe_form_follows_bytes_per_token():
     assert decode_moe_form("fp32") == "gather" and decode_moe_form("fp16") == "gather"
-    assert decode_moe_form("int4") == "dense"
+    assert decode_moe_form("int8") == "gather" and decode_moe_form("fp8") == "gather"  # 2 x fp16 vs 8 x 1 byte
+    assert decode_moe_form("int4") == "dense"  # 2 x fp16 vs 8 x 0.5 byte: a tie, every weight quantized
