@@ -157,21 +157,25 @@ def select(report: dict, conditions, target: str) -> dict[str, Any]:
 def explain(report: dict, choice: dict, target: str, conditions) -> list[str]:
     chosen = choice["chosen"]
     ms = latency(chosen, target)
-    lines = [f"chosen for {target}: {chosen['name']} ({_precisions(chosen)}), step {ms:.1f} ms ({choice['latency_source']})"]
+    lines = [f"chosen for {target}: {chosen['name']} ({_precisions(chosen)}), step {_ms(ms)} ({choice['latency_source']})"]
     fp32 = next((p for p in report["plans"] if "policy" in p and set(p["plan"]["precisions"].values()) == {"fp32"}
                  and not p["plan"].get("steps") and not p["plan"].get("tokens") and p["plan"].get("every", 1) == 1), None)
     if fp32 is not None and latency(fp32, target) and fp32 is not chosen:
-        lines.append(f"  gains: {latency(fp32, target) / ms:.2f}x faster than fp32 ({latency(fp32, target):.1f} ms)")
+        lines.append(f"  gains: {latency(fp32, target) / ms:.2f}x faster than fp32 ({_ms(latency(fp32, target))})")
     costs = ", ".join(f"{name} {metric(chosen, name):.4g}" for name, _, _ in conditions)
     lines.append(f"  costs: {costs} (budget {', '.join(f'{n}{o}{v:g}' for n, o, v in conditions)})")
     if choice["next_best"] is not None:
         nb = choice["next_best"]
-        lines.append(f"  next best: {nb['name']} at {latency(nb, target):.1f} ms")
+        lines.append(f"  next best: {nb['name']} at {_ms(latency(nb, target))}")
     for plan, why in choice["excluded"][:3]:
-        lines.append(f"  faster but excluded: {plan['name']} ({latency(plan, target):.1f} ms): {'; '.join(why)}")
+        lines.append(f"  faster but excluded: {plan['name']} ({_ms(latency(plan, target))}): {'; '.join(why)}")
     if choice["not_runnable"]:
         lines.append(f"  cannot run on {target}: {', '.join(choice['not_runnable'])}")
     return lines
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
 
 
 def _precisions(plan: dict) -> str:

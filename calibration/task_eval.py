@@ -264,9 +264,12 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
     result = None
     while not (terminated or truncated):
         step = info["step"]
-        reuse = result if result is not None and len(queries) % reason_every else None
-        result = policy.infer({"images": [observation["images"][0]] * views, "instruction": observation["instruction"],
-                               "state": observation["state"], "seed": query_seed(seed, len(queries))}, reuse=reuse)
+        feed = {"images": [observation["images"][0]] * views, "instruction": observation["instruction"],
+                "state": observation["state"], "seed": query_seed(seed, len(queries))}
+        if result is not None and len(queries) % reason_every:
+            result = policy.infer(feed, reuse=result)  # the last reasoning reused: no decoding
+        else:
+            result = policy.infer(feed)
         if first_scores is None:
             first_scores = env.score_reasoning(result["reasoning"])
         queries.append({"step": step, "reasoning": result["reasoning"], "tokens": int(result["tokens"]),

@@ -192,8 +192,8 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
             return {"images": cameras.images(), "instruction": args.instruction, "state": state, "seed": args.seed}
 
         print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
-        if policy.deployment:
-            d = policy.deployment
+        d = getattr(policy, "deployment", None)  # the plan `calibrate select` recorded, if any
+        if d:
             print(f"deployment plan: {d.get('name')} for {d.get('target')} (chatvla2 calibrate select), reasoning capped at "
                   f"{policy.max_reasoning_tokens} tokens", flush=True)
         warm = observe(np.zeros(policy.state_dim, np.float32))

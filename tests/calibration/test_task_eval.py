@@ -218,3 +218,20 @@ def test_an_arm_fault_ends_its_episode_and_the_next_one_gets_fresh_arms(no_threa
         assert len(backend.restarts) == 1 and "motor 5" in backend.restarts[0] and not faults
     finally:
         backend.close()
+
+
+def test_reason_every_reuses_the_last_reasoning_between_fresh_ones():
+    """`--reason-every 3`: queries 0, 3, 6, ... reason afresh; the others pass the last result as
+    `reuse` (the runtime's cadence: no decoding)."""
+
+    class Counting(ExpertPolicy):
+        def infer(self, observation, reuse=None):
+            self.reused.append(reuse is not None)
+            return super().infer(observation)
+
+    env = TaskEnv("math_game", "in_domain", 56, 84, max_steps=140)
+    policy = Counting(env)
+    policy.reused = []
+    record = run_episode(env, policy, 0, query_every=20, reason_every=3)
+    assert len(record["queries"]) == 7
+    assert policy.reused == [False, True, True, False, True, True, False]
