@@ -20,23 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contract.bundle import load_manifest  # noqa: E402
+from calibration.predict import engine_feed  # noqa: E402  (inputs at the robot's shapes, shared with predict)
 from runtime.onnxruntime_session import create_session  # noqa: E402
-
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
-
-
-def feed_for(engine: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feed = {}
-    for spec in engine["inputs"]:
-        name = spec["name"]
-        shape = engine["profiles"][name]["opt"] if name in engine["profiles"] else spec["shape"]
-        dtype = NUMPY_DTYPES[spec["dtype"]]
-        if np.issubdtype(dtype, np.integer):
-            # token ids / positions: a mid-sequence decode step.
-            feed[name] = np.full(shape, 20, dtype=dtype)
-        else:
-            feed[name] = rng.standard_normal(shape).astype(dtype)
-    return feed
 
 
 def time_session(session, feed: dict, runs: int) -> tuple[float, float]:
@@ -65,7 +50,7 @@ def main() -> int:
             files = [engine["file"], *engine.get("data_files", [])]
             size = sum((bundle / f).stat().st_size for f in files)
             session = create_session(bundle / engine["file"], threads=args.threads)
-            median, p90 = time_session(session, feed_for(engine, rng), args.runs)
+            median, p90 = time_session(session, engine_feed(engine, rng), args.runs)
             rows.append({
                 "bundle": bundle.name, "engine": name, "precision": engine["precision"],
                 "moe": manifest["moe_implementation"].get(name, "-"), "size_mb": size / 1e6,

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from calibration.sweep_report import predicted_step_ms, step_ms
+from calibration.targets import TARGETS
 
-SELECT_TARGETS = ("orin", "thor", "h100", "cpu")
-# export/precision.py's TARGETS name the Hopper architecture; the CPU runs every graph (ONNX Runtime).
-ARCHITECTURE = {"orin": "orin", "thor": "thor", "h100": "hopper"}
+# The devices predict knows, each with its architecture as export/precision.py's TARGETS name it;
+# and this machine's CPU, which runs every graph (ONNX Runtime).
+ARCHITECTURE = {name: target.arch for name, target in TARGETS.items()}
+SELECT_TARGETS = (*ARCHITECTURE, "cpu")
 METRICS = {
     "action_deg": "worst joint error, degrees",
     "gripper_mm": "worst gripper error, mm",
