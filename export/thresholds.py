@@ -56,14 +56,15 @@ class PolicyBudget:
 # These catch a broken export, not a deployment's tolerance (that is `chatvla2 calibrate select
 # --budget`). Measured by the sweep (README, "Calibration"), worst joint error with the same
 # reasoning: the untrained tiny preset (random weights amplify the error of o into the actions)
-# fp16 0.18 deg, int8 6.6, int4 8.9, fp8 20; int8 calibrated on all-zero inputs 133 deg. The shipped
-# demo model's token agreement: fp16 0.95, int8 0.72, fp8 0.72, int4 0.68.
+# fp16 0.19 deg, int8 6.2, int4 11.8, fp8 23.5; int8 calibrated on all-zero inputs 133 deg (the
+# budgets sit ~1.7x above the first, ~3x below the last). The shipped demo model's token agreement:
+# fp16 0.95, int8 0.89, fp8 0.70, int4 0.60.
 POLICY_BUDGETS: dict[str, PolicyBudget] = {
     "fp32": PolicyBudget(token_agreement_min=0.999, action_deg_max=0.05),
     "fp16": PolicyBudget(token_agreement_min=0.9, action_deg_max=1.0),
     "int8": PolicyBudget(token_agreement_min=0.5, action_deg_max=10.0),
-    "fp8": PolicyBudget(token_agreement_min=0.5, action_deg_max=30.0),
-    "int4": PolicyBudget(token_agreement_min=0.5, action_deg_max=15.0),
+    "fp8": PolicyBudget(token_agreement_min=0.5, action_deg_max=40.0),
+    "int4": PolicyBudget(token_agreement_min=0.5, action_deg_max=20.0),
 }
 # Plans are judged by their loosest engine (a plan is as exact as its least exact part).
 LOOSENESS = ("fp32", "fp16", "int8", "fp8", "int4")
