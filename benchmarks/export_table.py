@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contract.bundle import load_manifest  # noqa: E402
 from calibration.predict import engine_feed  # noqa: E402  (inputs at the robot's shapes, shared with predict)
+from calibration.timing import time_runs  # noqa: E402
 from runtime.onnxruntime_session import create_session  # noqa: E402
 
 
 def time_session(session, feed: dict, runs: int) -> tuple[float, float]:
     """Median and p90 of `runs` runs in milliseconds, after 3 warm-up runs."""
-    for _ in range(3):
-        session.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append(time.perf_counter() - start)
+    samples = time_runs(lambda: session.run(None, feed), 3, runs)
     return float(np.median(samples) * 1e3), float(np.percentile(samples, 90) * 1e3)
 
 

@@ -41,16 +41,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from calibration.targets import MATMUL_CLASSES, TARGETS, Target, parse_targets
-from calibration.timing import latency_stats
+from calibration.timing import latency_stats, time_runs
 from contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
 from contract.config import ModelConfig, get_config
 
@@ -711,14 +711,7 @@ def measure_bundle(bundle: Path, manifest: dict, runs: int, threads: int | None 
         entry = manifest["engines"][name]
         session = create_session(bundle / entry["file"], threads=threads)
         feed = engine_feed(entry, rng)
-        for _ in range(WARMUP):
-            session.run(None, feed)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feed)
-            samples.append(time.perf_counter() - start)
-        measured[name] = latency_stats(samples)
+        measured[name] = latency_stats(time_runs(functools.partial(session.run, None, feed), WARMUP, runs))
         del session
     return measured
 

@@ -51,7 +51,7 @@ import numpy as np
 from calibration.capture import capture, engine_calls, load_capture, model_fingerprint, policy_cases, quantization_inputs, write_capture
 from calibration.observations import check_disjoint
 from calibration.plans import Plan, parse_plans
-from calibration.timing import latency_stats
+from calibration.timing import latency_stats, time_runs
 
 DEFAULT_PLANS = "fp32,fp16,int8,int4,fp8"
 DEFAULT_CALIBRATION = "sim:math_game:in_domain:5000-5011+sim:math_game:open_world:5000-5011"
@@ -328,14 +328,7 @@ def _apply_reasoning_limits(policy, meta: dict, cap: int | None) -> None:
 
 
 def _time(run, warmup: int, runs: int) -> dict:
-    for _ in range(warmup):
-        run()
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return latency_stats(seconds)
+    return latency_stats(time_runs(run, warmup, runs))
 
 
 def _engine_level(policy, plan: Plan, held_out, args, reference_steps: int) -> dict:

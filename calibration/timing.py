@@ -1,8 +1,24 @@
-"""Latency statistics as every table of this project reports them: median and p99, in ms."""
+"""Latency statistics as every table of this project reports them: median and p99, in ms; and the
+timing loop behind them."""
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import numpy as np
+
+
+def time_runs(run: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `run`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run()
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def latency_stats(seconds) -> dict:
