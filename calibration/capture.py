@@ -220,13 +220,19 @@ def quantization_inputs(data) -> dict[str, dict[str, np.ndarray]]:
     return result
 
 
-def write_capture(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Written beside the target and renamed into place: a capture is complete or absent."""
+def check_out_path(path: str | Path) -> Path:
+    """A capture's target: a .npz in an existing directory (checked before any work is done)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"--out {path}: write a .npz file")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"--out {path}: no directory {path.parent}")
+    return path
+
+
+def write_capture(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Written beside the target and renamed into place: a capture is complete or absent."""
+    path = check_out_path(path)
     partial = path.with_name(f".{path.name}.partial.npz")
     try:
         np.savez(partial, **arrays)
@@ -239,11 +245,7 @@ def write_capture(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def main(args: argparse.Namespace) -> int:
     from models.loading import load_model
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {out}: write a .npz file")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: no directory {out.parent}")
+    out = check_out_path(args.out)
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {args.checkpoint}")
     model = load_model(args.config, args.checkpoint, seed=args.seed)

@@ -265,11 +265,11 @@ def _measure_plan(model, plan: Plan, calibration, held_out, reference, args, out
                                                        "weight_bytes_by_dtype")}
                           for name, e in manifest["engines"].items()})
     meta, data = held_out
+    cases = policy_cases(data, meta)
     policy = Policy.from_bundle(bundle, backend="onnxruntime", threads=args.threads)
     try:
         _apply_reasoning_limits(policy, meta, plan.tokens)
         result["engines"] = _engine_level(policy, plan, held_out, args, model.cfg.scheduler.inference_steps)
-        cases = policy_cases(data, meta)
         result["policy"] = _policy_accuracy(policy, cases, plan)
         result["policy"]["latency"] = _policy_latency(policy, cases, plan.every, args)
         if args.task:
@@ -278,7 +278,7 @@ def _measure_plan(model, plan: Plan, calibration, held_out, reference, args, out
             result["task"]["success_drop_pp"] = _success_drop(reference["task"], result["task"])
     finally:
         policy.close()
-    tokens = int(np.median([len(c["reasoning_ids"]) for c in policy_cases(data, meta)]))
+    tokens = int(np.median([len(c["reasoning_ids"]) for c in cases]))
     result["predicted"] = _predicted(bundle, plan, args, max(1, min(tokens, plan.tokens or tokens)))
     misses = _budget_misses(result)
     result.update(ok=not misses, status="within budgets" if not misses else "misses: " + "; ".join(misses))
