@@ -318,7 +318,8 @@ class _Matrix:
 def default_prompt_length(cfg: ModelConfig) -> int:
     """The prefill's opt length, as `chatvla2 export` sets it: the views' image tokens and the
     instruction. The character tokenizer's count exactly; for a Hugging Face tokenizer (paper)
-    the instruction at ~4 characters a token (English BPE), not its exact count."""
+    the instruction at ~4 characters a token (English BPE), not its exact count, plus the chat
+    template's 19 tokens around it (system turn, role names) in the qwen2vl-chat layout."""
     from contract.prompt import prompt_token_ids
     from contract.scene import INSTRUCTION
     from contract.tokenizer import character_tokenizer
@@ -326,7 +327,8 @@ def default_prompt_length(cfg: ModelConfig) -> int:
     vision = cfg.vision
     if cfg.tokenizer == "char":
         return len(prompt_token_ids(character_tokenizer(), INSTRUCTION, vision.num_views, vision.tokens_per_view))
-    return vision.num_views * (vision.tokens_per_view + 2) + math.ceil(len(INSTRUCTION + "\n") / 4)
+    chat = 19 if cfg.prompt_format == "qwen2vl-chat" else 0
+    return vision.num_views * (vision.tokens_per_view + 2) + math.ceil(len(INSTRUCTION + "\n") / 4) + chat
 
 
 def default_moe_forms(plan: dict[str, str]) -> dict[str, str]:

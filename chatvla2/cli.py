@@ -58,6 +58,10 @@ def _info(p: argparse.ArgumentParser) -> None:
     _add_model_source(p)
 
 
+def _import(p: argparse.ArgumentParser) -> None:
+    importlib.import_module("models.import_checkpoint").add_arguments(p)
+
+
 def _demo(p: argparse.ArgumentParser) -> None:
     from calibration.demo import BOTH, default
 
@@ -303,6 +307,7 @@ def _arm_target(args: argparse.Namespace) -> str:
 # arguments that names it)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | Callable[[argparse.Namespace], str]]] = {
     "info": ("parameters per component of a model", _info, "models.info:main"),
+    "import": ("Hugging Face Qwen2-VL (+ a DexVLA ScaleDP head) weights -> a checkpoint", _import, "models.import_checkpoint:main"),
     "demo": ("the shipped model, exported, driving simulated ARX arms on the math game", _demo, "calibration.demo:main"),
     "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
     "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),

@@ -123,6 +123,9 @@ class LanguageConfig:
         return self.hidden // self.heads
 
 
+CONDITION_FORMS = ("projector", "combine")
+
+
 @dataclass(frozen=True)
 class ActionHeadConfig:
     """ScaleDP: a diffusion transformer over the action chunk, AdaLN-Zero conditioned (model.md, 3-4)."""
@@ -140,12 +143,19 @@ class ActionHeadConfig:
     # Width of the o / r projectors' hidden layer (Linear-GELU-Linear); None means the head width.
     projector_hidden: int | None = None
     timestep_embedding_dim: int = 256
+    # How o and r (and the state) become the AdaLN condition (models/action_head.py):
+    # "projector": Linear-GELU-Linear, LayerNorm, Linear([.; state]) (this project's form);
+    # "combine": DexVLA's released ScaleDP heads, Linear([.; state])-ReLU-Linear-ReLU-Linear then
+    # Linear to the width (`projector_hidden` is the MLP's hidden width; DexVLA's is 1024).
+    condition: str = "projector"
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"action head width {self.width} is not divisible by {self.heads} heads")
         if not 0 <= self.reason_start <= self.depth:
             raise ValueError(f"reason_start_layer {self.reason_start} is outside 0..{self.depth}")
+        if self.condition not in CONDITION_FORMS:
+            raise ValueError(f"unknown action head condition {self.condition!r}; choose from {CONDITION_FORMS}")
 
     @property
     def reason_start(self) -> int:
@@ -172,6 +182,9 @@ class SchedulerConfig:
             raise ValueError(f"inference_steps must be in 1..{self.train_steps}")
 
 
+PROMPT_FORMATS = ("plain", "qwen2vl-chat")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -181,6 +194,14 @@ class ModelConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # "char" = the built-in character tokenizer; "hf" = a Hugging Face tokenizer.json.
     tokenizer: str = "char"
+    # The prompt layout (contract/prompt.py): "plain" (images, the instruction, a newline) or
+    # "qwen2vl-chat" (Qwen2-VL's chat template: system turn, user turn with the images and the
+    # instruction, then the assistant's turn, which is the reasoning).
+    prompt_format: str = "plain"
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose from {PROMPT_FORMATS}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,7 +224,7 @@ class ModelConfig:
                 raise ValueError(f"model config is missing the section {section!r}")
         language = _section(data["language"], "language")
         language["moe"] = _build(MoEConfig, _section(language.get("moe", {}), "language.moe"), "language.moe")
-        for name in ("name", "tokenizer"):
+        for name in ("name", "tokenizer", "prompt_format"):
             if name in data and not isinstance(data[name], str):
                 raise ValueError(f"model config: {name} must be a string, got {data[name]!r}")
         if "name" not in data:
@@ -215,6 +236,7 @@ class ModelConfig:
             action_head=_build(ActionHeadConfig, _section(data["action_head"], "action_head"), "action_head"),
             scheduler=_build(SchedulerConfig, _section(data.get("scheduler", {}), "scheduler"), "scheduler"),
             tokenizer=data.get("tokenizer", "char"),
+            prompt_format=data.get("prompt_format", "plain"),
         )
 
 
@@ -354,6 +376,7 @@ PRESETS: dict[str, ModelConfig] = {
         language=LanguageConfig(),
         action_head=ActionHeadConfig(),
         tokenizer="hf",
+        prompt_format="qwen2vl-chat",
     ),
 }
 

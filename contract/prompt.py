@@ -1,9 +1,17 @@
 """The prompt layout and its M-RoPE position ids (numpy, no torch): written once, read by the
 reference model, the export and the runtime.
 
-Layout, as Qwen2-VL lays out images before text:
+Two layouts (the config's `prompt_format`), both laying out images before text as Qwen2-VL does:
+- "plain" (the small presets' character tokenizer):
     per camera view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>
     then the instruction and a newline; the reasoning follows, ended by <|im_end|>.
+- "qwen2vl-chat" (imported Qwen2-VL checkpoints): the token ids that Qwen2-VL-2B-Instruct's chat
+  template gives for one user message holding the views and then the instruction, with
+  add_generation_prompt (its default system turn included):
+    <|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n
+    [views as above]instruction<|im_end|>\n<|im_start|>assistant\n
+  The reasoning is the assistant's reply, ended by <|im_end|>. Text between special tokens is
+  encoded piece by piece, as a Hugging Face tokenizer splits on its added tokens first.
 Position ids (Qwen2-VL's rule, arXiv 2409.12191): a text token has equal (temporal, height, width)
 ids, one more than the largest id before it; the tokens of an image share the temporal id and
 take their (row, column) in the merged grid, all offset by the position where the image starts.
@@ -17,12 +25,37 @@ from contract.config import ModelConfig
 from contract.tokenizer import TextTokenizer
 
 
-def prompt_token_ids(tokenizer: TextTokenizer, instruction: str, num_views: int, tokens_per_view: int) -> list[int]:
-    """The prompt's token ids: each view's image placeholders, then the instruction and a newline."""
+# Qwen2-VL-2B-Instruct's chat template (its chat_template.json) adds this system turn when the
+# conversation has none.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+IM_START = "<|im_start|>"
+
+
+def _image_ids(tokenizer: TextTokenizer, num_views: int, tokens_per_view: int) -> list[int]:
     ids: list[int] = []
     for _ in range(num_views):
         ids += [tokenizer.vision_start_id] + [tokenizer.image_pad_id] * tokens_per_view + [tokenizer.vision_end_id]
-    return ids + tokenizer.encode(instruction + "\n")
+    return ids
+
+
+def prompt_token_ids(
+    tokenizer: TextTokenizer, instruction: str, num_views: int, tokens_per_view: int, prompt_format: str = "plain"
+) -> list[int]:
+    """The prompt's token ids in `prompt_format` (see the module docstring)."""
+    images = _image_ids(tokenizer, num_views, tokens_per_view)
+    if prompt_format == "plain":
+        return images + tokenizer.encode(instruction + "\n")
+    if prompt_format != "qwen2vl-chat":
+        raise ValueError(f"unknown prompt_format {prompt_format!r}")
+    im_start = tokenizer.backend.token_to_id(IM_START)
+    if im_start is None:
+        raise ValueError(f"prompt_format qwen2vl-chat needs the special token {IM_START!r}; the tokenizer has none")
+    im_end, text = tokenizer.eos_id, tokenizer.encode
+    return (
+        [im_start] + text("system\n" + DEFAULT_SYSTEM_PROMPT) + [im_end] + text("\n")
+        + [im_start] + text("user\n") + images + text(instruction) + [im_end] + text("\n")
+        + [im_start] + text("assistant\n")
+    )
 
 
 def mrope_position_ids(token_ids, image_pad_id: int, merged_grid: tuple[int, int]) -> np.ndarray:
@@ -61,7 +94,7 @@ def build_prompt(tokenizer: TextTokenizer, instruction: str, cfg: ModelConfig) -
     """(token ids, (3, S) position ids) of the prompt for `cfg`'s cameras; a prompt that leaves no
     room in the KV cache is an error."""
     vision = cfg.vision
-    ids = prompt_token_ids(tokenizer, instruction, vision.num_views, vision.tokens_per_view)
+    ids = prompt_token_ids(tokenizer, instruction, vision.num_views, vision.tokens_per_view, cfg.prompt_format)
     if len(ids) >= cfg.language.max_cache_len:
         raise ValueError(f"the prompt takes {len(ids)} tokens, the KV cache holds {cfg.language.max_cache_len}")
     return ids, mrope_position_ids(ids, tokenizer.image_pad_id, vision.merged_grid)

@@ -97,7 +97,7 @@ def _profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list[int]]]:
         pixels = lambda views: [views, 3, v.image_height, v.image_width]  # noqa: E731
         return {"pixels": {"min": pixels(1), "opt": pixels(v.num_views), "max": pixels(max(v.num_views, 4))}}
     if engine == "prefill":
-        typical = len(prompt_token_ids(model.tokenizer, INSTRUCTION, cfg.vision.num_views, cfg.vision.tokens_per_view))
+        typical = len(prompt_token_ids(model.tokenizer, INSTRUCTION, cfg.vision.num_views, cfg.vision.tokens_per_view, cfg.prompt_format))
         longest = cfg.language.max_cache_len - 1
         hidden = cfg.language.hidden
         lengths = {"min": 1, "opt": min(typical, longest), "max": longest}

@@ -12,6 +12,10 @@ Blocks i < reason_start take c_obs, the later blocks and the final layer take c_
 reason_start == depth every block and the final layer take c_obs: the paper's ablation "o in all
 layers" (no reasoning following), for which r is computed but unused.
 
+The `combine` condition form is the conditioning of DexVLA's released ScaleDP heads (c = t_emb +
+Linear(MLP([o; state]))), with a mirrored r path, so that those weights load as they are
+(models/import_scaledp.py).
+
 Attention is written out with matmul and softmax so it exports to plain ONNX ops.
 """
 
@@ -84,6 +88,24 @@ class ConditionEmbedding(nn.Module):
 
     def forward(self, projected: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.linear(torch.cat([self.norm(projected), state.to(projected.dtype)], dim=-1))
+
+
+class CombineCondition(nn.Module):
+    """DexVLA's conditioning (its released ScaleDP heads): Linear([condition; state]) -> ReLU ->
+    Linear -> ReLU -> Linear back to the condition's width ("combine"), then Linear to the head
+    width ("cond_obs_emb"); t_emb is added by the caller. The `combine` condition form."""
+
+    def __init__(self, condition_dim: int, state_dim: int, hidden: int, width: int) -> None:
+        super().__init__()
+        self.combine = nn.Sequential(
+            nn.Linear(condition_dim + state_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, condition_dim),
+        )
+        self.embed = nn.Linear(condition_dim, width)
+
+    def forward(self, condition: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.combine(torch.cat([condition, state.to(condition.dtype)], dim=-1)))
 
 
 class Attention(nn.Module):
@@ -168,10 +190,15 @@ class ScaleDP(nn.Module):
         self.action_in = nn.Linear(cfg.action_dim, width)
         self.position_embedding = nn.Parameter(torch.zeros(1, cfg.chunk_size, width))
         self.timestep_embed = TimestepEmbedding(cfg.timestep_embedding_dim, width)
-        self.projector_o = Projector(condition_dim, projector_hidden, width)
-        self.projector_r = Projector(condition_dim, projector_hidden, width)
-        self.cond_obs = ConditionEmbedding(width, cfg.state_dim)
-        self.cond_reason = ConditionEmbedding(width, cfg.state_dim)
+        if cfg.condition == "combine":
+            # DexVLA's form; the reasoning half mirrors it (ChatVLA-2 adds the r path).
+            self.combine_o = CombineCondition(condition_dim, cfg.state_dim, projector_hidden, width)
+            self.combine_r = CombineCondition(condition_dim, cfg.state_dim, projector_hidden, width)
+        else:
+            self.projector_o = Projector(condition_dim, projector_hidden, width)
+            self.projector_r = Projector(condition_dim, projector_hidden, width)
+            self.cond_obs = ConditionEmbedding(width, cfg.state_dim)
+            self.cond_reason = ConditionEmbedding(width, cfg.state_dim)
         self.blocks = nn.ModuleList(DiTBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(width, cfg.action_dim)
         self.init_weights()
@@ -195,6 +222,9 @@ class ScaleDP(nn.Module):
         nn.init.normal_(self.position_embedding, std=0.02, generator=generator)
         for linear in (self.timestep_embed.fc1, self.timestep_embed.fc2):
             nn.init.normal_(linear.weight, std=0.02, generator=generator)
+        if self.cfg.condition == "combine":  # as DexVLA initialises cond_obs_emb
+            for condition in (self.combine_o, self.combine_r):
+                nn.init.normal_(condition.embed.weight, std=0.02, generator=generator)
         for linear in self.zero_init_layers():
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
@@ -220,6 +250,10 @@ class ScaleDP(nn.Module):
         in `sample`; only t_emb changes from one denoising step to the next.
         """
         base_obs = None
+        if self.cfg.condition == "combine":
+            if self.cfg.reason_start > 0:
+                base_obs = self.combine_o(o, state)
+            return base_obs, self.combine_r(r, state)
         if self.cfg.reason_start > 0:
             base_obs = self.cond_obs(self.projector_o(o), state)
         base_reason = self.cond_reason(self.projector_r(r), state)

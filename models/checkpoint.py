@@ -12,6 +12,7 @@ the first tensor cut off), and every tensor matches the config's name, shape and
 
 from __future__ import annotations
 
+import collections
 import json
 import struct
 from pathlib import Path
@@ -133,6 +134,60 @@ def read_checkpoint_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
+# Float weights may be stored in any of these (one for the whole file); they load as float32.
+FLOAT_DTYPES = ("F32", "BF16", "F16")
+
+
+def check_weights(weights_path: Path, header: dict[str, dict], expected: dict[str, torch.Tensor]) -> None:
+    """Every tensor the model expects is in the header with its shape, no other tensor is, and the
+    float weights share one float dtype (F32, BF16 or F16); errors name the first offender."""
+    for name, tensor in expected.items():
+        if name not in header:
+            raise CheckpointError(f"{weights_path}: missing tensor {name!r}")
+        if tuple(header[name]["shape"]) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(header[name]['shape'])}, "
+                f"the config expects {tuple(tensor.shape)}"
+            )
+    # The checkpoint's float dtype is the one most of its float weights have; name any other.
+    counts = collections.Counter(header[n]["dtype"] for n, t in expected.items() if t.dtype.is_floating_point)
+    float_dtype = counts.most_common(1)[0][0] if counts else "F32"
+    for name, tensor in expected.items():
+        dtype = header[name]["dtype"]
+        if tensor.dtype.is_floating_point and float_dtype in FLOAT_DTYPES:
+            if dtype != float_dtype:
+                raise CheckpointError(
+                    f"{weights_path}: tensor {name!r} has dtype {dtype}, the checkpoint's other weights {float_dtype}"
+                )
+        elif SAFETENSORS_DTYPES.get(dtype) != tensor.dtype:
+            raise CheckpointError(f"{weights_path}: tensor {name!r} has dtype {dtype}, the model expects {tensor.dtype}")
+    unexpected = sorted(set(header) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{weights_path}: unexpected tensor {unexpected[0]!r}")
+
+
+def weights_dtype(directory: str | Path) -> str:
+    """The float dtype a checkpoint's weights are stored in ("F32", "BF16" or "F16"), from its header."""
+    header = read_safetensors_header(Path(directory) / WEIGHTS_FILE)
+    dtypes = {entry["dtype"] for entry in header.values() if entry["dtype"] in FLOAT_DTYPES}
+    return dtypes.pop() if len(dtypes) == 1 else "F32"
+
+
+def checkpoint_on_meta(directory: str | Path) -> ChatVLA2:
+    """The checkpoint's model with shapes only (meta device), its weights' header checked against
+    the config but no weight read: `chatvla2 info` on a checkpoint of any size."""
+    directory = Path(directory)
+    cfg = read_checkpoint_config(directory)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"checkpoint {directory}: missing {WEIGHTS_FILE}")
+    header = read_safetensors_header(weights_path)
+    with torch.device("meta"):
+        model = ChatVLA2(cfg)
+    check_weights(weights_path, header, model.state_dict())
+    return model
+
+
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> ChatVLA2:
     directory = Path(directory)
     if not directory.is_dir():
@@ -147,26 +202,12 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     weights_path = directory / WEIGHTS_FILE
     header = read_safetensors_header(weights_path)
     model = ChatVLA2(cfg, tokenizer, stats)
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in header:
-            raise CheckpointError(f"{weights_path}: missing tensor {name!r}")
-        entry = header[name]
-        if tuple(entry["shape"]) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{weights_path}: tensor {name!r} has shape {tuple(entry['shape'])}, "
-                f"the config expects {tuple(tensor.shape)}"
-            )
-        if SAFETENSORS_DTYPES.get(entry["dtype"]) != tensor.dtype:
-            raise CheckpointError(
-                f"{weights_path}: tensor {name!r} has dtype {entry['dtype']}, the model expects {tensor.dtype}"
-            )
-    unexpected = sorted(set(header) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{weights_path}: unexpected tensor {unexpected[0]!r}")
+    check_weights(weights_path, header, model.state_dict())
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as exc:  # safetensors' own error type
         raise CheckpointError(f"{weights_path}: unreadable ({exc})") from None
+    # A bf16/fp16 checkpoint (an import kept in its source's precision) loads as the model's fp32.
+    state = {name: t.to(model.state_dict()[name].dtype) for name, t in state.items()}
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()

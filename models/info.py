@@ -59,10 +59,12 @@ def format_count(n: int) -> str:
 
 def main(args: argparse.Namespace) -> int:
     if args.checkpoint:
-        from models.checkpoint import load_checkpoint
+        from models.checkpoint import checkpoint_on_meta, weights_dtype
 
-        model = load_checkpoint(args.checkpoint)
-        title = f"checkpoint {args.checkpoint} ({model.cfg.name})"
+        # Shapes from the config, checked against the weights' header; no weight is read, so a
+        # paper-scale import (tens of GB) prints as fast as a preset.
+        model = checkpoint_on_meta(args.checkpoint)
+        title = f"checkpoint {args.checkpoint} ({model.cfg.name}, weights {weights_dtype(args.checkpoint)})"
     else:
         name = args.config or "tiny"
         model = build_for_counting(name)

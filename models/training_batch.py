@@ -35,7 +35,7 @@ def make_batch(
     chunk, action_dim = cfg.action_head.chunk_size, cfg.action_head.action_dim
     sequences, reasoning_spans = [], []
     for example in examples:
-        prompt = prompt_token_ids(tokenizer, example.instruction, cfg.vision.num_views, cfg.vision.tokens_per_view)
+        prompt = prompt_token_ids(tokenizer, example.instruction, cfg.vision.num_views, cfg.vision.tokens_per_view, cfg.prompt_format)
         reasoning = tokenizer.encode(example.reasoning)
         sequences.append(prompt + reasoning + [tokenizer.eos_id])
         reasoning_spans.append((len(prompt), len(prompt) + len(reasoning)))
