@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.graph_passes import decompose_gelu, fold_constant_weights, untranspose_gemm_weights
+from export.graph_passes import fold_constant_weights, untranspose_gemm_weights
 from export.graphs import ActionHeadGraph, DecodeGraph, PrefillGraph, VisionGraph
 from models.vla import ChatVLA2
 
@@ -98,8 +98,8 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
 
 
 def trace_to_onnx(spec: TraceSpec) -> onnx.ModelProto:
-    """One engine to an fp32 ONNX model (in memory), Gelu decomposed for TensorRT 10.3 and weight
-    data movement folded (see `export.graph_passes`)."""
+    """One engine to an fp32 ONNX model (in memory), weight data movement folded (see
+    `export.graph_passes`). Gelu stays one node: TensorRT 10.3 parses it (onnx-tensorrt operators.md)."""
     spec.module.eval()
     # The exporter narrates every stage on stdout and warns about torchvision: keep it quiet.
     quiet = io.StringIO()
@@ -122,7 +122,6 @@ def trace_to_onnx(spec: TraceSpec) -> onnx.ModelProto:
     finally:
         exporter_log.setLevel(previous_level)
     model = program.model_proto
-    decompose_gelu(model)
     fold_constant_weights(model)
     untranspose_gemm_weights(model)
     model.producer_name = "chatvla2-edge"

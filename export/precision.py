@@ -3,7 +3,8 @@
 The precision lives in the ONNX graph itself (TensorRT 11 builds strongly typed networks only,
 deploy.md): fp16 by converting the graph, int8 and fp8 by symmetric
 Q/DQ nodes from calibration (modelopt ONNX PTQ, weights stored quantized), int4 by blocked
-weight-only Q/DQ (AWQ) on the language model's matrix multiplies. A quantized graph keeps what it
+weight-only Q/DQ (AWQ) on the language model's matrix multiplies, in TensorRT's W4A16 form (fp16
+scales and fp16 activations around the int4 weights: `int4_form`). A quantized graph keeps what it
 does not quantize (the gather-form experts, the routers, weights the quantizer skips, the
 activations between Q/DQ pairs) in fp16, as TensorRT deployments do; fp32 only where parity shows
 it is needed, and the manifest names those tensors and why.
@@ -232,13 +233,45 @@ def quantize(
     serialized = quantized.SerializeToString()
     model, kept, why, met = _float16_with_fallbacks(lambda: onnx.load_from_string(serialized), parity, budget)
     deduplicate_initializers(model)
+    # In a strongly typed network a DequantizeLinear outputs its scale's type, so the fp16 scales
+    # the conversion wrote make the GEMMs fp16: W4A16, TensorRT's documented int4 form. Said in
+    # the manifest's conversion; lint warns on any int4 weight left with an fp32 scale (W4A32).
+    form = f"; int4 as {int4_form(model)}" if precision == "int4" else ""
     return model, ConversionReport(
         kept_fp32=kept,
         method=f"modelopt {precision} ({method}), attention matmuls in float; float part onnxruntime float16, io kept fp32"
-        + ("" if met else " (budget missed)"),
+        + form + ("" if met else " (budget missed)"),
         why=why,
         not_quantized=not_quantized,
     )
+
+
+def int4_form(model: onnx.ModelProto) -> str | None:
+    """'W4A16' when every INT4 weight's DequantizeLinear has an fp16 scale and every node reading a
+    dequantized INT4 weight reads only fp16 tensors; 'W4A32' otherwise; None without INT4 weights.
+    Activation types come from shape inference; a graph it cannot handle (over 2 GB) is judged by
+    its scales alone."""
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        values = [*inferred.input, *inferred.output, *inferred.value_info]
+    except Exception:  # noqa: BLE001 - an over-large or odd graph: scales alone
+        values = []
+    types.update({v.name: v.type.tensor_type.elem_type for v in values if v.type.HasField("tensor_type")})
+    dequantized = {
+        n.output[0]: n.input[1] for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and types.get(n.input[0]) == onnx.TensorProto.INT4
+    }
+    if not dequantized:
+        return None
+    fp16 = onnx.TensorProto.FLOAT16
+    if any(types.get(scale) != fp16 for scale in dequantized.values()):
+        return "W4A32"
+    for node in model.graph.node:
+        if any(i in dequantized for i in node.input):
+            if any(types.get(i, fp16) != fp16 for i in node.input if i):
+                return "W4A32"
+    return "W4A16"
 
 
 def drop_input_qdq(model: onnx.ModelProto) -> int:

@@ -11,7 +11,8 @@ from onnx import numpy_helper
 from export import precision
 from export.calibration_data import record_engine_inputs
 from export.parity import ParityResult
-from export.precision import ConversionReport, fp32_weights, quantize, weight_bytes_by_dtype
+from export.lint import lint_model
+from export.precision import ConversionReport, fp32_weights, int4_form, quantize, weight_bytes_by_dtype
 from export.thresholds import BUDGETS
 from models.loading import load_model
 
@@ -65,3 +66,27 @@ def test_a_missed_budget_is_reported_and_unexplained_fp32_is_named(fp32_bundle, 
     graph.graph.initializer.append(stray)
     listed = {w["name"]: w["why"] for w in fp32_weights(graph, ConversionReport(method="x"))}
     assert listed == {"stray": "unexplained: read by no node of a kept group"}
+
+
+def test_int4_plan_is_w4a16(fp32_bundle, prefill_calibration, tmp_path):
+    """TensorRT's documented int4 form: fp16 scales on the INT4 DequantizeLinear and fp16
+    activations into the GEMMs that read the dequantized weights (a strongly typed network runs a
+    DQ at its scale's type, so an fp32 scale would make the GEMM fp32: W4A32)."""
+    def ok(candidate):
+        return ParityResult(cosine=1.0, relative_error=0.0, max_abs=0.0, worst_output="hidden")
+
+    graph, report = quantize(fp32_bundle / "prefill.onnx", tmp_path / "prefill.onnx", "int4", prefill_calibration, ok, BUDGETS["int4"])
+    inferred = onnx.shape_inference.infer_shapes(graph).graph
+    types = {t.name: t.data_type for t in graph.graph.initializer}
+    types |= {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.output, *inferred.value_info]}
+    int4_dq = [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and types[n.input[0]] == onnx.TensorProto.INT4]
+    assert int4_dq, "no INT4 DequantizeLinear in the int4 prefill"
+    # No fp32 scale on any DequantizeLinear, INT4 or not.
+    scales = [types[n.input[1]] for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+    assert onnx.TensorProto.FLOAT not in scales
+    weights = {n.output[0] for n in int4_dq}
+    gemms = [n for n in graph.graph.node if set(n.input) & weights]
+    assert gemms and {n.op_type for n in gemms} <= {"MatMul", "Gemm"}
+    assert {types[i] for n in gemms for i in n.input if i} == {onnx.TensorProto.FLOAT16}
+    assert int4_form(graph) == "W4A16" and "int4 as W4A16" in report.method
+    assert "int4-w4a32" not in {f.rule for f in lint_model(graph)}
