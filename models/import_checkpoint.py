@@ -132,7 +132,7 @@ def plan_import(args: argparse.Namespace):
     fills = qwen2vl_fills(vision, language, float(hf.get("initializer_range", 0.02)), args.seed)
     fills += head_fills(head_cfg) if head_source else _fresh_head_fills(cfg, args.seed)
     accounted = {"qwen2vl": tied_head_accounted(source, language)}
-    sources = {"qwen2vl": source.names, **({"head": head_source.names} if head_source else {})}
+    sources = {"qwen2vl": set(source.names), **({"head": set(head_source.names)} if head_source else {})}
     check_plan(fills, expected, sources, accounted)
     for fill in fills:  # every plain copy's shape against what our tensor needs, before writing
         if fill.origin and len(fill.sources) == 1 and not fill.note:

@@ -34,7 +34,7 @@ def copy(name: str) -> Callable[[Loader], torch.Tensor]:
 def check_plan(
     fills: list[Fill],
     expected: dict[str, tuple[int, ...]],
-    sources: dict[str, list[str]],
+    sources: dict[str, set[str]],
     accounted: dict[str, dict[str, str]],
 ) -> None:
     """`expected`: our tensors' shapes; `sources`: each origin's tensor names; `accounted`: source
@@ -49,6 +49,10 @@ def check_plan(
     unknown = [t for t in targets if t not in expected]
     if unknown:
         raise SourceError(f"import plan fills {unknown[0]!r}, which the model does not have")
+    for fill in fills:
+        for name in fill.sources:
+            if name not in sources.get(fill.origin, ()):
+                raise SourceError(f"no {fill.origin} tensor {name!r} to fill our {fill.target!r}")
     for origin, names in sources.items():
         read = {s for f in fills if f.origin == origin for s in f.sources} | set(accounted.get(origin, {}))
         unmapped = [name for name in names if name not in read]
