@@ -2,10 +2,16 @@
 
 Written against the documented TensorRT 10.x and 11.x Python API only (deploy.md, "TensorRT API:
 10.x vs 11.x"): networks are strongly typed, so precision comes from the graph (converted or Q/DQ)
-and no precision builder flag is set; those flags are gone in 11.x. Everything that can be checked
-without TensorRT (hashes, lint, profiles) is checked before `tensorrt` is imported. The engines
-description file, the GPU identity and the tensorrt import (with its install hint) come from
-`runtime.tensorrt_identity`, which the TensorRT backend shares.
+and no precision builder flag is set; those flags are gone in 11.x. TF32 (on by default for fp32
+matrix products) is cleared for every engine: the fp32 plans, and the fp32 that lower-precision
+plans keep where parity needed it (the manifest's `kept_fp32`), were checked against ONNX Runtime in
+true fp32, and the fp32 plan's exact reasoning ids depend on it; `engines.json` records it per engine
+with the plan's precision.
+
+What `build` checks, in order: the manifest and every file's hash; lint, for the TensorRT version
+installed (10.3's rules, the most restrictive, where none is); the profiles; then the tensorrt
+module, cuda-python and the GPU (`runtime.tensorrt_identity.gpu_identity`, the same identity the
+backend checks against). A bad bundle is reported before TensorRT is needed or used.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from typing import Any
 from export.lint import LintError, errors, lint_bundle
 from contract.bundle import BundleError, engine_file, load_manifest, sha256_file
 from contract.staging import staged_directory
-from runtime.tensorrt_identity import ENGINES_JSON, gpu_identity, import_tensorrt
+from runtime.tensorrt_identity import (
+    ENGINES_JSON,
+    TensorRTUnavailable,
+    gpu_identity,
+    identity_record,
+    import_tensorrt,
+    tensorrt_logger,
+)
 
 Shape = tuple[int, ...]
 
@@ -61,13 +74,14 @@ def profiles_for(engine_manifest: dict[str, Any]) -> dict[str, tuple[Shape, Shap
     return result
 
 
-def _verified_bundle(bundle: Path) -> tuple[dict[str, Any], dict[str, dict[str, tuple[Shape, Shape, Shape]]]]:
+def _verified_bundle(bundle: Path, tensorrt_version: str | None) -> tuple[dict[str, Any], dict[str, dict[str, tuple[Shape, Shape, Shape]]]]:
+    """Manifest, hashes, lint (for `tensorrt_version`; None: 10.3, the most restrictive) and profiles."""
     manifest = load_manifest(bundle, verify_hashes=True)
-    bad = {name: errors(found) for name, found in lint_bundle(bundle, manifest).items()}
+    bad = {name: errors(found) for name, found in lint_bundle(bundle, manifest, tensorrt_version=tensorrt_version).items()}
     bad = {name: found for name, found in bad.items() if found}
     if bad:
         listed = "; ".join(f"{name}: {f.node} ({f.op_type}) [{f.rule}]" for name, found in bad.items() for f in found)
-        raise LintError(f"{bundle}: graphs TensorRT 10.3 cannot build (run chatvla2 lint): {listed}")
+        raise LintError(f"{bundle}: graphs TensorRT {tensorrt_version or '10.3'} cannot build (run chatvla2 lint): {listed}")
     profiles = {}
     for name, entry in manifest["engines"].items():
         try:
@@ -97,7 +111,10 @@ def _build_one(trt, builder, logger, onnx_path: Path, profiles, workspace_bytes:
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: a foreign cache is an error
+    if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: a foreign cache is an error
+        raise BuildError(f"{onnx_path.name}: TensorRT refused the timing cache (made by another TensorRT or GPU?): "
+                         "delete it or pass another --timing-cache")
+    config.clear_flag(trt.BuilderFlag.TF32)  # see the module docstring
 
     dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     missing = [t.name for t in dynamic if t.name not in profiles]
@@ -118,15 +135,20 @@ def _build_one(trt, builder, logger, onnx_path: Path, profiles, workspace_bytes:
 
 
 def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Path | None) -> dict[str, Any]:
-    manifest, profiles = _verified_bundle(bundle)  # before TensorRT: a bad bundle fails everywhere
+    try:
+        trt, missing = import_tensorrt(), None
+    except TensorRTUnavailable as exc:  # reported after the bundle's own checks
+        trt, missing = None, exc
+    manifest, profiles = _verified_bundle(bundle, trt.__version__ if trt else None)
     if workspace_gb <= 0:
         raise ValueError(f"--workspace must be positive, got {workspace_gb}")
     if out.exists() and not (out / ENGINES_JSON).is_file() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an engines directory: refusing to replace it")
-    trt = import_tensorrt()
-    gpu_name, capability = gpu_identity()
+    if missing is not None:
+        raise missing
+    gpu = gpu_identity()
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger(trt)
     cache_bytes = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
     # One cache for every engine of the run: later builds reuse the earlier ones' tactic timings.
     builder = trt.Builder(logger)
@@ -145,11 +167,12 @@ def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Pa
                 "source_sha256": manifest["files"][entry["file"]],
                 "engine_sha256": sha256_file(engine_path),
                 "build_seconds": round(time.perf_counter() - start, 3),
+                "precision": entry.get("precision"),
+                "tf32": False,
             }
         record = {
-            "tensorrt_version": trt.__version__,
-            "gpu_name": gpu_name,
-            "compute_capability": capability,
+            **identity_record(gpu, trt.__version__),
+            "tf32_reason": "cleared: fp32 plans and kept_fp32 nodes were parity-checked in true fp32; TF32 rounds fp32 matrix products' inputs to 10 mantissa bits",
             "engines": engines,
         }
         (staging / ENGINES_JSON).write_text(json.dumps(record, indent=2, sort_keys=True))

@@ -1,31 +1,35 @@
 """The TensorRT backend: runs the engines of `chatvla2 build` (TensorRT 10.x / 11.x, documented API).
 
-Untested in this workplace (no TensorRT here; deploy.md): written small and strict, exercised by
-the tests marked `tensorrt`, which skip with a reason where `tensorrt` does not import.
+Never run in this workplace (no TensorRT here; deploy.md): written small and strict. Its own
+bookkeeping (buffers, bindings, frees, streams, graphs, error reports) is tested against a recording
+stand-in for `tensorrt` and the CUDA runtime (tests/runtime/test_tensorrt_bookkeeping.py); the
+tests marked `tensorrt` run it for real where `tensorrt` imports and skip with a reason elsewhere.
 
-- Before loading, the engines description must name this GPU and TensorRT version (engines are
-  specific to both) and each engine's source ONNX hash must match the bundle manifest's (engines
-  rebuilt from another bundle are refused): those checks live in `runtime.tensorrt_identity`.
+- Before loading, `engines.json` must match this TensorRT version and GPU compute capability, and
+  each engine's source ONNX hash the bundle manifest's (`runtime.tensorrt_identity`).
 - Calls: `Runtime(logger).deserialize_cuda_engine`, `num_io_tensors`, `get_tensor_name`,
   `get_tensor_mode`, `get_tensor_dtype`, `get_tensor_profile_shape`, `create_execution_context`,
-  `set_input_shape`, `get_tensor_shape`, `set_tensor_address`, `execute_async_v3(stream)`.
-  CUDA memory, streams and graphs through cuda-python (`cuda.bindings.runtime`).
-- Device buffers are allocated once per engine at the largest shape the profile allows and bound
-  once with `set_tensor_address`; host arrays are copied in/out per call.
-- The KV cache is two device buffers shared by prefill (its key_cache/value_cache outputs) and
-  decode (its inputs): prefill writes them in place, and after each decode step the token's
-  keys/values are copied into them at cache_position with one strided cudaMemcpy2DAsync per cache
-  (layers x kv_heads rows of head_dim values). Nothing crosses to the host but logits and hidden.
-- Static-shape engines (decode, action head) are captured once into a CUDA graph after a warm-up
-  enqueue and replayed with cudaGraphLaunch (the inputs are copied into the same device buffers
-  before each launch).
+  `set_input_shape`, `get_tensor_shape`, `set_tensor_address`, `execute_async_v3(stream)`; the
+  three that return a bool are checked, and a failure names the engine and the tensor.
+  CUDA memory, streams and graphs through cuda-python (either module layout).
+- Each engine owns one stream and the device buffers it allocated (once, at the largest shapes its
+  profile allows); `close()` frees each of them exactly once, destroys its graph and its stream,
+  and may be called again.
+- The KV cache is decode's two input buffers. Prefill is loaded after decode with its key_cache /
+  value_cache outputs bound to them before anything is allocated, so prefill writes the cache in
+  place and never owns (or frees) it. After each decode step the token's keys/values are copied
+  into the cache at cache_position with one strided cudaMemcpy2DAsync per cache (layers x kv_heads
+  rows of head_dim values). Nothing crosses to the host but logits and hidden.
+- Static-shape engines (decode, action head) are captured into a CUDA graph on their first call,
+  by the documented pattern (`capture_graph`): enqueue, check, synchronise, capture one enqueue,
+  check, instantiate; if any step fails the engine falls back to plain enqueues for good.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -35,30 +39,92 @@ from runtime.language_session import LanguageSession
 from runtime.tensorrt_identity import (
     ENGINES_JSON,
     EngineMismatch,
+    check_cuda,
     check_engine_sources,
     check_engines_match,
     gpu_identity,
     import_cudart,
     import_tensorrt,
+    tensorrt_logger,
 )
 
+CACHE = ("key_cache", "value_cache")
 
-def _check(result):
-    """cuda-python returns (error, *values); raise on an error, return the values."""
-    err, *values = result if isinstance(result, tuple) else (result,)
+
+class TensorRTError(RuntimeError):
+    """A TensorRT call that returned False; the message names the engine and the tensor."""
+
+
+# --- CUDA runtime helpers (also used by benchmarks/cuda_identity_check.py) ---------------------
+
+
+def capture_graph(cudart, stream, enqueue: Callable[[], bool]):
+    """-> (graph, graph_exec) capturing one `enqueue()` on `stream`, or None if capture failed
+    (nothing left allocated; the caller enqueues plainly). A failing warm-up enqueue raises: the
+    plain path would fail too."""
+    if not enqueue():  # warm-up outside capture: TensorRT updates its state here, not in a graph
+        raise TensorRTError("enqueue failed before CUDA graph capture")
+    check_cuda(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+    mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal  # other threads stay free to call CUDA
+    if int(cudart.cudaStreamBeginCapture(stream, mode)[0]) != 0:
+        cudart.cudaGetLastError()
+        return None
+    captured = enqueue()
+    err, graph = cudart.cudaStreamEndCapture(stream)  # always ended, or the stream stays capturing
+    if not captured or int(err) != 0 or graph is None:
+        if int(err) == 0 and graph is not None:
+            cudart.cudaGraphDestroy(graph)
+        cudart.cudaGetLastError()  # clear the error a failed capture leaves behind
+        return None
+    err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
     if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else values
+        cudart.cudaGraphDestroy(graph)
+        cudart.cudaGetLastError()
+        return None
+    return graph, graph_exec
+
+
+def h2d(cudart, pointer: int, value: np.ndarray, stream) -> None:
+    kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+    check_cuda(cudart.cudaMemcpyAsync(pointer, value.ctypes.data, value.nbytes, kind, stream), "cudaMemcpyAsync host to device")
+
+
+def d2h(cudart, array: np.ndarray, pointer: int, stream) -> None:
+    kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    check_cuda(cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, stream), "cudaMemcpyAsync device to host")
+
+
+# --- one engine ---------------------------------------------------------------------------------
 
 
 class TensorRTEngine(Engine):
-    def __init__(self, trt, cudart, runtime, path: Path, spec: EngineSpec, stream, cuda_graph: bool = False):
-        self.trt, self.cudart, self.spec, self.stream = trt, cudart, spec, stream
+    def __init__(self, trt, cudart, runtime, path: Path, spec: EngineSpec, cuda_graph: bool = False,
+                 bound: Mapping[str, tuple[int, int]] | None = None):
+        """`bound`: {tensor: (device pointer, bytes)} owned elsewhere (the KV cache), bound instead of allocated."""
+        self.trt, self.cudart, self.runtime, self.spec = trt, cudart, runtime, spec
         self.provider = "TensorRT"
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = self.context = self.graph = self.graph_exec = None
+        self.owned: dict[str, int] = {}     # allocated here, freed by close()
+        self.device: dict[str, int] = {}    # every tensor's address (owned or bound)
+        self.capacity: dict[str, int] = {}  # bytes behind each address
+        self.graph_error: str | None = None
+        self.stream = check_cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        try:
+            self._load(path, dict(bound or {}))
+        except BaseException:
+            self.close()  # nothing allocated so far leaks
+            raise
+        self.static = all(isinstance(d, int) for t in spec.inputs for d in t.shape)
+        self.want_graph = cuda_graph and self.static
+
+    def _load(self, path: Path, bound: dict[str, tuple[int, int]]) -> None:
+        trt, spec = self.trt, self.spec
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise EngineMismatch(f"{path}: TensorRT could not deserialize the engine")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise TensorRTError(f"engine {spec.name!r}: create_execution_context failed (out of device memory?)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -68,29 +134,35 @@ class TensorRTEngine(Engine):
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(tensor.name)))
             if dtype != tensor.dtype:
                 raise EngineMismatch(f"{path.name}: tensor {tensor.name!r} is {dtype} in the engine, {tensor.dtype} in the manifest")
-        # Allocate once at the largest shapes: set every dynamic input to its profile maximum.
+        unknown = sorted(set(bound) - set(outputs))
+        if unknown:
+            raise ValueError(f"engine {spec.name!r}: only outputs can be bound to outside buffers, not {unknown}")
+        # Buffers are sized at the largest shapes: every dynamic input at its profile maximum.
         for tensor in spec.inputs:
-            shape = tuple(self.engine.get_tensor_profile_shape(tensor.name, 0)[2]) if any(isinstance(d, str) for d in tensor.shape) else tensor.shape
-            self.context.set_input_shape(tensor.name, shape)
-        self.device: dict[str, int] = {}
-        self.capacity: dict[str, int] = {}
+            dynamic = any(isinstance(d, str) for d in tensor.shape)
+            self._set_shape(tensor.name, tuple(self.engine.get_tensor_profile_shape(tensor.name, 0)[2]) if dynamic else tensor.shape)
         for name in names:
-            nbytes = int(np.prod(tuple(self.context.get_tensor_shape(name)))) * np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).itemsize
-            self.capacity[name] = nbytes
-            self.device[name] = int(_check(cudart.cudaMalloc(max(nbytes, 1))))
-            self.context.set_tensor_address(name, self.device[name])
-        self.static = all(isinstance(d, int) for t in spec.inputs for d in t.shape)
-        self.want_graph = cuda_graph and self.static
-        self.graph_exec = None
+            nbytes = int(np.prod(self._shape(name))) * np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).itemsize
+            if name in bound:
+                pointer, size = bound[name]
+                if nbytes > size:
+                    raise ValueError(f"engine {spec.name!r} output {name!r}: needs {nbytes} bytes, the bound buffer has {size}")
+            else:
+                pointer = int(check_cuda(self.cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc for {spec.name!r} tensor {name!r}"))
+                self.owned[name], size = pointer, nbytes
+            self.device[name], self.capacity[name] = pointer, size
+            if not self.context.set_tensor_address(name, pointer):
+                raise TensorRTError(f"engine {spec.name!r}: set_tensor_address failed for tensor {name!r}")
 
-    def bind(self, name: str, pointer: int) -> None:
-        """Point a tensor at memory owned elsewhere (the shared KV cache)."""
-        self.context.set_tensor_address(name, pointer)
-        self.device[name] = pointer
+    def _set_shape(self, name: str, shape) -> None:
+        if not self.context.set_input_shape(name, tuple(shape)):
+            raise TensorRTError(f"engine {self.spec.name!r}: set_input_shape failed for tensor {name!r} at {tuple(shape)} (outside the engine's profile?)")
 
-    def _h2d(self, name: str, value: np.ndarray) -> None:
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _check(self.cudart.cudaMemcpyAsync(self.device[name], value.ctypes.data, value.nbytes, kind, self.stream))
+    def _shape(self, name: str) -> tuple[int, ...]:
+        shape = tuple(self.context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):  # -1: an unset input, or an output only known after running
+            raise TensorRTError(f"engine {self.spec.name!r}: tensor {name!r} has shape {shape}; data-dependent shapes are not supported")
+        return shape
 
     def enqueue(self, feed: Mapping[str, np.ndarray], skip: tuple[str, ...] = ()) -> dict[str, int]:
         dims = check_feed(self.spec, feed)
@@ -99,35 +171,38 @@ class TensorRTEngine(Engine):
             if value.nbytes > self.capacity[tensor.name]:
                 raise ValueError(f"engine {self.spec.name!r} input {tensor.name!r}: {value.nbytes} bytes exceed the buffer ({self.capacity[tensor.name]})")
             if not self.static:
-                self.context.set_input_shape(tensor.name, value.shape)
+                self._set_shape(tensor.name, value.shape)
             if tensor.name not in skip:
-                self._h2d(tensor.name, value)
+                h2d(self.cudart, self.device[tensor.name], value, self.stream)
         if self.want_graph and self.graph_exec is None:
-            self.context.execute_async_v3(int(self.stream))  # warm-up enqueue before capture (TensorRT docs)
-            mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            _check(self.cudart.cudaStreamBeginCapture(self.stream, mode))
-            self.context.execute_async_v3(int(self.stream))
-            graph = _check(self.cudart.cudaStreamEndCapture(self.stream))
-            self.graph_exec = _check(self.cudart.cudaGraphInstantiate(graph, 0))
+            captured = capture_graph(self.cudart, self.stream, self._execute)
+            if captured is None:
+                self.want_graph, self.graph_error = False, "CUDA graph capture failed: plain enqueues from now on"
+            else:
+                self.graph, self.graph_exec = captured
         if self.graph_exec is not None:
-            _check(self.cudart.cudaGraphLaunch(self.graph_exec, self.stream))
-        elif not self.context.execute_async_v3(int(self.stream)):
-            raise RuntimeError(f"engine {self.spec.name!r}: execute_async_v3 failed")
+            check_cuda(self.cudart.cudaGraphLaunch(self.graph_exec, self.stream), f"cudaGraphLaunch of engine {self.spec.name!r}")
+        elif not self._execute():
+            raise TensorRTError(f"engine {self.spec.name!r}: execute_async_v3 failed")
         return dims
+
+    def _execute(self) -> bool:
+        return bool(self.context.execute_async_v3(int(self.stream)))
 
     def fetch(self, names, dims: Mapping[str, int], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         results = {}
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in names:
-            shape = tuple(self.context.get_tensor_shape(name))
+            shape = self._shape(name)
             array = (out or {}).get(name)
             if array is None:
                 array = np.empty(shape, self.spec.output(name).dtype)
             else:
                 check_out(self.spec, {name: array}, {name: shape})
-            _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, self.device[name], array.nbytes, kind, self.stream))
+            if array.nbytes > self.capacity[name]:
+                raise TensorRTError(f"engine {self.spec.name!r}: output {name!r} {shape} exceeds its buffer ({self.capacity[name]} bytes)")
+            d2h(self.cudart, array, self.device[name], self.stream)
             results[name] = array
-        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        check_cuda(self.cudart.cudaStreamSynchronize(self.stream), f"engine {self.spec.name!r}: cudaStreamSynchronize")
         return results
 
     def run(self, feed: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -135,25 +210,36 @@ class TensorRTEngine(Engine):
         return self.fetch(self.spec.output_names, dims, out)
 
     def close(self) -> None:
+        """Free what this engine owns, each once (bound buffers belong to their owner); safe to repeat."""
+        cudart = self.cudart
         if self.graph_exec is not None:
-            self.cudart.cudaGraphExecDestroy(self.graph_exec)
-            self.graph_exec = None
-        for name, pointer in self.device.items():
-            if self.capacity.get(name):
-                self.cudart.cudaFree(pointer)
+            cudart.cudaGraphExecDestroy(self.graph_exec)
+        if self.graph is not None:
+            cudart.cudaGraphDestroy(self.graph)
+        self.graph = self.graph_exec = None
+        self.context = self.engine = None  # the context goes before its engine
+        for pointer in self.owned.values():
+            cudart.cudaFree(pointer)
+        self.owned.clear()
         self.device.clear()
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+# --- prefill + decode over one device-resident KV cache -----------------------------------------
 
 
 class TensorRTLanguage(LanguageSession):
-    """Prefill and decode sharing one device-resident KV cache (see the module docstring)."""
+    """Prefill and decode sharing decode's cache buffers (see the module docstring)."""
 
     def __init__(self, prefill: TensorRTEngine, decode: TensorRTEngine):
         super().__init__(prefill.spec, decode.spec)
+        for name in CACHE:
+            if prefill.device[name] != decode.device[name]:
+                raise ValueError(f"prefill's {name} must be bound to decode's buffer (load prefill with bound=...)")
         self.prefill_engine, self.decode_engine, self.cudart = prefill, decode, decode.cudart
         self.provider = "TensorRT"
-        for name in ("key_cache", "value_cache"):
-            # decode's own input buffers become the cache; prefill writes straight into them
-            prefill.bind(name, decode.device[name])
         layers, _, kv_heads, self.max_cache_len, head_dim = self.cache_shape
         self.row_bytes = head_dim * self.cache_dtype.itemsize
         self.rows = layers * kv_heads
@@ -165,7 +251,7 @@ class TensorRTLanguage(LanguageSession):
     def prefill(self, embeddings, position_ids):
         engine = self.prefill_engine
         dims = engine.enqueue({"embeddings": embeddings, "position_ids": position_ids})
-        out = engine.fetch(("hidden", "logits"), dims)
+        out = engine.fetch(("hidden", "logits"), dims)  # synchronises: the cache is written
         self.filled = embeddings.shape[1]
         return out["hidden"], out["logits"]
 
@@ -176,13 +262,13 @@ class TensorRTLanguage(LanguageSession):
         self._scalars["cache_position"][0] = cache_position
         feed = {**self._scalars, "key_cache": self._host_cache, "value_cache": self._host_cache}
         engine = self.decode_engine
-        engine.enqueue(feed, skip=("key_cache", "value_cache"))  # the cache stays on the device
+        engine.enqueue(feed, skip=CACHE)  # the cache stays on the device
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         pitch = self.max_cache_len * self.row_bytes
         for new, cache in (("new_keys", "key_cache"), ("new_values", "value_cache")):
-            _check(self.cudart.cudaMemcpy2DAsync(
+            check_cuda(self.cudart.cudaMemcpy2DAsync(
                 engine.device[cache] + cache_position * self.row_bytes, pitch,
-                engine.device[new], self.row_bytes, self.row_bytes, self.rows, kind, engine.stream))
+                engine.device[new], self.row_bytes, self.row_bytes, self.rows, kind, engine.stream), f"cudaMemcpy2DAsync into {cache}")
         out = engine.fetch(("logits", "hidden"), {}, self._out)
         self.filled = cache_position + 1
         return out["logits"][0], out["hidden"][0]
@@ -196,15 +282,20 @@ def load_tensorrt(bundle: Path, manifest: dict, specs: dict[str, EngineSpec], en
     record = json.loads(record_path.read_text())
     check_engine_sources(record, manifest)
     trt, cudart = import_tensorrt(), import_cudart()  # both needed to run engines
-    gpu_name, capability = gpu_identity()
-    check_engines_match(record, trt.__version__, gpu_name, capability)
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
-    stream = _check(cudart.cudaStreamCreate())
-    engines = {}
-    for name, spec in specs.items():
-        path = engines_dir / record["engines"][name]["file"]
-        if not path.is_file():
-            raise BundleError(f"{engines_dir}: engine file {path.name} is missing")
-        engines[name] = TensorRTEngine(trt, cudart, runtime, path, spec, stream, cuda_graph=name in ("decode", "action_head"))
-    return engines, TensorRTLanguage(engines["prefill"], engines["decode"])
+    gpu = gpu_identity(cudart)
+    check_engines_match(record, trt.__version__, gpu.name, gpu.compute_capability)
+    runtime = trt.Runtime(tensorrt_logger(trt))
+    engines: dict[str, TensorRTEngine] = {}
+    try:
+        for name in sorted(specs, key=lambda n: n != "decode"):  # decode first: prefill binds to its cache
+            path = engines_dir / record["engines"][name]["file"]
+            if not path.is_file():
+                raise BundleError(f"{engines_dir}: engine file {path.name} is missing")
+            bound = {c: (engines["decode"].device[c], engines["decode"].capacity[c]) for c in CACHE} if name == "prefill" else None
+            engines[name] = TensorRTEngine(trt, cudart, runtime, path, specs[name], cuda_graph=name in ("decode", "action_head"), bound=bound)
+        language = TensorRTLanguage(engines["prefill"], engines["decode"])
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
+    return {name: engines[name] for name in specs}, language

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from export.lint import LintError
 from contract.bundle import BundleError, write_manifest
 from export.tensorrt_build import main, profiles_for
-from runtime.tensorrt_identity import INSTALL_HINT, EngineMismatch, TensorRTUnavailable, check_engines_match
+from runtime.tensorrt_identity import EngineMismatch, GpuIdentity, TensorRTUnavailable, check_engines_match
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -90,11 +90,13 @@ def test_profile_for_unknown_input_is_refused():
 
 
 def test_check_engines_match():
+    """SM and TensorRT version decide (more cases in tests/runtime/test_tensorrt_bookkeeping.py)."""
     record = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "engines": {}}
     check_engines_match(record, "10.3.0", "Orin", "8.7")
-    with pytest.raises(EngineMismatch, match="engines built for Orin .*TRT 10.3.0 but this is Thor .*rebuild with chatvla2 build"):
+    check_engines_match(record, "10.3.0", "NVIDIA Jetson AGX Orin", "8.7")  # the name is recorded, not compared
+    with pytest.raises(EngineMismatch, match=r"engines built for SM 8.7 \(Orin\), this GPU is SM 11.0 \(Thor\): rebuild with chatvla2 build"):
         check_engines_match(record, "10.3.0", "Thor", "11.0")
-    with pytest.raises(EngineMismatch, match="TRT 11.4.1"):
+    with pytest.raises(EngineMismatch, match="TensorRT 10.3.0, this is TensorRT 11.4.1"):
         check_engines_match(record, "11.4.1", "Orin", "8.7")
 
 
@@ -106,7 +108,9 @@ def test_without_tensorrt_a_valid_bundle_names_the_install_route(tmp_path):
     bundle = write_bundle(tmp_path)
     with pytest.raises(TensorRTUnavailable) as info:
         main(args_for(bundle, tmp_path / "engines"))
-    assert str(info.value) == INSTALL_HINT
+    message = str(info.value)
+    assert message.startswith("the tensorrt Python module is missing")
+    assert "python3-libnvinfer" in message and "--system-site-packages" in message and "/usr/lib/python3/dist-packages" in message
     assert isinstance(info.value, OSError) and "\n" not in str(info.value)
     assert not (tmp_path / "engines").exists()
 
@@ -160,7 +164,8 @@ def test_cli_without_tensorrt_prints_one_line(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"chatvla2 build: error: {INSTALL_HINT}"]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("chatvla2 build: error: the tensorrt Python module is missing") and "--system-site-packages" in line
 
 
 # --- with TensorRT (a Jetson or a GPU workstation) ------------------------------------------
@@ -201,7 +206,7 @@ class FakeTensorRT:
 
     __version__ = "10.3.0"
 
-    def __init__(self, parse_ok=True, build_ok=True):
+    def __init__(self, parse_ok=True, build_ok=True, cache_ok=True):
         self.calls: list[tuple] = []
         fake = self
 
@@ -213,6 +218,9 @@ class FakeTensorRT:
 
         class Flag:
             STRONGLY_TYPED = 0
+
+        class BuilderFlag:
+            TF32 = 7
 
         class MemoryPoolType:
             WORKSPACE = 0
@@ -271,6 +279,10 @@ class FakeTensorRT:
 
             def set_timing_cache(self, cache, ignore_mismatch):
                 fake.calls.append(("set_timing_cache", cache is fake.cache, ignore_mismatch))
+                return cache_ok
+
+            def clear_flag(self, flag):
+                fake.calls.append(("clear_flag", flag))
 
             def add_optimization_profile(self, profile):
                 fake.calls.append(("add_optimization_profile",))
@@ -294,7 +306,7 @@ class FakeTensorRT:
 
         self.cache = Cache()
         self.Logger, self.NetworkDefinitionCreationFlag, self.MemoryPoolType = Logger, Flag, MemoryPoolType
-        self.OnnxParser, self.Builder = OnnxParser, Builder
+        self.OnnxParser, self.Builder, self.BuilderFlag = OnnxParser, Builder, BuilderFlag
 
 
 @pytest.fixture
@@ -302,7 +314,7 @@ def fake_trt(monkeypatch):
     def install(**kwargs):
         fake = FakeTensorRT(**kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        monkeypatch.setattr("export.tensorrt_build.gpu_identity", lambda: ("Orin", "8.7"))
+        monkeypatch.setattr("export.tensorrt_build.gpu_identity", lambda: GpuIdentity("Orin", "8.7", "12.6", "12.6"))
         return fake
 
     return install
@@ -319,11 +331,14 @@ def test_build_sequence_with_a_stand_in_tensorrt(tmp_path, fake_trt):
         ("parse_from_file", "decode.onnx"),
         ("workspace", 1 << 29),
         ("set_timing_cache", True, False),
+        ("clear_flag", 7),  # TF32
         ("set_shape", "x", (1, 1, 4), (1, 16, 4), (1, 64, 4)),
         ("add_optimization_profile",),
     ]
     record = json.loads((out / "engines.json").read_text())
     assert (record["tensorrt_version"], record["gpu_name"], record["compute_capability"]) == ("10.3.0", "Orin", "8.7")
+    assert (record["driver_cuda"], record["cuda_python_runtime"], record["hardware_compatibility"]) == ("12.6", "12.6", "none")
+    assert record["engines"]["decode"]["tf32"] is False and "fp32" in record["tf32_reason"]
     assert (out / "decode.engine").read_bytes() == b"engine-bytes"
     assert cache.read_bytes() == b"cache-bytes"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
@@ -346,3 +361,26 @@ def test_failed_build_keeps_the_previous_engines(tmp_path, fake_trt):
     with pytest.raises(ValueError, match="could not build"):
         main(args_for(bundle, out))
     assert (out / "engines.json").read_text() == before
+
+
+def test_a_refused_timing_cache_is_one_line(tmp_path, fake_trt):
+    fake_trt(cache_ok=False)
+    bundle, out, cache = write_bundle(tmp_path), tmp_path / "engines", tmp_path / "timing.cache"
+    cache.write_bytes(b"from-another-gpu")
+    with pytest.raises(ValueError, match="decode.onnx: TensorRT refused the timing cache") as info:
+        main(args_for(bundle, out, timing_cache=str(cache)))
+    assert "\n" not in str(info.value) and not out.exists()
+
+
+def test_lint_runs_for_the_installed_tensorrt(tmp_path, fake_trt, monkeypatch):
+    fake = fake_trt()
+    fake.__version__ = "11.1.0"
+    seen = []
+
+    def lint_bundle(bundle, manifest, tensorrt_version=None):
+        seen.append(tensorrt_version)
+        return {}
+
+    monkeypatch.setattr("export.tensorrt_build.lint_bundle", lint_bundle)
+    assert main(args_for(write_bundle(tmp_path), tmp_path / "engines")) == 0
+    assert seen == ["11.1.0"]
