@@ -21,7 +21,7 @@ from chatvla2.cli import main as cli  # noqa: E402
 from contract.preprocess import preprocess_images  # noqa: E402
 from contract.prompt import build_prompt, prompt_token_ids  # noqa: E402
 from models.checkpoint import load_checkpoint, read_safetensors_header  # noqa: E402
-from tests.models.hf_qwen2vl import expand_image_pads, write_tiny_qwen2vl  # noqa: E402
+from tests.models.hf_qwen2vl import expand_image_pads, write_dexvla_head, write_tiny_qwen2vl  # noqa: E402
 
 IMAGE = (56, 84)  # multiples of 28: 4 x 6 patches, 2 x 3 = 6 visual tokens
 INSTRUCTIONS = ["Pick up the card that shows the answer.", "On the whiteboard is 56-42. Put the toy in the basket!"]
@@ -149,37 +149,6 @@ def test_bf16_import_keeps_the_sources_precision(hf_source, imported, tmp_path):
 
 
 # ---- a DexVLA-layout ScaleDP head ------------------------------------------------------------
-def write_dexvla_head(directory: Path, cond_dim: int, depth: int = 3, width: int = 32, chunk: int = 16,
-                      action_dim: int = 14, state_dim: int = 14, combine: int = 48, prefix: str = "policy_head.") -> dict:
-    """DexVLA's ScaleDP tensors (modeling_scaledp.py's module names) with random values."""
-    g = torch.Generator().manual_seed(7)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.1
-
-    t = {"x_embedder.weight": r(width, action_dim), "x_embedder.bias": r(width), "pos_embed": r(1, chunk, width),
-         "t_embedder.mlp.0.weight": r(width, 256), "t_embedder.mlp.0.bias": r(width),
-         "t_embedder.mlp.2.weight": r(width, width), "t_embedder.mlp.2.bias": r(width),
-         "combine.0.weight": r(combine, cond_dim + state_dim), "combine.0.bias": r(combine),
-         "combine.2.weight": r(combine, combine), "combine.2.bias": r(combine),
-         "combine.4.weight": r(cond_dim, combine), "combine.4.bias": r(cond_dim),
-         "cond_obs_emb.weight": r(width, cond_dim), "cond_obs_emb.bias": r(width),
-         "final_layer.linear.weight": r(action_dim, width), "final_layer.linear.bias": r(action_dim),
-         "final_layer.adaLN_modulation.1.weight": r(2 * width, width), "final_layer.adaLN_modulation.1.bias": r(2 * width)}
-    for i in range(depth):
-        b = f"blocks.{i}."
-        t |= {b + "attn.qkv.weight": r(3 * width, width), b + "attn.qkv.bias": r(3 * width),
-              b + "attn.proj.weight": r(width, width), b + "attn.proj.bias": r(width),
-              b + "mlp.fc1.weight": r(4 * width, width), b + "mlp.fc1.bias": r(4 * width),
-              b + "mlp.fc2.weight": r(width, 4 * width), b + "mlp.fc2.bias": r(width),
-              b + "adaLN_modulation.1.weight": r(6 * width, width), b + "adaLN_modulation.1.bias": r(6 * width)}
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({prefix + k: v for k, v in t.items()}, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({"model_type": "scale_dp_policy", "num_heads": 4,
-                                                        "num_inference_timesteps": 8, "num_train_timesteps": 100}))
-    return t
-
-
 @pytest.fixture(scope="module")
 def with_head(hf_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("head")
