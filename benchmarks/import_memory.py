@@ -6,8 +6,8 @@ Sizes: `medium` a Qwen2-VL of ~150M parameters (a few hundred MB in bf16, in 64 
 a ScaleDP-L-shaped DexVLA head when --head; `2b` Qwen2-VL-2B-Instruct's exact shapes (4.4 GB in
 bf16, 2 GB shards) and a ScaleDP-H head. The source is written first (transformers, random
 weights), then the import runs in its own process, which reports its peak resident memory
-(getrusage ru_maxrss, which counts the pages of the shards it memory-maps and touched too) and
-the checkpoint's size; `chatvla2 info` runs on the result. A table, then one JSON line.
+(VmHWM, which counts the pages of the shards it memory-maps and touched too), beside
+the same interpreter's RSS once torch and the importer are imported (the floor), and the checkpoint's size; `chatvla2 info` runs on the result. A table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ SIZES = {
                    head=dict(depth=8, width=512, heads=8, combine=1024)),
     "2b": None,  # filled from tests/models/hf_qwen2vl.py's QWEN2VL_2B_* below
 }
-MEASURE = ("import resource, sys\nfrom chatvla2.cli import main\nrc = main(sys.argv[1:])\n"
-           "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+# Peak resident memory from /proc/self/status's VmHWM: it belongs to the process's own address
+# space, whereas getrusage's ru_maxrss survives fork + exec (a child of a process that held the
+# generated model would report that process's size).
+PEAK = "int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+BASELINE = f"import models.import_checkpoint, models.vla\nprint({PEAK})"
+MEASURE = ("import sys\nfrom chatvla2.cli import main\nrc = main(sys.argv[1:])\n"
+           f"print('PEAK_KB', {PEAK}, file=sys.stderr)\nsys.exit(rc)")
 
 
 def directory_bytes(path: Path) -> int:
@@ -67,11 +72,15 @@ def main() -> int:
     parser.add_argument("--head", action="store_true", help="also import a DexVLA-layout head")
     parser.add_argument("--dtype", default="auto", help="the import's --dtype (default: the source's, bf16)")
     parser.add_argument("--work", help="where the sources and the checkpoint go (default: a temporary directory, removed)")
+    parser.add_argument("--reuse-sources", action="store_true", help="use the sources already in --work")
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="import-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        qwen, head, generate_s = write_sources(args.size, work, args.head)
+        if args.reuse_sources:
+            qwen, head, generate_s = work / "qwen2vl", (work / "scaledp" if args.head else None), 0.0
+        else:
+            qwen, head, generate_s = write_sources(args.size, work, args.head)
         out = work / "checkpoint"
         command = [sys.executable, "-c", MEASURE, "import", "--qwen2vl", str(qwen), "--out", str(out), "--force",
                    "--dtype", args.dtype, "--quiet"] + (["--head", str(head)] if head else [])
@@ -82,6 +91,7 @@ def main() -> int:
             print(result.stderr, file=sys.stderr)
             return result.returncode
         peak_kb = int(next(line.split()[1] for line in result.stderr.splitlines() if line.startswith("PEAK_KB")))
+        baseline_kb = int(subprocess.run([sys.executable, "-c", BASELINE], capture_output=True, text=True, cwd=ROOT).stdout)
         info = subprocess.run([sys.executable, "-m", "chatvla2", "info", "--checkpoint", str(out)],
                               capture_output=True, text=True, cwd=ROOT).stdout
         shards = sorted(p.stat().st_size for p in qwen.glob("*.safetensors"))
@@ -89,12 +99,13 @@ def main() -> int:
             "size": args.size, "head": bool(head), "dtype": args.dtype,
             "source_bytes": directory_bytes(qwen) + (directory_bytes(head) if head else 0),
             "largest_shard_bytes": shards[-1], "checkpoint_bytes": directory_bytes(out),
-            "import_peak_rss_bytes": peak_kb * 1024, "import_s": round(import_s, 1), "generate_s": round(generate_s, 1),
+            "import_peak_rss_bytes": peak_kb * 1024, "python_torch_baseline_rss_bytes": baseline_kb * 1024, "import_s": round(import_s, 1), "generate_s": round(generate_s, 1),
         }
         print(result.stdout.rstrip())
         print(info.rstrip())
         print(f"\n{'measure':<28}{'value':>14}")
-        for key in ("source_bytes", "largest_shard_bytes", "checkpoint_bytes", "import_peak_rss_bytes"):
+        for key in ("source_bytes", "largest_shard_bytes", "checkpoint_bytes", "import_peak_rss_bytes",
+                    "python_torch_baseline_rss_bytes"):
             print(f"{key:<28}{figures[key] / 1e9:>11.3f} GB")
         print(f"{'import wall time':<28}{figures['import_s']:>12.1f} s")
         print(json.dumps(figures))
