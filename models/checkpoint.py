@@ -112,6 +112,17 @@ def _check_header_entry(path: Path, name: str, entry) -> None:
         raise corrupt(f"has no valid data_offsets (got {offsets!r})")
 
 
+def read_json_object(path: Path, error: type[ValueError] = CheckpointError) -> dict:
+    """A JSON file that must hold an object; errors (of type `error`) name the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def read_checkpoint_config(directory: str | Path) -> ModelConfig:
     """A checkpoint's config.json as a ModelConfig (no weights read); errors name the file."""
     path = Path(directory) / CONFIG_FILE
@@ -119,12 +130,7 @@ def read_checkpoint_config(directory: str | Path) -> ModelConfig:
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {directory}: missing {CONFIG_FILE}")
-    try:
-        config_data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config_data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(config_data).__name__}")
+    config_data = read_json_object(path)
     version = config_data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {version}, expected {FORMAT_VERSION}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from models.checkpoint import SAFETENSORS_DTYPES, CheckpointError, read_safetensors_header
+from models.checkpoint import SAFETENSORS_DTYPES, CheckpointError, read_json_object, read_safetensors_header
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -142,10 +142,4 @@ class WeightSource:
 def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise SourceError(f"{path.parent}: missing {path.name} ({what})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise SourceError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, SourceError)

@@ -156,12 +156,16 @@ class OnnxRuntimeLanguage(LanguageSession):
         self.filled = embeddings.shape[1]
         return out["hidden"], out["logits"]
 
-    def step(self, token: int, position: int, cache_position: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run_decode(self, token: int, position: int, cache_position: int) -> None:
+        """One decode run on the bound inputs and outputs (both cache placements)."""
         self.check_step(token, cache_position)
         self._token[0, 0] = token
         self._position[0] = position
         self._cache_position[0] = cache_position
         self.decode_engine.session.run_with_iobinding(self._binding)
+
+    def step(self, token: int, position: int, cache_position: int) -> tuple[np.ndarray, np.ndarray]:
+        self._run_decode(token, position, cache_position)
         self.key_cache[:, :, :, cache_position] = self._outputs["new_keys"][:, :, :, 0]
         self.value_cache[:, :, :, cache_position] = self._outputs["new_values"][:, :, :, 0]
         self.filled = cache_position + 1
@@ -212,11 +216,7 @@ class OnnxRuntimeDeviceLanguage(OnnxRuntimeLanguage):
         return outputs["hidden"].numpy(), outputs["logits"].numpy()
 
     def step(self, token: int, position: int, cache_position: int) -> tuple[np.ndarray, np.ndarray]:
-        self.check_step(token, cache_position)
-        self._token[0, 0] = token
-        self._position[0] = position
-        self._cache_position[0] = cache_position
-        self.decode_engine.session.run_with_iobinding(self._binding)
+        self._run_decode(token, position, cache_position)
         self._binding.synchronize_outputs()  # the new keys/values are complete before they are copied
         self.device_cache.write(cache_position)
         self.filled = cache_position + 1
