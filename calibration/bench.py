@@ -2,8 +2,12 @@
 
 For each bundle: every stage's median and p99 over `--runs` inferences after `--warmup`; the whole
 step at a fixed reasoning length (`--tokens`) and with the reasoning reused; with `--reference`
-the same `Policy` code on the PyTorch backend (`calibration.reference_timing`); and the decode
-step against its memory roofline (`calibration.roofline`). Prints a table, then one JSON line.
+the same `Policy` code on the PyTorch backend (`calibration.reference_timing`); the decode
+step against its memory roofline (`calibration.roofline`); and the compute-bound stages (vision,
+prefill, action head) against their compute roofline (`calibration.compute_roofline`): the FLOPs
+each graph must do (routed experts only) over this machine's GEMM rate at the precision of each
+product, measured in ONNX Runtime's CPU provider at the bench's thread count, and the fraction of
+that rate each stage reached. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.compute_roofline import COMPUTE_STAGES, faster_rates, measure_gemm_rates, stage_rooflines
 from calibration.roofline import decode_traffic, measure_bandwidth
 from calibration.timing import latency_stats
 from contract.bundle import bundle_model_config, load_manifest
@@ -31,8 +36,34 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
     policy.warmup(observation, args.warmup)
     runs = [policy.infer(observation) for _ in range(args.runs)]
     stages = {k: latency_stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
+    prompt_tokens = len(policy.prompt(INSTRUCTION)[0])
     policy.close()
-    return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"], "stages": stages}
+    return {"backend": policy.backend, "providers": sorted(set(policy.providers.values())), "tokens": runs[0]["tokens"],
+            "prompt_tokens": prompt_tokens, "stages": stages}
+
+
+def bench_shapes(manifest: dict, prompt_tokens: int) -> dict[str, dict[str, list[int]]]:
+    """Per engine, the input shapes of the bench's own prompt: a dimension the manifest declares
+    as "prompt_length" at the prompt's length, the others at the manifest's opt shapes."""
+    from calibration.predict import opt_shapes
+
+    out = {}
+    for name, entry in manifest["engines"].items():
+        shapes = opt_shapes(entry)
+        for spec in entry["inputs"]:
+            if "prompt_length" in spec["shape"]:
+                shapes[spec["name"]] = [prompt_tokens if d == "prompt_length" else s for d, s in zip(spec["shape"], shapes[spec["name"]])]
+        out[name] = shapes
+    return out
+
+
+def compute_rooflines(bundle: Path, manifest: dict, runtime: dict, rates: dict) -> dict:
+    """The compute roofline of the compute-bound stages, where they ran on this CPU (ONNX
+    Runtime's CPU provider; the rates are this CPU's)."""
+    if runtime["providers"] != ["CPUExecutionProvider"]:
+        return {"unavailable": f"the stages ran on {', '.join(runtime['providers']) or runtime['backend']}, "
+                               "the GEMM rates are this CPU's (ONNX Runtime CPU provider)"}
+    return stage_rooflines(bundle, manifest, runtime["stages"], rates, bench_shapes(manifest, runtime["prompt_tokens"]))
 
 
 def reference_config(model_name: str, args: argparse.Namespace) -> tuple[ModelConfig, str]:
@@ -95,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
     if args.bandwidth:
         bandwidth["given"] = args.bandwidth
     roof_gbs = args.bandwidth or bandwidth["gemv"]
-    results, references = [], {}
+    gemm_rates = measure_gemm_rates(args.threads)
+    results, references, manifests = [], {}, []
     for bundle in map(Path, bundles):
         manifest = load_manifest(bundle)
         entry = {"bundle": str(bundle), "model": manifest["model_config"]["name"], "plan": manifest.get("plan"),
@@ -120,31 +152,54 @@ def main(args: argparse.Namespace) -> int:
         roof["times_roofline"] = round(roof["measured_ms"] / roof["roofline_ms"], 3) if per_token_s else None
         entry["decode_roofline"] = roof
         results.append(entry)
-    print(format_bench(results, args.tokens))
-    line = json.dumps({"bench": results, "tokens": args.tokens, "bandwidth_gbs": bandwidth})
+        manifests.append((bundle, manifest))
+    # the GEMM rates again after the bundles (the faster of the two per precision), then the
+    # compute roofline of each bundle's compute-bound stages against them
+    gemm_rates = faster_rates(gemm_rates, measure_gemm_rates.__wrapped__(args.threads))
+    for entry, (bundle, manifest) in zip(results, manifests):
+        entry["compute_roofline"] = compute_rooflines(bundle, manifest, entry["runtime"], gemm_rates)
+    print(format_bench(results, args.tokens, gemm_rates))
+    line = json.dumps({"bench": results, "tokens": args.tokens, "bandwidth_gbs": bandwidth, "gemm_gflops": gemm_rates})
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")
     print(line, flush=True)
     return 0
 
 
-def format_bench(results: list[dict], tokens: int) -> str:
+def format_bench(results: list[dict], tokens: int, rates: dict | None = None) -> str:
     lines = []
+    if rates and "unavailable" not in rates:
+        measured = ", ".join(f"{k} {v['gflops']:.0f}" if v.get("gflops") else f"{k} n/a"
+                             for k, v in rates.items() if isinstance(v, dict))
+        lines.append(f"GEMM rates here (GFLOP/s, {rates['library']}, {rates['threads'] or 'default'} threads, best of "
+                     f"{rates['repeats']} at {len(rates['shapes_mkn'])} shapes M x K x N"
+                     + (", the faster of before and after the bundles" if rates.get("measurements") == 2 else "") + f"): {measured}")
+    elif rates:
+        lines.append(f"GEMM rates: not measured ({rates['unavailable']})")
     for r in results:
         plan = r["plan"] or {}
         precision = ",".join(f"{k}={v}" for k, v in sorted(plan.items())) if plan else "?"
         lines.append(f"{r['bundle']} ({r['model']}: {precision}); {r['runtime']['backend']} "
                      f"[{', '.join(r['runtime']['providers'])}], {r['runtime']['tokens']} reasoning tokens")
         has_ref = "reference" in r
+        compute = r.get("compute_roofline") or {}
+        has_roof = bool(compute) and "unavailable" not in compute
         header = f"  {'stage':<22}{'runtime p50':>13}{'p99':>12}" + (f"{'torch p50':>13}{'p99':>12}{'speed-up':>10}" if has_ref else "")
+        if has_roof:
+            header += f"{'GFLOP':>10}{'roof':>11}{'GFLOP/s':>9}{'of rate':>9}"
         lines.append(header)
         for stage, s in r["runtime"]["stages"].items():
             row = f"  {stage:<22}{s['p50_ms']:>11.2f}ms{s['p99_ms']:>10.2f}ms"
-            if has_ref and stage in r["reference"]["stages"]:
-                ref = r["reference"]["stages"][stage]
-                speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
-                ref_p99 = f"{ref['p99_ms']:>10.2f}ms" if ref.get("p99_ms") is not None else f"{'-':>12}"
-                row += f"{ref['p50_ms']:>11.2f}ms{ref_p99}{speed:>9.2f}x"
+            if has_ref:
+                if stage in r["reference"]["stages"]:
+                    ref = r["reference"]["stages"][stage]
+                    speed = ref["p50_ms"] / s["p50_ms"] if s["p50_ms"] else float("nan")
+                    ref_p99 = f"{ref['p99_ms']:>10.2f}ms" if ref.get("p99_ms") is not None else f"{'-':>12}"
+                    row += f"{ref['p50_ms']:>11.2f}ms{ref_p99}{speed:>9.2f}x"
+                elif has_roof and stage in compute:
+                    row += f"{'':>35}"
+            if has_roof and stage in compute:
+                row += _compute_cells(compute[stage])
             lines.append(row)
         if has_ref and r["reference"].get("moe_form_per_stage"):
             forms = r["reference"]["moe_form_per_stage"]
@@ -159,4 +214,30 @@ def format_bench(results: list[dict], tokens: int) -> str:
                      f"[{roof['precision']}, moe {roof['moe_form']}, from the {roof['counted_from']}], KV cache {roof['cache_bytes'] / 1e6:.2f} MB) "
                      f"at {roof['bandwidth_gbs']} GB/s -> {roof['roofline_ms']:.3f} ms; measured {roof['measured_ms']:.3f} ms "
                      f"= {roof['times_roofline']:.2f}x the roofline ({roof['achieved_gbs']} GB/s)")
+        if has_roof:
+            lines.append("  compute roofline: the FLOPs each graph must do (routed experts only) / this machine's GEMM rate "
+                         "at its products' precision; 'of rate' = roof / runtime p50")
+            for stage in COMPUTE_STAGES:
+                c = compute[stage]
+                used = " + ".join(f"{k} at the {u['rate']} rate" for k, u in sorted(c["rates"].items())) or "no rate"
+                moe = c["moe"]
+                routed = ""
+                if moe["all_experts_flops"]:
+                    routed = (f"; experts {moe['top_k']} of {moe['num_experts']} per token: {moe['routed_flops'] / 1e9:.3f} of "
+                              f"{moe['all_experts_flops'] / 1e9:.3f} GFLOP")
+                    if c["graph_gflop"] != c["required_gflop"]:
+                        routed += (f" (the {moe['form']} form computes {c['graph_gflop']:.3f} GFLOP in all"
+                                   + (f": {c['graph_achieved_gflops']} GFLOP/s" if c.get("graph_achieved_gflops") else "") + ")")
+                unshaped = f"; {c['unshaped_products']} products without a shape not counted" if c["unshaped_products"] else ""
+                lines.append(f"    {stage} ({c['target']} graph, {c['precision']}): {c['required_gflop']:.3f} GFLOP, "
+                             f"{used}, {c['rate_gflops']} GFLOP/s{routed}{unshaped}")
+        elif compute:
+            lines.append(f"  compute roofline: {compute['unavailable']}")
     return "\n".join(lines)
+
+
+def _compute_cells(c: dict) -> str:
+    roof = f"{c['roofline_ms']:>9.2f}ms" if c["roofline_ms"] is not None else f"{'n/a':>11}"
+    achieved = f"{c['achieved_gflops']:>9.1f}" if c["achieved_gflops"] is not None else f"{'-':>9}"
+    fraction = f"{c['fraction_of_rate']:>9.0%}" if c["fraction_of_rate"] is not None else f"{'-':>9}"
+    return f"{c['required_gflop']:>10.3f}{roof}{achieved}{fraction}"

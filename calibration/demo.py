@@ -6,10 +6,13 @@ the drivers, on the paper's math matching game (or toy placement).
                   [--mode driver|fast] [--gif FILE] [--cache DIR]
 
 1. Export: the checkpoint (default: the shipped one, `checkpoints/chatvla2-demo`) becomes an ONNX
-   bundle at the plan (default fp32), checked by export's parity tests, and is cached under
+   bundle at the plan, checked by export's parity tests, and is cached under
    CACHE/bundles/<plan>-<sha256 of the checkpoint's files>: only the first run exports, and a
    changed checkpoint or plan exports again. CACHE: --cache, else $CHATVLA2_CACHE, else
-   $XDG_CACHE_HOME/chatvla2-edge (~/.cache/chatvla2-edge).
+   $XDG_CACHE_HOME/chatvla2-edge (~/.cache/chatvla2-edge). The default plan, `auto`, is the cpu
+   target's (each engine at its fastest CPU precision within its parity budget: ONNX Runtime's
+   MoE, dynamic int8, int4 MatMulNBits) where TensorRT is not installed, else fp32 for TensorRT.
+   `cpu` / `cpu:PLAN` name a cpu-target plan, anything else a TensorRT one (fp32, int8, ...).
 2. Run: for each split, N episodes (seeds S .. S+N-1) through the runtime's `Policy` on the
    bundle's engines, the actions going through the ARX drivers to two simulated arms behind
    pseudo-terminals, in real time at 50 Hz (`--mode driver`, `calibration.task_eval.evaluate`: the
@@ -52,7 +55,7 @@ class DemoOptions:
     split: str = BOTH
     episodes: int = 3  # per split
     seed: int = 0
-    plan: str = "fp32"
+    plan: str = "auto"
     backend: str = "auto"
     mode: str = "driver"
     query_every: int = 20
@@ -91,15 +94,30 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
+def resolve_plan(plan_text: str) -> tuple[str, dict]:
+    """(target, plan) of the demo's `--plan`: `auto`, `cpu`, `cpu:PLAN` or a TensorRT plan."""
+    import importlib.util
+
+    from export.cpu_target import parse_cpu_plan
+    from export.precision import parse_plan
+
+    if plan_text == "auto":
+        plan_text = "fp32" if importlib.util.find_spec("tensorrt") is not None else "cpu"
+    if plan_text == "cpu" or plan_text.startswith("cpu:"):
+        return "cpu", parse_cpu_plan(plan_text.partition(":")[2] or "auto")
+    return "tensorrt", parse_plan(plan_text)
+
+
 def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> tuple[Path, bool]:
     """(bundle directory, whether it was exported now): the cached export of `checkpoint` at the plan."""
     from contract.bundle import BundleError, load_manifest
-    from export.precision import parse_plan
 
-    plan = parse_plan(plan_text)  # an unknown plan fails before anything is loaded
-    key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(plan.items()))
-    if len(set(plan.values())) == 1:
-        key = next(iter(plan.values()))
+    target, plan = resolve_plan(plan_text)  # an unknown plan fails before anything is loaded
+    shown = {e: "|".join(p) if isinstance(p, tuple) else p for e, p in plan.items()}
+    key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(shown.items()))
+    if len(set(shown.values())) == 1:
+        key = next(iter(shown.values()))
+    key = f"cpu-{key}" if target == "cpu" else key
     bundle = cache / "bundles" / f"{key}-{checkpoint_fingerprint(checkpoint)[:16]}"
     if bundle.is_dir():
         try:
@@ -111,8 +129,8 @@ def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> t
     from models.loading import load_model
 
     model = load_model(None, str(checkpoint), seed=0)
-    log(f"exporting {checkpoint} ({model.cfg.name}) at plan {plan_text} to {bundle} (once; later runs reuse it)")
-    export_bundle(model, bundle, plan, log=lambda line: None, replace=bundle.exists())
+    log(f"exporting {checkpoint} ({model.cfg.name}) for {target} at plan {shown} to {bundle} (once; later runs reuse it)")
+    export_bundle(model, bundle, plan, log=lambda line: None, replace=bundle.exists(), target=target)
     return bundle, True
 
 
@@ -145,7 +163,12 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bundle, exported = cached_bundle(checkpoint, args.plan, cache_root(args.cache))
     export_s = time.perf_counter() - started
-    print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s)", flush=True)
+    from contract.bundle import export_target, load_manifest
+
+    manifest = load_manifest(bundle, verify_hashes=False)
+    resolved = manifest["plan"]
+    print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s): "
+          f"{export_target(manifest)} target, plan {resolved}", flush=True)
 
     splits = list(SPLITS) if args.split == BOTH else [args.split]
     gif = EpisodeGif()
@@ -181,6 +204,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"GIF of {args.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path.resolve()}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     print(json.dumps({"demo": {"checkpoint": str(checkpoint), "bundle": str(bundle), "exported": exported,
-                               "export_s": round(export_s, 2), "plan": args.plan, "gif": str(gif_path.resolve()),
+                               "export_s": round(export_s, 2), "plan": args.plan, "resolved_plan": resolved, "gif": str(gif_path.resolve()),
                                "results": results}}), flush=True)
     return 0

@@ -7,10 +7,12 @@ used for two flops per byte (fp32) or fewer, so its floor is memory, not arithme
   product in numpy's BLAS (all its threads), the access pattern of a decode step and the figure
   the roofline uses; `copy`: a single-threaded numpy copy, read + write bytes counted (lower).
 - `decode_traffic(bundle, manifest)`: the bytes one decode token reads: the weights it uses
-  (for the `gather` MoE form only top_k of num_experts expert weights, the others are never
-  touched; the `dense` form reads every expert) plus the whole static KV cache (attention reads
+  (for the `gather` MoE form and ONNX Runtime's MoE/QMoE operators only top_k of num_experts
+  expert weights, the others are never touched; the `dense` form reads every expert) plus the whole static KV cache (attention reads
   every slot, masked). From the graph's initializers when `onnx` imports (the export extra);
   otherwise the files' sizes, an upper bound.
+The compute-bound stages (vision, prefill, action head) have their compute roofline in
+`calibration.compute_roofline` (FLOPs / the measured GEMM rate); `chatvla2 bench` reports both.
 No torch here: `chatvla2 bench` runs on the robot's install.
 """
 
@@ -68,7 +70,8 @@ _BITS = {1: 32, 2: 8, 3: 8, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 16: 16, 17: 8, 1
 
 def _weight_bytes_read(path: Path, num_experts: int, top_k: int) -> int:
     """Initializer bytes one token reads. An expert stack (first dim num_experts) that reaches a
-    Gather/GatherND as its data input, directly or through DequantizeLinear, is read top_k /
+    Gather/GatherND as its data input, directly or through DequantizeLinear, or is an expert input
+    of a com.microsoft MoE/QMoE node (weights, scales, biases: the `cpu` target), is read top_k /
     num_experts; any other initializer in full (embedding tables are also the tied output head)."""
     import onnx
 
@@ -85,6 +88,8 @@ def _weight_bytes_read(path: Path, num_experts: int, top_k: int) -> int:
         for node, index in uses:
             if node.op_type in ("Gather", "GatherND") and index == 0:
                 continue
+            if node.op_type in ("MoE", "QMoE") and node.domain == "com.microsoft" and index >= 2:
+                continue  # ONNX Runtime's MoE operators read the routed experts' weights in place
             if node.op_type == "DequantizeLinear" and index == 0 and all(gathered_only(o) for o in node.output):
                 continue
             return False

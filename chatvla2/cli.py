@@ -71,7 +71,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=default("episodes"), help="episodes per split (default %(default)s)")
     p.add_argument("--seed", type=int, default=default("seed"), help="first episode seed (default %(default)s)")
     p.add_argument("--plan", default=default("plan"), metavar="PLAN",
-                   help="export precision: fp32, fp16, int8, ... or one per engine (default %(default)s)")
+                   help="auto: without TensorRT the cpu target's fastest plan within the parity budgets, else fp32; "
+                        "cpu or cpu:PLAN (cpu target); or a TensorRT plan: fp32, fp16, int8, ... or one per engine (default %(default)s)")
     p.add_argument("--backend", default=default("backend"), help="auto, onnxruntime or tensorrt (default %(default)s)")
     p.add_argument("--mode", default=default("mode"),
                    help="driver (simulated arms on ptys through the drivers, real time) or fast (default %(default)s)")
@@ -125,11 +126,15 @@ def _export(p: argparse.ArgumentParser) -> None:
 
     _add_model_source(p)
     p.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle directory to write")
+    p.add_argument("--target", choices=["tensorrt", "cpu"], default="tensorrt",
+                   help="tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators "
+                        "(MoE/QMoE, dynamic int8, MatMulNBits int4), never handed to TensorRT")
     p.add_argument(
         "--precision",
-        default="fp32",
+        default=None,
         metavar="PLAN",
-        help=f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8",
+        help=f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
+             "(default fp32; with --target cpu: auto, each engine's fastest of int8/int4/fp32 within its parity budget)",
     )
     p.add_argument(
         "--moe",

@@ -197,3 +197,9 @@ def bundle_model_config(bundle: str | Path, manifest: dict[str, Any]) -> ModelCo
         return ModelConfig.from_dict(manifest["model_config"])
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{bundle}: invalid model_config in the manifest ({exc})") from None
+
+
+def export_target(manifest: dict) -> str:
+    """"tensorrt" or "cpu": what the bundle's graphs were shaped for (`chatvla2 export --target`).
+    Bundles written before the field existed are TensorRT bundles."""
+    return manifest.get("target", "tensorrt")

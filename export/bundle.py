@@ -28,6 +28,7 @@ import onnx
 from safetensors.numpy import save_file
 
 from export.calibration_data import EngineInputs, record_engine_inputs
+from export.cpu_target import cpu_quantize
 from export.lint import assert_tensorrt_compatible
 from contract.bundle import (
     EMBEDDINGS_FILE,
@@ -59,6 +60,9 @@ from models.vla import ChatVLA2
 from runtime.onnxruntime_session import create_session
 
 CALIBRATION_SAMPLES = 8
+EXPORT_TARGETS = ("tensorrt", "cpu")
+# The MoE graph form of the cpu target: ONNX Runtime's com.microsoft MoE / QMoE (export/cpu_moe.py).
+CPU_MOE_FORM = "ort"
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -168,8 +172,12 @@ def export_bundle(
     trace_cache: str | Path | None = None,
     replace: bool = False,
     enforce_budgets: bool = True,
+    target: str = "tensorrt",
 ) -> dict:
     """Export `model` to the bundle directory `out` following `plan` ({engine: precision}).
+    target: "tensorrt" (Q/DQ graphs TensorRT parses, linted) or "cpu" (ONNX Runtime's CPU
+    operators, `export.cpu_target`; a plan entry may then be a tuple of precisions, fastest first:
+    the first that meets the engine's parity budget is kept).
     Returns the manifest. Raises ParityError / LintError without leaving anything behind.
     replace: an existing bundle at `out` may be replaced (see the module docstring).
 
@@ -182,7 +190,7 @@ def export_bundle(
     model = model.eval()
     with staged_directory(out, before_swap=lambda target: check_replaceable(target, replace)) as staging:
         manifest = _assemble(model, staging, plan, moe, calibration, seed, log, calibration_samples, trace_cache,
-                             enforce_budgets)
+                             enforce_budgets, target)
         write_manifest(staging, manifest)
     return manifest
 
@@ -199,22 +207,33 @@ def _weights_fingerprint(model: ChatVLA2) -> str:
     return digest.hexdigest()
 
 
-def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint: str | None) -> None:
-    """Trace one engine to `destination`, or copy it from the trace cache."""
+def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint: str | None, model=None) -> None:
+    """Trace one engine to `destination`, or copy it from the trace cache. The `ort` MoE form
+    (cpu target) traces with the mixture as ONNX Runtime's MoE operator (`export.cpu_moe`)."""
     if cache is not None:
         cached = cache / fingerprint[:16] / f"{spec.name}-{form}.onnx"
         if cached.is_file():
             shutil.copyfile(cached, destination)
             return
-    save_onnx(trace_to_onnx(spec), destination)
+    if form == CPU_MOE_FORM:
+        from export.cpu_moe import CUSTOM_TRANSLATIONS, ort_moe_layers
+
+        with ort_moe_layers(model):
+            save_onnx(trace_to_onnx(spec, CUSTOM_TRANSLATIONS), destination)
+    else:
+        save_onnx(trace_to_onnx(spec), destination)
     if cache is not None and not destination.with_name(destination.name + ".data").exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(destination, cached)
 
 
 def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibration_samples, trace_cache,
-              enforce_budgets: bool = True) -> dict:
-    needs_calibration = any(p in ("int8", "fp8", "int4") for p in plan.values())
+              enforce_budgets: bool = True, target: str = "tensorrt") -> dict:
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; choose from {', '.join(EXPORT_TARGETS)}")
+    cpu = target == "cpu"
+    # The cpu target's int8/int4 need no calibration: activations are quantized per call (dynamic).
+    needs_calibration = not cpu and any(p in ("int8", "fp8", "int4") for p in plan.values())
     if calibration is None and needs_calibration:
         log(f"recording calibration inputs: the PyTorch policy on {calibration_samples} sample observations")
         calibration = record_engine_inputs(model, calibration_samples, seed=seed)
@@ -228,15 +247,18 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
     engines: dict[str, dict] = {}
     moe_forms: dict[str, str] = {}
     for spec in engine_specs(model):
-        name, precision = spec.name, plan[spec.name]
+        name = spec.name
         form = "-"
         if name in ("prefill", "decode"):
-            form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(precision))
-            model.set_moe_implementation(form)
+            if cpu:
+                form = CPU_MOE_FORM
+            else:
+                form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(plan[name]))
+                model.set_moe_implementation(form)
             moe_forms[name] = form
         started = time.perf_counter()
         fp32_path = scratch / f"{name}.onnx"
-        _traced(spec, form, fp32_path, cache, fingerprint)
+        _traced(spec, form, fp32_path, cache, fingerprint, model)
         feed = {k: np.ascontiguousarray(v) for k, v in parity_inputs[name].items()}
         reference = torch_outputs(spec.module, feed, spec.input_names, spec.output_names)
 
@@ -245,25 +267,39 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
             session = create_session(source)
             return compare(reference, onnx_outputs(session, feed))
 
-        budget = budget_for(precision, name)
         final_path = staging / f"{name}.onnx"
-        if precision == "fp32":
-            graph, report = onnx.load(str(fp32_path)), ConversionReport(method="traced fp32")
-        elif precision == "fp16":
-            graph, report = to_fp16(fp32_path, parity_of, budget)
-        else:
-            graph, report = quantize(fp32_path, final_path, precision, calibration[name], parity_of, budget)
-        assert_tensorrt_compatible(graph, name)
-        files = save_onnx(graph, final_path)
-        result = parity_of(final_path)
+        # A cpu plan entry may list candidates, fastest first: the first within its budget is kept.
+        candidates = plan[name] if isinstance(plan[name], (tuple, list)) else (plan[name],)
+        for precision in candidates:
+            budget = budget_for(precision, name)
+            if cpu:
+                graph, report = cpu_quantize(fp32_path, precision)
+            elif precision == "fp32":
+                graph, report = onnx.load(str(fp32_path)), ConversionReport(method="traced fp32")
+            elif precision == "fp16":
+                graph, report = to_fp16(fp32_path, parity_of, budget)
+            else:
+                graph, report = quantize(fp32_path, final_path, precision, calibration[name], parity_of, budget)
+            if not cpu:
+                assert_tensorrt_compatible(graph, name)
+            files = save_onnx(graph, final_path)
+            result = parity_of(final_path)
+            within = result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
+            if within or precision == candidates[-1]:
+                break
+            log(f"{name:<12} {precision:<5} cosine {result.cosine:.6f}  rel.err {result.relative_error:.2e}: "
+                f"outside its budget, trying {candidates[candidates.index(precision) + 1]}")
+            for written in files:
+                written.unlink()
         if enforce_budgets:
             check_budget(name, precision, result, budget)
+        plan = {**plan, name: precision}
         engines[name] = {
             "file": final_path.name,
             "data_files": [f.name for f in files[1:]],
             "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
             "precision": precision,
-            "targets": plan_targets({name: precision}),
+            "targets": ["cpu"] if cpu else plan_targets({name: precision}),
             "inputs": describe_io(graph.graph.input),
             "outputs": describe_io(graph.graph.output),
             "profiles": _profiles(name, model),
@@ -294,7 +330,8 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         "model_config": model.cfg.to_dict(),
         "moe_implementation": moe_forms,
         "plan": dict(plan),
-        "targets": plan_targets(plan),
+        "target": target,
+        "targets": ["cpu"] if cpu else plan_targets(plan),
         "engines": engines,
         "embeddings": EMBEDDINGS_FILE,
         "tokenizer": TOKENIZER_FILE,

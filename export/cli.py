@@ -8,6 +8,7 @@ import time
 
 from export.bundle import export_bundle, prepare_target
 from export.calibration_data import expected_inputs, load_engine_inputs
+from export.cpu_target import parse_cpu_plan
 from export.precision import parse_plan
 from models.loading import load_model
 from models.vla import ChatVLA2
@@ -25,7 +26,9 @@ def _with_cache_length(model: ChatVLA2, length: int) -> ChatVLA2:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    plan = parse_plan(args.precision)  # bad plans, lengths and targets fail before any work
+    target = getattr(args, "target", "tensorrt")
+    # bad plans, lengths and targets fail before any work
+    plan = parse_cpu_plan(args.precision) if target == "cpu" else parse_plan(args.precision or "fp32")
     if args.max_seq is not None and args.max_seq < 1:
         raise ValueError(f"--max-seq must be a positive number of positions, got {args.max_seq}")
     prepare_target(args.out, replace=args.force)
@@ -36,8 +39,11 @@ def export_main(args: argparse.Namespace) -> int:
     if args.calibration:
         calibration = load_engine_inputs(args.calibration, expected_inputs(model))
     started = time.perf_counter()
-    print(f"exporting ChatVLA-2 {model.cfg.name} to {args.out}: plan {plan}, moe {args.moe}")
-    manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed, replace=args.force)
-    print(f"bundle written: {args.out} ({len(manifest['engines'])} engines, targets {', '.join(manifest['targets'])}, "
+    shown = {k: "|".join(v) if isinstance(v, tuple) else v for k, v in plan.items()}
+    print(f"exporting ChatVLA-2 {model.cfg.name} to {args.out} for {target}: plan {shown}, moe {'ort' if target == 'cpu' else args.moe}")
+    manifest = export_bundle(model, args.out, plan, moe=args.moe, calibration=calibration, seed=args.seed,
+                             replace=args.force, target=target)
+    print(f"bundle written: {args.out} ({len(manifest['engines'])} engines, plan {manifest['plan']}, "
+          f"targets {', '.join(manifest['targets'])}, "
           f"{time.perf_counter() - started:.0f} s)")
     return 0

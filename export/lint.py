@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from export import tensorrt_rules as rules
-from contract.bundle import BundleError, engine_file, load_manifest
+from contract.bundle import BundleError, engine_file, export_target, load_manifest
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 
@@ -437,6 +437,9 @@ def lint_bundle(
     version = rules.parse_version(tensorrt_version)  # a bad version string fails before any work
     if manifest is None:
         manifest = load_manifest(bundle, verify_hashes=True)
+    if export_target(manifest) != "tensorrt":
+        raise BundleError(f"{bundle}: exported for the {export_target(manifest)} target (ONNX Runtime's own operators); "
+                          "lint and build apply to TensorRT bundles (chatvla2 export --target tensorrt)")
     results: dict[str, list[Finding]] = {}
     for name, entry in manifest["engines"].items():
         path = engine_file(bundle, manifest, name)

@@ -97,7 +97,7 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
     ]
 
 
-def trace_to_onnx(spec: TraceSpec) -> onnx.ModelProto:
+def trace_to_onnx(spec: TraceSpec, custom_translations: dict | None = None) -> onnx.ModelProto:
     """One engine to an fp32 ONNX model (in memory), weight data movement folded (see
     `export.graph_passes`). Gelu stays one node: TensorRT 10.3 parses it (onnx-tensorrt operators.md)."""
     spec.module.eval()
@@ -118,6 +118,7 @@ def trace_to_onnx(spec: TraceSpec) -> onnx.ModelProto:
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
+                custom_translation_table=custom_translations,
             )
     finally:
         exporter_log.setLevel(previous_level)

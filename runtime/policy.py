@@ -34,6 +34,7 @@ from contract.bundle import (
     EMBEDDINGS_FILE,
     ENGINE_NAMES,
     ENGINES_DIR,
+    export_target,
     NORMALIZATION_FILE,
     TOKENIZER_FILE,
     BundleError,
@@ -122,6 +123,9 @@ class Policy:
             raise FileNotFoundError(f"engines directory not found: {engines_dir}")
         engines_path = Path(engines_dir) if engines_dir else bundle / ENGINES_DIR
         chosen = resolve_backend(backend, engines_path)
+        if chosen == "tensorrt" and export_target(manifest) == "cpu":
+            raise BundleError(f"{bundle}: exported for the cpu target (ONNX Runtime's own operators): "
+                              "run it with --backend onnxruntime, or export with --target tensorrt")
         specs = {name: EngineSpec.from_manifest(name, entry) for name, entry in manifest["engines"].items()}
         missing = [n for n in ENGINE_NAMES if n not in specs]
         if missing:

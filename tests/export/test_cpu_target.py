@@ -1,0 +1,118 @@
+"""The `cpu` export target: ONNX Runtime's own CPU operators (MoE/QMoE, dynamic int8, MatMulNBits),
+never handed to TensorRT; parity, the runtime's bad-input errors, and the refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from chatvla2.cli import main as cli
+from contract.bundle import BundleError, load_manifest
+from contract.scene import sample_observation
+from export.cpu_target import CANDIDATES, parse_cpu_plan
+from export.thresholds import budget_for
+from runtime.policy import Policy
+
+
+@pytest.fixture(scope="module")
+def cpu_bundles(tmp_path_factory):
+    """tiny exported for the cpu target: `auto` (each engine's fastest within budget) and fp32."""
+    root = tmp_path_factory.mktemp("cpu")
+    for plan in ("auto", "fp32"):
+        assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / plan)]) == 0
+    return root
+
+
+def _observation(seed: int):
+    frames, instruction, state = sample_observation(2)
+    rng = np.random.default_rng(seed)
+    state = (state + rng.normal(0, 0.3, state.shape)).astype(np.float32)
+    return frames, instruction, state, rng.standard_normal((50, 14)).astype(np.float32)
+
+
+def test_plan_parsing():
+    assert parse_cpu_plan(None) == CANDIDATES
+    assert parse_cpu_plan("int8") == dict.fromkeys(CANDIDATES, "int8")
+    assert parse_cpu_plan("decode=int4")["decode"] == "int4" and parse_cpu_plan("decode=int4")["vision"] == "fp32"
+    for bad, message in (("fp8", "no precision 'fp8'"), ("vision=fp16", "no precision 'fp16' for vision"),
+                         ("eyes=int8", "unknown engine 'eyes'")):
+        with pytest.raises(ValueError, match=message):
+            parse_cpu_plan(bad)
+
+
+def test_auto_keeps_each_engines_fastest_precision_within_budget(cpu_bundles):
+    manifest = load_manifest(cpu_bundles / "auto")
+    assert manifest["target"] == "cpu" and manifest["targets"] == ["cpu"]
+    for name, entry in manifest["engines"].items():
+        assert entry["targets"] == ["cpu"]
+        assert entry["precision"] == CANDIDATES[name][0]  # the tiny model's engines all meet the first
+        assert entry["parity"]["within_budget"]
+        assert entry["parity"]["cosine"] >= budget_for(entry["precision"], name).cosine_min
+
+
+def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
+    ops = {}
+    for name in CANDIDATES:
+        graph = onnx.load(str(cpu_bundles / "auto" / f"{name}.onnx"))
+        ops[name] = {(n.domain or "ai.onnx", n.op_type) for n in graph.graph.node}
+    assert ("com.microsoft", "MatMulNBits") in ops["decode"]  # int4 weights
+    assert any(op in ops["vision"] for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger")))
+    assert not any(op == "QuantizeLinear" for _, op in ops["vision"] | ops["action_head"])  # no TensorRT-style Q/DQ
+
+
+def test_fp32_cpu_plan_matches_the_reference(cpu_bundles):
+    from models.loading import load_model
+
+    model = load_model("tiny")
+    policy = Policy.from_bundle(cpu_bundles / "fp32", backend="onnxruntime")
+    frames, instruction, state, noise = _observation(3)
+    reference = model.act(frames, instruction, state, noise=torch.from_numpy(noise))
+    got = policy.infer({"images": frames, "instruction": instruction, "state": state, "noise": noise})
+    assert got["reasoning_ids"] == reference.reasoning_ids
+    np.testing.assert_allclose(got["action_chunk"], reference.actions, atol=1e-4, rtol=0)
+
+
+def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles):
+    from models.loading import load_model
+
+    model = load_model("tiny")
+    policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
+    agreements = []
+    for seed in range(3):
+        frames, instruction, state, noise = _observation(seed)
+        reference = model.act(frames, instruction, state, noise=torch.from_numpy(noise))
+        got = policy.infer({"images": frames, "instruction": instruction, "state": state, "noise": noise})
+        common = next((i for i, (a, b) in enumerate(zip(got["reasoning_ids"], reference.reasoning_ids)) if a != b),
+                      min(len(got["reasoning_ids"]), len(reference.reasoning_ids)))
+        agreements.append(common / max(len(got["reasoning_ids"]), len(reference.reasoning_ids), 1))
+    assert np.mean(agreements) >= 0.5  # export/thresholds.py POLICY_BUDGETS["int8"/"int4"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"images": sample_observation(2)[0][:1]}, r"expected 2 camera view\(s\), got 1"),
+    ({"state": np.zeros(7, np.float32)}, r"state has shape \(7,\), expected \(14,\)"),
+    ({"state": np.full(14, np.nan, np.float32)}, r"state has non-finite values"),
+])
+def test_bad_observations_are_named_as_for_other_bundles(cpu_bundles, change, message):
+    policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
+    frames, instruction, state = sample_observation(2)
+    with pytest.raises(ValueError, match=message):
+        policy.infer({"images": frames, "instruction": instruction, "state": state, "seed": 0, **change})
+
+
+def test_tensorrt_paths_refuse_a_cpu_bundle(cpu_bundles, capsys):
+    with pytest.raises(BundleError, match="exported for the cpu target"):
+        Policy.from_bundle(cpu_bundles / "auto", backend="tensorrt")
+    assert cli(["lint", str(cpu_bundles / "auto")]) == 2
+    err = capsys.readouterr().err
+    assert "lint and build apply to TensorRT bundles" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cpu_bundle_manifest_records_the_plan(cpu_bundles):
+    manifest = json.loads((cpu_bundles / "auto" / "manifest.json").read_text())
+    assert manifest["plan"] == {name: candidates[0] for name, candidates in CANDIDATES.items()}
+    assert manifest["moe_implementation"] == {"prefill": "ort", "decode": "ort"}
