@@ -114,9 +114,11 @@ def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> t
 
     target, plan = resolve_plan(plan_text)  # an unknown plan fails before anything is loaded
     shown = {e: "|".join(p) if isinstance(p, tuple) else p for e, p in plan.items()}
-    key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(shown.items()))
-    if len(set(shown.values())) == 1:
-        key = next(iter(shown.values()))
+    key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(plan.items()) if isinstance(precision, str))
+    if any(isinstance(p, tuple) for p in plan.values()):
+        key = "auto"  # the cpu target's candidates: resolved by the export, recorded in its manifest
+    elif len(set(plan.values())) == 1:
+        key = next(iter(plan.values()))
     key = f"cpu-{key}" if target == "cpu" else key
     bundle = cache / "bundles" / f"{key}-{checkpoint_fingerprint(checkpoint)[:16]}"
     if bundle.is_dir():

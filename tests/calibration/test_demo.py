@@ -3,6 +3,7 @@ the runtime and the drivers; the GIF; bad input as one line with nothing written
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -44,11 +45,18 @@ def test_the_shipped_checkpoint_is_small_and_documented():
     assert "chatvla2 train" in text and "chatvla2 eval" in text  # the exact commands and the evaluation
 
 
+def record_plan(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])["demo"]["resolved_plan"]
+
+
 def test_demo_exports_then_drives_the_simulated_arms(first_run):
     result, cwd = first_run
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "(exported now" in out and "through the drivers, real time" in out
+    if importlib.util.find_spec("tensorrt") is None:  # the default plan is then the cpu target's, fastest within budget
+        assert "cpu target, plan {" in out
+        assert record_plan(out) == {"vision": "int8", "prefill": "int8", "decode": "int4", "action_head": "int8"}
     assert "episode seed 0:" in out and "reasoning:" in out and "picks    :" in out and "latency  : p50 ms" in out
     assert "| paper: ChatVLA-2 | - | in_domain |" in out
     record = json.loads(out.strip().splitlines()[-1])["demo"]
@@ -82,7 +90,7 @@ def test_a_damaged_cached_bundle_is_exported_again(first_run, cache, tmp_path):
     graph = bundle / "action_head.onnx"
     graph.write_bytes(graph.read_bytes()[:-10])
     messages = []
-    again, exported = cached_bundle(SHIPPED_CHECKPOINT, "fp32", copy, log=messages.append)
+    again, exported = cached_bundle(SHIPPED_CHECKPOINT, "auto", copy, log=messages.append)
     assert again == bundle and exported and "not usable" in messages[0]
 
 

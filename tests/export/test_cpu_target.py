@@ -22,9 +22,22 @@ from runtime.policy import Policy
 def cpu_bundles(tmp_path_factory):
     """tiny exported for the cpu target: `auto` (each engine's fastest within budget) and fp32."""
     root = tmp_path_factory.mktemp("cpu")
-    for plan in ("auto", "fp32"):
+    for plan in ("auto", "fp32", "int8"):
         assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / plan)]) == 0
     return root
+
+
+def _expert_bits(path) -> set[int]:
+    graph = onnx.load(str(path))
+    qmoe = [n for n in graph.graph.node if n.op_type == "QMoE"]
+    assert qmoe
+    return {next(a.i for a in n.attribute if a.name == "expert_weight_bits") for n in qmoe}
+
+
+def test_quantized_experts_follow_the_engine_precision(cpu_bundles):
+    assert _expert_bits(cpu_bundles / "auto" / "decode.onnx") == {4}  # auto: int4 decode
+    assert _expert_bits(cpu_bundles / "auto" / "prefill.onnx") == {8}
+    assert _expert_bits(cpu_bundles / "int8" / "decode.onnx") == {8}
 
 
 def _observation(seed: int):
@@ -59,8 +72,11 @@ def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
     for name in CANDIDATES:
         graph = onnx.load(str(cpu_bundles / "auto" / f"{name}.onnx"))
         ops[name] = {(n.domain or "ai.onnx", n.op_type) for n in graph.graph.node}
+    assert ("com.microsoft", "QMoE") in ops["prefill"] and ("com.microsoft", "QMoE") in ops["decode"]
+    assert not any(op == "MoE" for _, op in ops["prefill"] | ops["decode"])  # every expert quantized
     assert ("com.microsoft", "MatMulNBits") in ops["decode"]  # int4 weights
-    assert any(op in ops["vision"] for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger")))
+    for name in ("vision", "prefill", "action_head"):
+        assert any(op in ops[name] for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger")))
     assert not any(op == "QuantizeLinear" for _, op in ops["vision"] | ops["action_head"])  # no TensorRT-style Q/DQ
 
 
