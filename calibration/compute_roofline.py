@@ -283,42 +283,12 @@ def _shaped_graph(path: Path, entry: dict, shapes: dict | None):
     shapes inferred: ONNX's inference, or ONNX Runtime's symbolic inference where the graph has
     com.microsoft operators. Returns (graph, shape(name), elem_type(name))."""
     import onnx
-    from onnx import shape_inference
 
-    from calibration.predict import _topological_order
+    from calibration.predict import typed_graph
 
     model = onnx.load(str(path), load_external_data=False)
-    bound = _bound_shapes(entry, shapes)
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers or value.name not in bound:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        for dim, size in zip(dims, bound[value.name]):
-            dim.ClearField("dim_param")
-            dim.dim_value = int(size)
-    del model.graph.value_info[:]
-    ordered = _topological_order(model.graph)
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    inferred = _symbolic_shapes(model) if graph_has_contrib(model.graph) else None
-    if inferred is None:
-        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    graph = inferred.graph
-    types: dict[str, tuple[int, list[int] | None]] = {}
-    for value in [*graph.value_info, *graph.input, *graph.output]:
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim] if tensor.HasField("shape") else None
-        known = None if dims is None or None in dims else dims
-        if known is not None or value.name not in types:
-            types[value.name] = (tensor.elem_type or types.get(value.name, (0, None))[0], known)
-    for tensor in graph.initializer:
-        types[tensor.name] = (tensor.data_type, list(tensor.dims))
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    types[node.output[0]] = (attribute.t.data_type, list(attribute.t.dims))
+    infer = _symbolic_shapes if graph_has_contrib(model.graph) else None
+    graph, types, _ = typed_graph(model, _bound_shapes(entry, shapes), Path(path).name, strict=False, infer=infer)
     return graph, (lambda name: types.get(name, (0, None))[1]), (lambda name: types.get(name, (0, None))[0])
 
 
@@ -375,21 +345,10 @@ def _standard_flops(graph, shape, elem_type) -> tuple[dict, int]:
 def _product_class(node, graph, elem_type) -> str:
     """count_graph's classing: int8/fp8 when both operands come out of DequantizeLinear of that
     type, otherwise the output's float type."""
-    from calibration.predict import _OPERAND_PASS, _QUANTIZED_CLASS
+    from calibration.predict import quantized_operand_class
 
     producer = {out: n for n in graph.node for out in n.output}
-
-    def quantized(name: str) -> str | None:
-        current = producer.get(name)
-        for _ in range(16):
-            if current is None or current.op_type not in _OPERAND_PASS:
-                break
-            current = producer.get(current.input[0])
-        if current is not None and current.op_type == "DequantizeLinear":
-            return _QUANTIZED_CLASS.get(elem_type(current.input[0]))
-        return None
-
-    a, b = quantized(node.input[0]), quantized(node.input[1])
+    a, b = (quantized_operand_class(name, producer, elem_type) for name in node.input[:2])
     if a == b and a in ("int8", "fp8"):
         return a
     if a and b and {a, b} <= {"int8", "fp8"}:

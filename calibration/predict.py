@@ -96,22 +96,27 @@ def opt_shapes(entry: dict) -> dict[str, list[int]]:
     return shapes
 
 
-def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k: int,
-                shapes: dict[str, list[int]] | None = None) -> dict:
-    """Bytes read and FLOPs of one call of the graph at `path`, at the manifest entry's opt
-    shapes (overridden per input by `shapes`). Returns weight_bytes (read per call), io_bytes
-    (inputs read + outputs written), bytes (both), stored_weight_bytes (each initializer once),
-    flops and flops_by_class ({fp32|fp16|int8|fp8: FLOPs}), matmuls and unshaped_matmuls (products
-    whose shapes inference could not give: not counted)."""
-    import onnx
+def quantized_operand_class(name: str, producer: dict, elem_type) -> str | None:
+    """int8/fp8 when the value comes out of a DequantizeLinear of that type (through data-movement
+    ops), else None: how a product's operand is classed."""
+    node = producer.get(name)
+    for _ in range(16):
+        if node is None or node.op_type not in _OPERAND_PASS:
+            break
+        node = producer.get(node.input[0])
+    if node is not None and node.op_type == "DequantizeLinear":
+        return _QUANTIZED_CLASS.get(elem_type(node.input[0]))
+    return None
+
+
+def typed_graph(model, bound: dict[str, list[int]], where: str, strict: bool = True, infer=None):
+    """(graph, types, weights) of `model` with its inputs bound to `bound` and shapes inferred:
+    types maps every value to (elem_type, dims or None), weights the initializers and Constants to
+    (elem_type, dims). strict: an input with a dynamic dimension and no bound shape is an error.
+    infer: a shape-inference function returning the inferred model, or None to fall back to
+    ONNX's (the compute roofline passes ONNX Runtime's symbolic inference for contrib operators)."""
     from onnx import shape_inference
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"graph not found: {path}")
-    model = onnx.load(str(path), load_external_data=False)
-    bound = {**opt_shapes(manifest_entry), **(shapes or {})} if manifest_entry else dict(shapes or {})
-    bound = {k: v for k, v in bound.items() if all(isinstance(d, int) for d in v)}  # a named dim is no shape
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
     for value in graph.input:
@@ -120,19 +125,20 @@ def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k:
         dims = value.type.tensor_type.shape.dim
         if value.name in bound:
             if len(bound[value.name]) != len(dims):
-                raise ValueError(f"{path.name}: input {value.name} has rank {len(dims)}, shape {bound[value.name]} given")
+                raise ValueError(f"{where}: input {value.name} has rank {len(dims)}, shape {bound[value.name]} given")
             for dim, size in zip(dims, bound[value.name]):
                 dim.ClearField("dim_param")
                 dim.dim_value = int(size)
-        elif any(not d.HasField("dim_value") for d in dims):
-            raise ValueError(f"{path.name}: input {value.name} has a dynamic dimension and no opt shape in the manifest")
+        elif strict and any(not d.HasField("dim_value") for d in dims):
+            raise ValueError(f"{where}: input {value.name} has a dynamic dimension and no opt shape in the manifest")
     del graph.value_info[:]
     # Shape inference visits nodes in order; converted graphs are not always sorted (the fp16
     # converter appends its input Casts at the end).
     ordered = _topological_order(graph)
     del graph.node[:]
     graph.node.extend(ordered)
-    model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    inferred = infer(model) if infer is not None else None
+    model = inferred if inferred is not None else shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     graph = model.graph
 
     types: dict[str, tuple[int, list[int] | None]] = {}
@@ -150,6 +156,25 @@ def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k:
                     weights[node.output[0]] = (attribute.t.data_type, list(attribute.t.dims))
     for name, (dtype, dims) in weights.items():
         types[name] = (dtype, dims)
+    return graph, types, weights
+
+
+def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k: int,
+                shapes: dict[str, list[int]] | None = None) -> dict:
+    """Bytes read and FLOPs of one call of the graph at `path`, at the manifest entry's opt
+    shapes (overridden per input by `shapes`). Returns weight_bytes (read per call), io_bytes
+    (inputs read + outputs written), bytes (both), stored_weight_bytes (each initializer once),
+    flops and flops_by_class ({fp32|fp16|int8|fp8: FLOPs}), matmuls and unshaped_matmuls (products
+    whose shapes inference could not give: not counted)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"graph not found: {path}")
+    model = onnx.load(str(path), load_external_data=False)
+    bound = {**opt_shapes(manifest_entry), **(shapes or {})} if manifest_entry else dict(shapes or {})
+    bound = {k: v for k, v in bound.items() if all(isinstance(d, int) for d in v)}  # a named dim is no shape
+    graph, types, weights = typed_graph(model, bound, path.name)
 
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[tuple[object, int]]] = defaultdict(list)
@@ -202,14 +227,7 @@ def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k:
         io += int(np.prod(dims, dtype=np.int64)) * _BITS.get(dtype, 32) / 8
 
     def quantized(name: str) -> str | None:
-        node = producer.get(name)
-        for _ in range(16):
-            if node is None or node.op_type not in _OPERAND_PASS:
-                break
-            node = producer.get(node.input[0])
-        if node is not None and node.op_type == "DequantizeLinear":
-            return _QUANTIZED_CLASS.get(types.get(node.input[0], (0, None))[0])
-        return None
+        return quantized_operand_class(name, producer, lambda value: types.get(value, (0, None))[0])
 
     flops_by_class = dict.fromkeys(MATMUL_CLASSES, 0.0)
     matmuls = unshaped = 0

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import onnx
 
-from export.precision import ConversionReport, router_nodes
+from export.precision import ConversionReport, per_engine_plan, router_nodes
 
 CPU_PRECISIONS = ("fp32", "int8", "int4")
 # Fastest first, per engine. Vision, prefill and the action head are compute-bound: int8 GEMMs
@@ -54,15 +54,7 @@ def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
         if text not in CPU_PRECISIONS:
             raise ValueError(f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine")
         return dict.fromkeys(CANDIDATES, text)
-    plan: dict[str, str | tuple[str, ...]] = dict.fromkeys(CANDIDATES, "fp32")
-    for item in text.split(","):
-        engine, _, precision = (part.strip() for part in item.partition("="))
-        if engine not in CANDIDATES:
-            raise ValueError(f"precision plan: unknown engine {engine!r}; engines: {', '.join(CANDIDATES)}")
-        if precision not in CPU_PRECISIONS:
-            raise ValueError(f"precision plan: the cpu target has no precision {precision!r} for {engine}; choose from {', '.join(CPU_PRECISIONS)}")
-        plan[engine] = precision
-    return plan
+    return per_engine_plan(text, CPU_PRECISIONS, "the cpu target has no precision")
 
 
 def cpu_quantize(fp32_path: Path, precision: str) -> tuple[onnx.ModelProto, ConversionReport]:

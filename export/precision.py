@@ -67,14 +67,20 @@ def parse_plan(text: str) -> dict[str, str]:
         if text == "int4":
             return dict(INT4_PLAN)
         return dict.fromkeys(ENGINE_NAMES, text)
+    return per_engine_plan(text, PRECISIONS, "unknown precision")
+
+
+def per_engine_plan(text: str, precisions, unknown: str) -> dict[str, str]:
+    """`vision=int8,decode=int4` -> every engine's precision (engines left out: fp32); an engine or
+    precision outside `precisions` is an error (`unknown` words the latter)."""
     plan = dict.fromkeys(ENGINE_NAMES, "fp32")
     for item in text.split(","):
         engine, _, precision = item.partition("=")
         engine, precision = engine.strip(), precision.strip()
         if engine not in ENGINE_NAMES:
             raise ValueError(f"precision plan: unknown engine {engine!r}; engines: {', '.join(ENGINE_NAMES)}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision plan: unknown precision {precision!r} for {engine}; choose from {', '.join(PRECISIONS)}")
+        if precision not in precisions:
+            raise ValueError(f"precision plan: {unknown} {precision!r} for {engine}; choose from {', '.join(precisions)}")
         plan[engine] = precision
     return plan
 
