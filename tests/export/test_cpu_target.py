@@ -131,3 +131,22 @@ def test_cpu_bundle_manifest_records_the_plan(cpu_bundles):
     manifest = json.loads((cpu_bundles / "auto" / "manifest.json").read_text())
     assert manifest["plan"] == {name: candidates[0] for name, candidates in CANDIDATES.items()}
     assert manifest["moe_implementation"] == {"prefill": "ort", "decode": "ort"}
+
+
+def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeypatch):
+    import export.bundle as bundle_module
+    from export.thresholds import ParityBudget
+    from models.loading import load_model
+
+    real = bundle_module.budget_for
+
+    def strict_int8(precision, engine):  # an int8 budget no quantized graph meets
+        return ParityBudget(cosine_min=1.1, relative_error_max=0.0) if precision == "int8" else real(precision, engine)
+
+    monkeypatch.setattr(bundle_module, "budget_for", strict_int8)
+    lines = []
+    plan = {"vision": ("int8", "fp32"), "prefill": "fp32", "decode": "fp32", "action_head": "fp32"}
+    manifest = bundle_module.export_bundle(load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu")
+    assert manifest["plan"]["vision"] == "fp32" and manifest["engines"]["vision"]["precision"] == "fp32"
+    assert any("vision" in line and "outside its budget, trying fp32" in line for line in lines)
+    assert sorted(p.name for p in (tmp_path / "b").glob("vision*")) == ["vision.onnx"]  # the int8 graph is gone
