@@ -11,8 +11,9 @@ onnx, and `chatvla2 calibrate` imports this module to build its parser).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
+
+from contract.names import unknown_name
 
 # The matrix-product classes a graph is counted in (calibration.predict): an fp32/fp16 product,
 # or an int8/fp8 one when both operands come out of DequantizeLinear (explicit Q/DQ).
@@ -127,9 +128,7 @@ def get_target(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, TARGETS, n=1, cutoff=0.0)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown target {name!r}{hint}; targets: {', '.join(TARGETS)}") from None
+        raise unknown_name(name, TARGETS, "target", "targets") from None
 
 
 def parse_targets(values: list[str] | str | None) -> list[Target]:

@@ -8,13 +8,14 @@ all 28 decoder layers, ScaleDP-H, 14-D state and actions, chunks of 50). `tiny` 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from contract.names import unknown_name
 
 
 @dataclass(frozen=True)
@@ -386,11 +387,7 @@ def get_config(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.0)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"unknown model preset {name!r}{hint}; presets: {', '.join(PRESETS)}"
-        ) from None
+        raise unknown_name(name, PRESETS, "model preset", "presets") from None
 
 
 def field_default(cls: type, name: str) -> Any:

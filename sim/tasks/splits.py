@@ -9,7 +9,7 @@ background (tests/sim/tasks/test_splits.py checks it over many seeds).
 
 from __future__ import annotations
 
-import difflib
+from contract.names import unknown_name
 
 IN_DOMAIN = "in_domain"
 OPEN_WORLD = "open_world"
@@ -20,6 +20,4 @@ def check_split(split: str) -> str:
     """`split` if it is one of SPLITS, else a ValueError that suggests the closest name."""
     if split in SPLITS:
         return split
-    close = difflib.get_close_matches(str(split), SPLITS, n=1, cutoff=0.0)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown split {split!r}{hint}; splits: {', '.join(SPLITS)}")
+    raise unknown_name(split, SPLITS, "split", "splits")
