@@ -208,12 +208,13 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     weights_path = directory / WEIGHTS_FILE
     header = read_safetensors_header(weights_path)
     model = ChatVLA2(cfg, tokenizer, stats)
-    check_weights(weights_path, header, model.state_dict())
+    expected = model.state_dict()
+    check_weights(weights_path, header, expected)
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as exc:  # safetensors' own error type
         raise CheckpointError(f"{weights_path}: unreadable ({exc})") from None
     # A bf16/fp16 checkpoint (an import kept in its source's precision) loads as the model's fp32.
-    state = {name: t.to(model.state_dict()[name].dtype) for name, t in state.items()}
+    state = {name: t.to(expected[name].dtype) for name, t in state.items()}
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
