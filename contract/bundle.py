@@ -29,6 +29,12 @@ Schema (version 1):
   "tools": {"torch": "2.13.0", "onnx": "...", "onnxruntime": "...", ...}
 }
 Shapes: ints are static, strings name a dynamic dimension shared across engines.
+
+Prefill and decode may name the same graph (the cpu target's `language.onnx`: one graph, one copy
+of the language model's weights; export/graphs.py LanguageGraph): their entries then describe the
+same inputs and outputs, and each its own precision-equal parity and its "profiles", the shapes
+it feeds (a prefill: the prompt after an empty cache; a decode step: one token against the whole
+static cache). The runtime opens such a graph once (`shared_language`).
 """
 
 from __future__ import annotations
@@ -100,18 +106,33 @@ def load_manifest(bundle: str | Path, verify_hashes: bool = True, runtime: bool 
             raise BundleError(f"{path}: engine {engine!r} has no 'file' name")
         if not isinstance(entry.get("data_files", []), list):
             raise BundleError(f"{path}: engine {engine!r}: 'data_files' must be a list")
+    shared_language(manifest, path)
     check_coverage(bundle, manifest, runtime_files(manifest) if runtime else None)
     if verify_hashes:
         verify_files(bundle, manifest)
     return manifest
 
 
+def shared_language(manifest: dict[str, Any], where: Any = "the manifest") -> bool:
+    """Whether prefill and decode are one graph (see the module docstring); entries that share a
+    file but disagree on its inputs, outputs or precision are a BundleError."""
+    engines = manifest["engines"]
+    prefill, decode = engines.get("prefill"), engines.get("decode")
+    if not (isinstance(prefill, dict) and isinstance(decode, dict)) or prefill.get("file") != decode.get("file"):
+        return False
+    for key in ("inputs", "outputs", "precision", "data_files"):
+        if prefill.get(key) != decode.get(key):
+            raise BundleError(f"{where}: engines 'prefill' and 'decode' share {prefill.get('file')} but their {key!r} differ")
+    return True
+
+
 def graph_files(manifest: dict[str, Any]) -> list[str]:
     """Each engine's graph and its external data files."""
     names = []
     for entry in manifest["engines"].values():
-        names.append(entry["file"])
-        names.extend(entry.get("data_files", []))
+        for name in (entry["file"], *entry.get("data_files", [])):
+            if name not in names:  # a graph two engines share is listed once
+                names.append(name)
     return names
 
 

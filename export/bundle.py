@@ -28,7 +28,7 @@ import onnx
 from safetensors.numpy import save_file
 
 from export.calibration_data import EngineInputs, record_engine_inputs
-from export.cpu_target import cpu_quantize
+from export.cpu_target import cpu_quantize, shares_language
 from export.lint import assert_tensorrt_compatible
 from contract.bundle import (
     EMBEDDINGS_FILE,
@@ -40,12 +40,13 @@ from contract.bundle import (
     TOKENIZER_FILE,
     write_manifest,
 )
-from export.onnx_export import OPSET, engine_specs, save_onnx, trace_to_onnx
+from export.onnx_export import OPSET, engine_specs, language_feeds, language_spec, save_onnx, trace_to_onnx
 from export.parity import check_budget, compare, onnx_outputs, torch_outputs
 from contract.staging import staged_directory
 from export.precision import (
     ConversionReport,
     fp32_weights,
+    LANGUAGE_ENGINES,
     low_precision_weight_fraction,
     plan_targets,
     quantize,
@@ -110,6 +111,24 @@ def _profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list[int]]]:
             "position_ids": {k: [3, 1, n] for k, n in lengths.items()},
         }
     return {}
+
+
+def _language_profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list[int]]]:
+    """The shared language graph's shapes as each engine feeds it: a prefill (the prompt after an
+    empty cache, 0 slots) or a decode step (one token against the whole static cache)."""
+    language = model.cfg.language
+    cache = lambda slots: [language.layers, 1, language.kv_heads, slots, language.head_dim]  # noqa: E731
+    if engine == "prefill":
+        prompt = _profiles("prefill", model)
+        return {**prompt, "key_cache": {k: cache(0) for k in ("min", "opt", "max")},
+                "value_cache": {k: cache(0) for k in ("min", "opt", "max")}}
+    step = {"embeddings": [1, 1, language.hidden], "position_ids": [3, 1, 1],
+            "key_cache": cache(language.max_cache_len), "value_cache": cache(language.max_cache_len)}
+    return {name: {k: shape for k in ("min", "opt", "max")} for name, shape in step.items()}
+
+
+def _within(result, budget) -> bool:
+    return result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
 
 
 def _tool_versions() -> dict[str, str]:
@@ -246,32 +265,42 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
     scratch.mkdir()
     engines: dict[str, dict] = {}
     moe_forms: dict[str, str] = {}
-    for spec in engine_specs(model):
+    specs = engine_specs(model)
+    if cpu and shares_language(plan):
+        # Prefill and decode as one graph: one copy of the language model's weights in memory.
+        specs = [spec for spec in specs if spec.name not in LANGUAGE_ENGINES]
+        specs.insert(1, language_spec(model))
+        parity_inputs = {**parity_inputs, **language_feeds(model, parity_inputs)}
+    for spec in specs:
         name = spec.name
+        # The manifest's engines this graph serves: the language graph serves prefill and decode,
+        # each checked on its own feed against its own budget.
+        served = LANGUAGE_ENGINES if name == "language" else (name,)
         form = "-"
-        if name in ("prefill", "decode"):
+        if name in ("prefill", "decode", "language"):
             if cpu:
                 form = CPU_MOE_FORM
             else:
                 form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(plan[name]))
                 model.set_moe_implementation(form)
-            moe_forms[name] = form
+            moe_forms.update(dict.fromkeys(served, form))
         started = time.perf_counter()
         fp32_path = scratch / f"{name}.onnx"
         _traced(spec, form, fp32_path, cache, fingerprint, model)
-        feed = {k: np.ascontiguousarray(v) for k, v in parity_inputs[name].items()}
-        reference = torch_outputs(spec.module, feed, spec.input_names, spec.output_names)
+        feeds = {engine: {k: np.ascontiguousarray(v) for k, v in parity_inputs[engine].items()} for engine in served}
+        references = {engine: torch_outputs(spec.module, feed, spec.input_names, spec.output_names) for engine, feed in feeds.items()}
 
-        def parity_of(candidate: onnx.ModelProto | Path):
+        def parity_of(candidate: onnx.ModelProto | Path, engine: str = served[0]):
             source = str(candidate) if isinstance(candidate, Path) else candidate.SerializeToString()
             session = create_session(source)
-            return compare(reference, onnx_outputs(session, feed))
+            return compare(references[engine], onnx_outputs(session, feeds[engine]))
 
         final_path = staging / f"{name}.onnx"
-        # A cpu plan entry may list candidates, fastest first: the first within its budget is kept.
-        candidates = plan[name] if isinstance(plan[name], (tuple, list)) else (plan[name],)
+        # A cpu plan entry may list candidates, fastest first: the first within its budget(s) is kept.
+        candidates = plan[served[0]] if isinstance(plan[served[0]], (tuple, list)) else (plan[served[0]],)
         for precision in candidates:
-            budget = budget_for(precision, name)
+            budgets = {engine: budget_for(precision, engine) for engine in served}
+            budget = budgets[served[0]]
             if cpu:
                 graph, report = cpu_quantize(fp32_path, precision)
             elif precision == "fp32":
@@ -283,44 +312,47 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
             if not cpu:
                 assert_tensorrt_compatible(graph, name)
             files = save_onnx(graph, final_path)
-            result = parity_of(final_path)
-            within = result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
-            if within or precision == candidates[-1]:
+            results = {engine: parity_of(final_path, engine) for engine in served}
+            within = {engine: _within(results[engine], budgets[engine]) for engine in served}
+            if all(within.values()) or precision == candidates[-1]:
                 break
-            log(f"{name:<12} {precision:<5} cosine {result.cosine:.6f}  rel.err {result.relative_error:.2e}: "
-                f"outside its budget, trying {candidates[candidates.index(precision) + 1]}")
+            for engine in served:
+                log(f"{engine:<12} {precision:<5} cosine {results[engine].cosine:.6f}  rel.err {results[engine].relative_error:.2e}"
+                    + ("" if within[engine] else f": outside its budget, trying {candidates[candidates.index(precision) + 1]}"))
             for written in files:
                 written.unlink()
-        if enforce_budgets:
-            check_budget(name, precision, result, budget)
-        plan = {**plan, name: precision}
-        engines[name] = {
-            "file": final_path.name,
-            "data_files": [f.name for f in files[1:]],
-            "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
-            "precision": precision,
-            "targets": ["cpu"] if cpu else plan_targets({name: precision}),
-            "inputs": describe_io(graph.graph.input),
-            "outputs": describe_io(graph.graph.output),
-            "profiles": _profiles(name, model),
-            "kept_fp32": report.kept_fp32,
-            "conversion": report.method,
-            "low_precision_weight_fraction": round(low_precision_weight_fraction(graph), 6),
-            # Stored bytes of every initializer by type and, below fp32, each weight still fp32 with
-            # its reason (a kept group and the parity that kept it).
-            "weight_bytes_by_dtype": weight_bytes_by_dtype(graph),
-            "fp32_weights": fp32_weights(graph, report) if precision != "fp32" else [],
-            "parity": {**result.to_dict(), "budget": dataclasses.asdict(budget),
-                       "within_budget": result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max},
-        }
-        if report.not_quantized:  # left out of quantization by design; stored fp16 unless kept_fp32 says otherwise
-            engines[name]["not_quantized"] = report.not_quantized
-        log(
-            f"{name:<12} {precision:<5} cosine {result.cosine:.6f}  rel.err {result.relative_error:.2e}  "
-            f"low-precision weights {engines[name]['low_precision_weight_fraction']:.0%}"
-            + (f" (kept fp32: {', '.join(report.kept_fp32)})" if report.kept_fp32 else "") + "  "
-            f"({time.perf_counter() - started:.1f} s)"
-        )
+        for engine in served:
+            if enforce_budgets:
+                check_budget(engine, precision, results[engine], budgets[engine])
+            plan = {**plan, engine: precision}
+            engines[engine] = {
+                "file": final_path.name,
+                "data_files": [f.name for f in files[1:]],
+                "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
+                "precision": precision,
+                "targets": ["cpu"] if cpu else plan_targets({engine: precision}),
+                "inputs": describe_io(graph.graph.input),
+                "outputs": describe_io(graph.graph.output),
+                "profiles": _language_profiles(engine, model) if name == "language" else _profiles(engine, model),
+                "kept_fp32": report.kept_fp32,
+                "conversion": report.method,
+                "low_precision_weight_fraction": round(low_precision_weight_fraction(graph), 6),
+                # Stored bytes of every initializer by type and, below fp32, each weight still fp32 with
+                # its reason (a kept group and the parity that kept it).
+                "weight_bytes_by_dtype": weight_bytes_by_dtype(graph),
+                "fp32_weights": fp32_weights(graph, report) if precision != "fp32" else [],
+                "parity": {**results[engine].to_dict(), "budget": dataclasses.asdict(budgets[engine]),
+                           "within_budget": within[engine]},
+            }
+            if report.not_quantized:  # left out of quantization by design; stored fp16 unless kept_fp32 says otherwise
+                engines[engine]["not_quantized"] = report.not_quantized
+            log(
+                f"{engine:<12} {precision:<5} cosine {results[engine].cosine:.6f}  rel.err {results[engine].relative_error:.2e}  "
+                f"low-precision weights {engines[engine]['low_precision_weight_fraction']:.0%}"
+                + (f" (kept fp32: {', '.join(report.kept_fp32)})" if report.kept_fp32 else "")
+                + (f"  [{final_path.name}, shared with {', '.join(e for e in served if e != engine)}]" if len(served) > 1 else "")
+                + f"  ({time.perf_counter() - started:.1f} s)"
+            )
     shutil.rmtree(scratch)
 
     save_file({"token_embedding": model.language.embed_tokens.weight.detach().float().numpy()}, str(staging / EMBEDDINGS_FILE))

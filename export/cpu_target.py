@@ -27,34 +27,43 @@ from pathlib import Path
 
 import onnx
 
+from contract.bundle import ENGINE_NAMES
 from export.precision import ConversionReport, per_engine_plan, router_nodes
 
 CPU_PRECISIONS = ("fp32", "int8", "int4")
-# Fastest first, per engine. Vision, prefill and the action head are compute-bound: int8 GEMMs
-# (VNNI) first. Decode reads every weight once per token: int4 reads half int8's bytes (measured at
-# `small`, README "The cpu target": 1.90 vs 2.92 ms/token in one run; the step at 32 tokens 13%
-# faster). Both meet their budgets, but int4 decoding changes more reasonings (the demo model's
-# held-out agreement 0.55 against 0.87): `--precision int8` is the more exact plan.
+# Fastest first. Vision and the action head are compute-bound: int8 GEMMs (VNNI) first. Prefill and
+# decode share one graph (`language`, one copy of the weights in memory) when the plan gives them
+# one precision, so they are chosen together: int4 first. Measured at `small` (2 threads, README
+# "The cpu target"): a 150-token prefill 39 ms at int4 against 35 at int8, a decode step 1.23 ms
+# against 1.60 (int4 reads half int8's bytes), so int4 is faster from ~12 reasoning tokens on.
+# int4 changes more reasonings than int8 (both within budget): `--precision int8` is the more exact plan.
 CANDIDATES = {
     "vision": ("int8", "fp32"),
-    "prefill": ("int8", "fp32"),
-    "decode": ("int4", "int8", "fp32"),
+    "language": ("int4", "int8", "fp32"),
     "action_head": ("int8", "fp32"),
 }
 INT4_BLOCK = 32
 
 
 def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
-    """`auto` (or None): every engine's `CANDIDATES`; `int8`: every engine at int8; or one per
-    engine, `vision=int8,prefill=int8,decode=int4,action_head=fp32` (engines left out: fp32)."""
+    """`auto` (or None): every engine's `CANDIDATES` (prefill and decode: the language's, together);
+    `int8`: every engine at int8; or one per engine, `vision=int8,prefill=int8,decode=int4,action_head=fp32`
+    (engines left out: fp32; prefill and decode at different precisions get a graph each)."""
     text = (text or "auto").strip()
     if text == "auto":
-        return dict(CANDIDATES)
+        return {"vision": CANDIDATES["vision"], "prefill": CANDIDATES["language"], "decode": CANDIDATES["language"],
+                "action_head": CANDIDATES["action_head"]}
     if "=" not in text:
         if text not in CPU_PRECISIONS:
             raise ValueError(f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine")
-        return dict.fromkeys(CANDIDATES, text)
+        return dict.fromkeys(ENGINE_NAMES, text)
     return per_engine_plan(text, CPU_PRECISIONS, "the cpu target has no precision")
+
+
+def shares_language(plan: dict) -> bool:
+    """Prefill and decode are one graph (`export.graphs.LanguageGraph`, one copy of the language
+    model's weights in memory) when the plan gives them the same precision or the same candidates."""
+    return plan["prefill"] == plan["decode"]
 
 
 def cpu_quantize(fp32_path: Path, precision: str) -> tuple[onnx.ModelProto, ConversionReport]:

@@ -9,6 +9,13 @@ trace. Each wraps a part of `models.vla.ChatVLA2` without changing its numerics.
                int64, key/value caches -> logits (1, vocab), hidden (1, hidden),
                the token's keys/values (layers, 1, kv_heads, 1, head_dim), which the runtime
                writes into its cache at cache_position (the cache itself is never copied)
+- language:    (the cpu target's prefill and decode in one graph, one copy of the weights)
+               embeddings (1, T, hidden), position_ids (3, 1, T), cache_position (1,) int64, key/value
+               caches (read only) -> hidden (1, T, hidden), logits of the last position (1, vocab),
+               the T tokens' keys/values (layers, 1, kv_heads, T, head_dim), which the runtime
+               writes into its cache at [cache_position, cache_position + T). A prefill is T =
+               prompt length at cache_position 0; a decode step is T = 1 with the token's embedding
+               looked up by the runtime (it holds the table for the prompt already).
 - action_head: o (1, hidden), r (1, hidden), state (1, state_dim) normalised,
                noise (1, chunk, action_dim) -> normalised action chunk, every DDIM step inside
 """
@@ -55,6 +62,15 @@ class DecodeGraph(nn.Module):
         embedding = self.language.embed_tokens(token)
         position_ids = position.view(1, 1, 1).expand(3, 1, 1)
         return self.language.decode_step(embedding, position_ids, cache_position, key_cache, value_cache)
+
+
+class LanguageGraph(nn.Module):
+    def __init__(self, model: ChatVLA2):
+        super().__init__()
+        self.language = model.language
+
+    def forward(self, embeddings, position_ids, cache_position, key_cache, value_cache):
+        return self.language.extend(embeddings, position_ids, cache_position, key_cache, value_cache)
 
 
 class ActionHeadGraph(nn.Module):

@@ -14,11 +14,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
 from export.graph_passes import fold_constant_weights, untranspose_gemm_weights
-from export.graphs import ActionHeadGraph, DecodeGraph, PrefillGraph, VisionGraph
+from export.graphs import ActionHeadGraph, DecodeGraph, LanguageGraph, PrefillGraph, VisionGraph
 from models.vla import ChatVLA2
 
 # Opset 21: the lowest with blocked INT4 DequantizeLinear (deploy.md); TensorRT 10.3 parses it.
@@ -38,6 +39,10 @@ class TraceSpec:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
+    # torch.export's own form (named Dims per input), used instead of `dynamic_axes` when given:
+    # torch 2.13's conversion of dynamic_axes fixes the language graph's cache slots at the example's
+    # length ("tracing inferred a static shape of 512"); named Dims keep them dynamic.
+    dynamic_shapes: dict | None = None
 
 
 def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
@@ -97,6 +102,49 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
     ]
 
 
+def language_spec(model: ChatVLA2, prompt_length: int = 16) -> TraceSpec:
+    """The cpu target's shared language graph (`export.graphs.LanguageGraph`): prefill and decode
+    in one graph, the new tokens' count T ("tokens") dynamic."""
+    language = model.cfg.language
+    cache_shape = (language.layers, 1, language.kv_heads, language.max_cache_len, language.head_dim)
+    positions = torch.arange(prompt_length).view(1, 1, -1).expand(3, 1, -1).contiguous()
+    tokens, slots = torch.export.Dim("tokens"), torch.export.Dim("cache_slots")
+    return TraceSpec(
+        "language",
+        LanguageGraph(model),
+        (torch.randn(1, prompt_length, language.hidden), positions, torch.tensor([0]),
+         torch.randn(cache_shape), torch.randn(cache_shape)),
+        ("embeddings", "position_ids", "cache_position", "key_cache", "value_cache"),
+        ("hidden", "logits", "new_keys", "new_values"),
+        {"embeddings": {1: "tokens"}, "position_ids": {2: "tokens"}, "hidden": {1: "tokens"},
+         "new_keys": {3: "tokens"}, "new_values": {3: "tokens"},
+         "key_cache": {3: "cache_slots"}, "value_cache": {3: "cache_slots"}},
+        # The cache's slots are dynamic so that a prefill passes an empty cache (0 slots) and pays
+        # nothing for it; a decode step passes the runtime's whole static cache, read in place.
+        {"embeddings": {1: tokens}, "position_ids": {2: tokens}, "cache_position": None,
+         "key_cache": {3: slots}, "value_cache": {3: slots}},
+    )
+
+
+def language_feeds(model: ChatVLA2, engine_inputs: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """The language graph's feeds for a prefill and a decode step, from the prefill and decode
+    engines' recorded inputs (`export.calibration_data`), as the runtime builds them: the prompt
+    after an empty cache (0 slots); the step's token embedding looked up in the table and its text
+    position on all three M-RoPE axes, against the whole static cache."""
+    prefill, decode = engine_inputs["prefill"], engine_inputs["decode"]
+    cache = decode["key_cache"]
+    empty = np.zeros((*cache.shape[:3], 0, cache.shape[4]), cache.dtype)
+    table = model.language.embed_tokens.weight.detach().float().numpy()
+    token = int(decode["token"].reshape(-1)[0])
+    return {
+        "prefill": {"embeddings": prefill["embeddings"], "position_ids": prefill["position_ids"],
+                    "cache_position": np.zeros(1, np.int64), "key_cache": empty, "value_cache": empty},
+        "decode": {"embeddings": table[token].reshape(1, 1, -1).astype(prefill["embeddings"].dtype),
+                   "position_ids": np.broadcast_to(decode["position"].reshape(1, 1, 1), (3, 1, 1)).astype(np.int64),
+                   "cache_position": decode["cache_position"], "key_cache": cache, "value_cache": decode["value_cache"]},
+    }
+
+
 def trace_to_onnx(spec: TraceSpec, custom_translations: dict | None = None) -> onnx.ModelProto:
     """One engine to an fp32 ONNX model (in memory), weight data movement folded (see
     `export.graph_passes`). Gelu stays one node: TensorRT 10.3 parses it (onnx-tensorrt operators.md)."""
@@ -114,7 +162,8 @@ def trace_to_onnx(spec: TraceSpec, custom_translations: dict | None = None) -> o
                 spec.example_inputs,
                 input_names=list(spec.input_names),
                 output_names=list(spec.output_names),
-                dynamic_axes=spec.dynamic_axes or None,
+                dynamic_axes=None if spec.dynamic_shapes else (spec.dynamic_axes or None),
+                dynamic_shapes=spec.dynamic_shapes,
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,

@@ -77,19 +77,24 @@ class Attention(nn.Module):
         probabilities = _masked_softmax(scores, allowed).to(v.dtype)
         return self._output(probabilities @ v.unsqueeze(2)), k, v
 
-    def decode(self, x, cos, sin, key_cache, value_cache, past_allowed):
-        """One token against the static cache (B, kv_heads, L, head_dim) of this layer.
-        past_allowed: (L,) bool, the cache entries that hold earlier tokens. The new token's own
-        key/value are attended to separately, so the cache is only read, never concatenated."""
-        q, k, v = self._project(x, cos, sin)  # q (B, kvh, g, 1, d); k, v (B, kvh, 1, d)
-        past_scores = q @ key_cache.unsqueeze(2).transpose(-1, -2)  # (B, kvh, g, 1, L)
-        own_score = (q * k.unsqueeze(2)).sum(dim=-1, keepdim=True)  # (B, kvh, g, 1, 1)
-        scores = torch.cat((past_scores, own_score), dim=-1) * self.scale
-        allowed = torch.cat((past_allowed, torch.ones_like(past_allowed[:1])))
+    def extend(self, x, cos, sin, key_cache, value_cache, past_allowed):
+        """New tokens (B, S, hidden) after those in the static cache (B, kv_heads, L, head_dim) of
+        this layer: a decode step (S = 1), or a prompt after an empty cache (S = prompt length).
+        past_allowed: (L,) bool, the cache entries that hold earlier tokens. The new tokens' own
+        keys/values are attended to separately (causally among themselves), so the cache is only
+        read, never concatenated or copied."""
+        q, k, v = self._project(x, cos, sin)  # q (B, kvh, g, S, d); k, v (B, kvh, S, d)
+        seq = x.shape[1]
+        past_scores = q @ key_cache.unsqueeze(2).transpose(-1, -2)  # (B, kvh, g, S, L)
+        own_scores = q @ k.unsqueeze(2).transpose(-1, -2)  # (B, kvh, g, S, S)
+        scores = torch.cat((past_scores, own_scores), dim=-1) * self.scale
+        index = torch.arange(seq, device=x.device)
+        causal = index.view(-1, 1) >= index.view(1, -1)  # (S, S)
+        allowed = torch.cat((past_allowed.view(1, -1).expand(seq, -1), causal), dim=-1)
         probabilities = _masked_softmax(scores, allowed).to(v.dtype)
         past_length = key_cache.shape[-2]
         out = probabilities[..., :past_length] @ value_cache.unsqueeze(2)
-        out = out + probabilities[..., past_length:] * v.unsqueeze(2)
+        out = out + probabilities[..., past_length:] @ v.unsqueeze(2)
         return self._output(out), k, v
 
 
@@ -116,8 +121,8 @@ class DecoderLayer(nn.Module):
         x = x + attended
         return x + self._mlp(self.post_attention_norm(x), router_logits), k, v
 
-    def decode(self, x, cos, sin, key_cache, value_cache, past_allowed):
-        attended, k, v = self.attn.decode(self.input_norm(x), cos, sin, key_cache, value_cache, past_allowed)
+    def extend(self, x, cos, sin, key_cache, value_cache, past_allowed):
+        attended, k, v = self.attn.extend(self.input_norm(x), cos, sin, key_cache, value_cache, past_allowed)
         x = x + attended
         return x + self.mlp(self.post_attention_norm(x)), k, v
 
@@ -167,20 +172,30 @@ class LanguageModel(nn.Module):
         hidden, keys, values = self(embeddings, position_ids)
         return hidden, self.logits(hidden[:, -1]), torch.stack(keys), torch.stack(values)
 
-    def decode_step(self, embedding, position_ids, cache_position, key_cache, value_cache):
-        """One token. embedding (B, 1, hidden); position_ids (3, B, 1); cache_position: int64
-        tensor, the cache index of this token (= number of tokens before it); caches
-        (layers, B, kv_heads, max_cache_len, head_dim). Returns logits (B, vocab), the hidden
-        state (B, hidden) and this token's keys and values (layers, B, kv_heads, 1, head_dim)."""
+    def extend(self, embeddings, position_ids, cache_position, key_cache, value_cache):
+        """S new tokens after the `cache_position` tokens already in the cache: one function for a
+        prompt (an empty cache, cache_position 0) and a decode step (S = 1), so one graph with one
+        copy of the weights can serve both. embeddings (B, S, hidden); position_ids (3, B, S);
+        cache_position: int64 tensor, the cache index of the first new token; caches (layers, B,
+        kv_heads, max_cache_len, head_dim), read only. Returns the hidden states (B, S, hidden), the
+        last position's logits (B, vocab) and the new tokens' keys and values (layers, B, kv_heads,
+        S, head_dim), to be written into the cache at [cache_position, cache_position + S)."""
         past_allowed = torch.arange(key_cache.shape[-2], device=key_cache.device) < cache_position.reshape(())
         cos, sin = self.rotary(position_ids)
-        x, keys, values = embedding, [], []
+        x, keys, values = embeddings, [], []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer.decode(x, cos, sin, key_cache[i], value_cache[i], past_allowed)
+            x, k, v = layer.extend(x, cos, sin, key_cache[i], value_cache[i], past_allowed)
             keys.append(k)
             values.append(v)
-        hidden = self.norm(x)[:, 0]
-        return self.logits(hidden), hidden, torch.stack(keys), torch.stack(values)
+        hidden = self.norm(x)
+        return hidden, self.logits(hidden[:, -1]), torch.stack(keys), torch.stack(values)
+
+    def decode_step(self, embedding, position_ids, cache_position, key_cache, value_cache):
+        """One token: `extend` with S = 1. embedding (B, 1, hidden); position_ids (3, B, 1).
+        Returns logits (B, vocab), the hidden state (B, hidden) and this token's keys and values
+        (layers, B, kv_heads, 1, head_dim)."""
+        hidden, logits, keys, values = self.extend(embedding, position_ids, cache_position, key_cache, value_cache)
+        return logits, hidden[:, 0], keys, values
 
     def new_cache(self, batch: int = 1, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg

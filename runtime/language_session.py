@@ -21,6 +21,7 @@ class LanguageSession(ABC):
     provider: str = "?"
 
     def __init__(self, prefill: EngineSpec, decode: EngineSpec):
+        """A prefill graph that outputs the padded cache and a decode graph that reads it."""
         cache = decode.input("key_cache")
         if not all(isinstance(d, int) for d in cache.shape) or len(cache.shape) != 5:
             raise ValueError(f"decode key_cache must have a static 5-D shape, the manifest says {cache.shape}")
@@ -28,10 +29,14 @@ class LanguageSession(ABC):
             other = spec.output(name) if spec is prefill else spec.input(name)
             if tuple(other.shape) != tuple(cache.shape) or other.dtype != cache.dtype:
                 raise ValueError(f"{spec.name} {name} {other.shape} {other.dtype} differs from decode key_cache {cache.shape} {cache.dtype}")
-        self.cache_shape: tuple[int, ...] = tuple(cache.shape)  # type: ignore[assignment]
-        self.cache_dtype = cache.dtype
+        self.init_cache(tuple(cache.shape), cache.dtype, int(decode.output("logits").shape[-1]))  # type: ignore[arg-type]
+
+    def init_cache(self, shape: tuple[int, ...], dtype: np.dtype, vocab_size: int) -> None:
+        """The cache's static shape (layers, 1, kv_heads, max_cache_len, head_dim) and the vocabulary."""
+        self.cache_shape = tuple(shape)
+        self.cache_dtype = dtype
         self.max_cache_len = self.cache_shape[3]
-        self.vocab_size = int(decode.output("logits").shape[-1])
+        self.vocab_size = vocab_size
         self.filled = 0
 
     def check_step(self, token: int, cache_position: int) -> None:

@@ -41,6 +41,7 @@ from contract.bundle import (
     bundle_model_config,
     engine_file,
     load_manifest,
+    shared_language,
 )
 from contract.config import ModelConfig
 from contract.normalization import NormalizationStats
@@ -140,8 +141,17 @@ class Policy:
         else:
             from runtime.onnxruntime_engine import OnnxRuntimeEngine, OnnxRuntimeLanguage
 
-            engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), spec, threads=threads) for name, spec in specs.items()}
-            language = OnnxRuntimeLanguage(engines["prefill"], engines["decode"])
+            shared = shared_language(manifest, bundle)
+            # A graph prefill and decode share (the cpu target) is one session: its weights once in memory.
+            opened = [n for n in specs if not (shared and n == "decode")]
+            engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), specs[name], threads=threads) for name in opened}
+            if shared:
+                from runtime.onnxruntime_shared_language import OnnxRuntimeSharedLanguage
+
+                engines["decode"] = engines["prefill"]
+                language = OnnxRuntimeSharedLanguage(engines["prefill"], specs["decode"], token_embedding)
+            else:
+                language = OnnxRuntimeLanguage(engines["prefill"], engines["decode"])
         try:
             policy = cls(config, tokenizer, stats, token_embedding, engines, language, chosen, source=str(bundle))
         except BaseException:
@@ -276,7 +286,7 @@ class Policy:
     def close(self) -> None:
         """Release the engines. Never while an inference runs in another thread (the control loop
         joins its inference thread before the caller closes)."""
-        for engine in self.engines.values():
+        for engine in {id(e): e for e in self.engines.values()}.values():  # a shared graph once
             engine.close()
 
 

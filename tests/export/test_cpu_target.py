@@ -20,11 +20,18 @@ from runtime.policy import Policy
 
 @pytest.fixture(scope="module")
 def cpu_bundles(tmp_path_factory):
-    """tiny exported for the cpu target: `auto` (each engine's fastest within budget) and fp32."""
+    """tiny exported for the cpu target: `auto` (each engine's fastest within budget), fp32, and
+    `split` (prefill and decode at different precisions: a graph each)."""
     root = tmp_path_factory.mktemp("cpu")
-    for plan in ("auto", "fp32"):
-        assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / plan)]) == 0
+    for name, plan in (("auto", "auto"), ("fp32", "fp32"), ("split", SPLIT_PLAN)):
+        assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / name)]) == 0
     return root
+
+
+SPLIT_PLAN = "vision=int8,prefill=int8,decode=int4,action_head=int8"
+# The manifest's engines -> the plan's candidate lists (prefill and decode: the shared language graph's).
+AUTO = {"vision": CANDIDATES["vision"], "prefill": CANDIDATES["language"], "decode": CANDIDATES["language"],
+        "action_head": CANDIDATES["action_head"]}
 
 
 def _expert_bits(path) -> set[int]:
@@ -35,8 +42,9 @@ def _expert_bits(path) -> set[int]:
 
 
 def test_quantized_experts_follow_the_engine_precision(cpu_bundles):
-    assert _expert_bits(cpu_bundles / "auto" / "decode.onnx") == {4}  # auto: int4 decode
-    assert _expert_bits(cpu_bundles / "auto" / "prefill.onnx") == {8}  # auto: int8 prefill
+    assert _expert_bits(cpu_bundles / "auto" / "language.onnx") == {4}  # auto: int4 language (prefill + decode)
+    assert _expert_bits(cpu_bundles / "split" / "decode.onnx") == {4}
+    assert _expert_bits(cpu_bundles / "split" / "prefill.onnx") == {8}
 
 
 def _observation(seed: int):
@@ -47,8 +55,8 @@ def _observation(seed: int):
 
 
 def test_plan_parsing():
-    assert parse_cpu_plan(None) == CANDIDATES
-    assert parse_cpu_plan("int8") == dict.fromkeys(CANDIDATES, "int8")
+    assert parse_cpu_plan(None) == parse_cpu_plan("auto") == AUTO
+    assert parse_cpu_plan("int8") == dict.fromkeys(AUTO, "int8")
     assert parse_cpu_plan("decode=int4")["decode"] == "int4" and parse_cpu_plan("decode=int4")["vision"] == "fp32"
     for bad, message in (("fp8", "no precision 'fp8'"), ("vision=fp16", "no precision 'fp16' for vision"),
                          ("eyes=int8", "unknown engine 'eyes'")):
@@ -61,7 +69,7 @@ def test_auto_keeps_each_engines_fastest_precision_within_budget(cpu_bundles):
     assert manifest["target"] == "cpu" and manifest["targets"] == ["cpu"]
     for name, entry in manifest["engines"].items():
         assert entry["targets"] == ["cpu"]
-        assert entry["precision"] == CANDIDATES[name][0]  # the tiny model's engines all meet the first
+        assert entry["precision"] == AUTO[name][0]  # the tiny model's engines all meet the first
         assert entry["parity"]["within_budget"]
         assert entry["parity"]["cosine"] >= budget_for(entry["precision"], name).cosine_min
 
@@ -71,11 +79,12 @@ def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
     for name in CANDIDATES:
         graph = onnx.load(str(cpu_bundles / "auto" / f"{name}.onnx"))
         ops[name] = {(n.domain or "ai.onnx", n.op_type) for n in graph.graph.node}
-    assert ("com.microsoft", "QMoE") in ops["prefill"] and ("com.microsoft", "QMoE") in ops["decode"]
-    assert not any(op == "MoE" for _, op in ops["prefill"] | ops["decode"])  # every expert quantized
-    assert ("com.microsoft", "MatMulNBits") in ops["decode"]  # int4 weights
-    for name in ("vision", "prefill", "action_head"):
-        assert any(op in ops[name] for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger")))
+    assert ("com.microsoft", "QMoE") in ops["language"]
+    assert not any(op == "MoE" for _, op in ops["language"])  # every expert quantized
+    assert ("com.microsoft", "MatMulNBits") in ops["language"]  # int4 weights
+    split = {(n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(cpu_bundles / "split" / "prefill.onnx")).graph.node}
+    for name, graph_ops in (("vision", ops["vision"]), ("split prefill", split), ("action_head", ops["action_head"])):
+        assert any(op in graph_ops for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger"))), name
     assert not any(op == "QuantizeLinear" for _, op in ops["vision"] | ops["action_head"])  # no TensorRT-style Q/DQ
 
 
@@ -91,11 +100,12 @@ def test_fp32_cpu_plan_matches_the_reference(cpu_bundles):
     np.testing.assert_allclose(got["action_chunk"], reference.actions, atol=1e-4, rtol=0)
 
 
-def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles):
+@pytest.mark.parametrize("plan", ["auto", "split"])
+def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles, plan):
     from models.loading import load_model
 
     model = load_model("tiny")
-    policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
+    policy = Policy.from_bundle(cpu_bundles / plan, backend="onnxruntime")
     agreements = []
     for seed in range(3):
         frames, instruction, state, noise = _observation(seed)
@@ -129,7 +139,7 @@ def test_tensorrt_paths_refuse_a_cpu_bundle(cpu_bundles, capsys):
 
 def test_cpu_bundle_manifest_records_the_plan(cpu_bundles):
     manifest = json.loads((cpu_bundles / "auto" / "manifest.json").read_text())
-    assert manifest["plan"] == {name: candidates[0] for name, candidates in CANDIDATES.items()}
+    assert manifest["plan"] == {name: candidates[0] for name, candidates in AUTO.items()}
     assert manifest["moe_implementation"] == {"prefill": "ort", "decode": "ort"}
 
 
@@ -150,3 +160,89 @@ def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeyp
     assert manifest["plan"]["vision"] == "fp32" and manifest["engines"]["vision"]["precision"] == "fp32"
     assert any("vision" in line and "outside its budget, trying fp32" in line for line in lines)
     assert sorted(p.name for p in (tmp_path / "b").glob("vision*")) == ["vision.onnx"]  # the int8 graph is gone
+
+
+@pytest.mark.parametrize("plan", ["auto", "fp32"])
+def test_prefill_and_decode_share_one_graph_one_session_one_copy_of_the_weights(cpu_bundles, plan):
+    from models.loading import load_model
+
+    bundle = cpu_bundles / plan
+    manifest = load_manifest(bundle)
+    assert manifest["engines"]["prefill"]["file"] == manifest["engines"]["decode"]["file"] == "language.onnx"
+    assert not (bundle / "prefill.onnx").exists() and not (bundle / "decode.onnx").exists()
+    policy = Policy.from_bundle(bundle, backend="onnxruntime")
+    assert policy.engines["prefill"] is policy.engines["decode"]
+    assert type(policy.language).__name__ == "OnnxRuntimeSharedLanguage"
+    if plan == "fp32":
+        # The language model's weights stored once (a prefill and a decode graph held two copies):
+        # the shared graph's initializers are the language model's parameters, no more.
+        graph = onnx.load(str(bundle / "language.onnx"))
+        stored = sum(4 * int(np.prod(t.dims)) for t in graph.graph.initializer)
+        parameters = 4 * sum(t.numel() for t in load_model("tiny").language.parameters())
+        assert parameters * 0.99 <= stored <= parameters * 1.01, (stored, parameters)
+
+
+def test_prefill_and_decode_at_different_precisions_get_a_graph_each(cpu_bundles):
+    manifest = load_manifest(cpu_bundles / "split")
+    assert manifest["engines"]["prefill"]["file"] == "prefill.onnx" and manifest["engines"]["decode"]["file"] == "decode.onnx"
+    assert not (cpu_bundles / "split" / "language.onnx").exists()
+    policy = Policy.from_bundle(cpu_bundles / "split", backend="onnxruntime")
+    assert policy.engines["prefill"] is not policy.engines["decode"]
+
+
+def test_shared_language_session_checks_what_it_is_fed(cpu_bundles):
+    from runtime.engine import FeedError
+
+    policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
+    language, hidden = policy.language, policy.config.language.hidden
+    too_long = language.max_cache_len
+    with pytest.raises(FeedError, match="outside the engine's profile"):
+        language.prefill(np.zeros((1, too_long, hidden), np.float32), np.zeros((3, 1, too_long), np.int64))
+    with pytest.raises(FeedError, match="expected float32"):
+        language.prefill(np.zeros((1, 4, hidden), np.float64), np.zeros((3, 1, 4), np.int64))
+    language.prefill(np.zeros((1, 4, hidden), np.float32), np.zeros((3, 1, 4), np.int64))
+    with pytest.raises(FeedError, match=r"expected an id in \[0, "):
+        language.step(language.vocab_size, 4, 4)
+    with pytest.raises(FeedError, match="expected 4"):
+        language.step(1, 5, 5)  # not the next free position
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("precision", "fp32", "share language.onnx but their 'precision' differ"),
+    ("inputs", [], "share language.onnx but their 'inputs' differ"),
+])
+def test_shared_graph_entries_that_disagree_are_refused(cpu_bundles, tmp_path, key, value, message):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(cpu_bundles / "auto", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"]["decode"][key] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message) as caught:
+        Policy.from_bundle(bundle, backend="onnxruntime")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_language_falls_back_when_either_stage_misses_its_budget(tmp_path, monkeypatch):
+    """Prefill and decode share a graph, so they share its precision: an int4 graph whose decode
+    misses the int4 budget (its prefill meets it) falls back to int8 for both."""
+    import export.bundle as bundle_module
+    from export.thresholds import ParityBudget
+    from models.loading import load_model
+
+    real = bundle_module.budget_for
+
+    def strict_int4_decode(precision, engine):
+        if (precision, engine) == ("int4", "decode"):
+            return ParityBudget(cosine_min=1.1, relative_error_max=0.0)
+        return real(precision, engine)
+
+    monkeypatch.setattr(bundle_module, "budget_for", strict_int4_decode)
+    lines = []
+    plan = {"vision": "fp32", "prefill": ("int4", "int8"), "decode": ("int4", "int8"), "action_head": "fp32"}
+    manifest = bundle_module.export_bundle(load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu")
+    assert manifest["plan"]["prefill"] == manifest["plan"]["decode"] == "int8"
+    assert manifest["engines"]["prefill"]["file"] == manifest["engines"]["decode"]["file"] == "language.onnx"
+    assert any(line.startswith("decode") and "outside its budget, trying int8" in line for line in lines)
+    assert _expert_bits(tmp_path / "b" / "language.onnx") == {8}

@@ -50,6 +50,33 @@ def test_decode_with_cache_matches_full_forward_step_after_step(tiny_model, tiny
     assert len(sequence) - n >= 20
 
 
+def test_extend_serves_prefill_and_chunks_after_a_cache(tiny_model, tiny_config):
+    """`extend` (the cpu target's one language graph): after an empty cache it is the prefill; a
+    chunk of several tokens after a filled cache equals the full forward over those positions."""
+    language: LanguageModel = tiny_model.language
+    prompt, sequence, positions = _prompt_and_tokens(tiny_model, tiny_config, "7+7=14. pick")
+    pixels = torch.randn(1, tiny_config.vision.num_views, 3, tiny_config.vision.image_height, tiny_config.vision.image_width)
+    embeddings = tiny_model.embed(torch.tensor([sequence]), pixels)
+    position_ids = torch.from_numpy(positions).unsqueeze(1)
+    n = len(prompt)
+    with torch.no_grad():
+        full_hidden, _, _ = language(embeddings, position_ids)
+        hidden, logits, keys, values = language.prefill(embeddings[:, :n], position_ids[:, :, :n])
+        empty = torch.zeros(*keys.shape[:3], 0, keys.shape[-1])
+        e_hidden, e_logits, e_keys, e_values = language.extend(embeddings[:, :n], position_ids[:, :, :n], torch.tensor([0]), empty, empty)
+        for ours, theirs in ((e_hidden, hidden), (e_logits, logits), (e_keys, keys), (e_values, values)):
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
+        key_cache, value_cache = language.new_cache()
+        write_cache(key_cache, keys, 0)
+        write_cache(value_cache, values, 0)
+        key_cache[..., n:, :] = 1e3  # stale entries past the filled ones are masked
+        chunk = slice(n, n + 5)
+        c_hidden, c_logits, c_keys, _ = language.extend(embeddings[:, chunk], position_ids[:, :, chunk], torch.tensor([n]), key_cache, value_cache)
+    assert c_keys.shape[-2] == 5
+    assert torch.allclose(c_hidden[0], full_hidden[0, chunk], atol=1e-5, rtol=0)
+    assert torch.allclose(c_logits[0], language.logits(full_hidden)[0, n + 4], atol=1e-5, rtol=0)
+
+
 def test_decode_ignores_stale_cache_entries(tiny_model, tiny_config):
     """Entries at and after cache_position are masked: garbage there changes nothing."""
     language = tiny_model.language

@@ -1,0 +1,93 @@
+"""`OnnxRuntimeSharedLanguage`: prefill and decode through one graph, one ONNX Runtime session.
+
+The cpu target exports the language model once (`language.onnx`, export/graphs.py LanguageGraph:
+T new tokens after the cache's first `cache_position` entries), so its weights are in memory once,
+prepacked once, where a prefill graph and a decode graph would each hold their own copy. Both entries
+of the manifest ("prefill", "decode") name that file (contract/bundle.py `shared_language`).
+
+- prefill: the prompt's embeddings after an empty cache (0 slots: no attention to pay for), the
+  prompt's keys/values copied into the runtime's cache at [0, S);
+- step: the token's embedding row from the runtime's table (the table the prompt is embedded with)
+  into a bound input, its text position on the three M-RoPE axes, the whole static cache bound in
+  place (read, never copied), and the token's keys/values written into the cache at `cache_position`.
+  Every decode input and output is bound once to preallocated arrays, as in `OnnxRuntimeLanguage`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.engine import EngineSpec, check_feed
+from runtime.language_session import LanguageSession
+from runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+CACHE_INPUTS = ("key_cache", "value_cache")
+
+
+def static_cache_shape(decode: EngineSpec) -> tuple[int, ...]:
+    """The cache a decode step feeds: the decode entry's profile for key_cache (min = max, static)."""
+    limits = (decode.limits or {}).get("key_cache")
+    if limits is None or limits[0] != limits[1] or len(limits[1]) != 5:
+        raise ValueError(f"engine {decode.name!r}: the shared language graph needs a static 5-D key_cache profile, "
+                         f"the manifest gives {limits}")
+    return tuple(limits[1])
+
+
+class OnnxRuntimeSharedLanguage(LanguageSession):
+    def __init__(self, engine: OnnxRuntimeEngine, decode: EngineSpec, token_embedding: np.ndarray):
+        """engine: the shared graph's session, its spec the manifest's prefill entry (whose profiles
+        bound a prefill's feed); decode: the manifest's decode entry (its profiles bound a step's feed:
+        the static cache); token_embedding (vocab, hidden)."""
+        spec = decode
+        cache = spec.input("key_cache")
+        self.init_cache(static_cache_shape(decode), cache.dtype, int(spec.output("logits").shape[-1]))
+        hidden = spec.input("embeddings").shape[-1]
+        if token_embedding.shape != (self.vocab_size, hidden):
+            raise ValueError(f"token embedding table {token_embedding.shape}, the language graph needs ({self.vocab_size}, {hidden})")
+        self.engine, self.provider = engine, engine.provider
+        self.token_embedding = token_embedding
+        dtype = spec.input("embeddings").dtype
+        self.key_cache = np.zeros(self.cache_shape, self.cache_dtype)
+        self.value_cache = np.zeros(self.cache_shape, self.cache_dtype)
+        layers, batch, kv_heads, _, head_dim = self.cache_shape
+        self._empty = np.zeros((layers, batch, kv_heads, 0, head_dim), self.cache_dtype)
+        # The decode step's inputs, updated in place (OrtValues over numpy arrays share their memory).
+        self._embedding = np.zeros((1, 1, hidden), dtype)
+        self._position_ids = np.zeros((3, 1, 1), np.int64)
+        self._cache_position = np.zeros((1,), np.int64)
+        step_feed = {"embeddings": self._embedding, "position_ids": self._position_ids,
+                     "cache_position": self._cache_position, "key_cache": self.key_cache, "value_cache": self.value_cache}
+        dims = check_feed(spec, step_feed)
+        self._outputs = {t.name: np.zeros(t.concrete_shape(dims), t.dtype) for t in spec.outputs}
+        self._keep = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in step_feed.items()}
+        binding = engine.session.io_binding()
+        for name, value in self._keep.items():
+            binding.bind_ortvalue_input(name, value)
+        for name, buffer in self._outputs.items():
+            binding.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
+        self._binding = binding
+
+    def prefill(self, embeddings: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # checked against the prefill entry's profiles (a prompt shorter than the cache, 0 cache slots)
+        out = self.engine.run({"embeddings": embeddings, "position_ids": position_ids,
+                               "cache_position": np.zeros((1,), np.int64), "key_cache": self._empty, "value_cache": self._empty})
+        length = embeddings.shape[1]
+        self.key_cache[:, :, :, :length] = out["new_keys"]
+        self.value_cache[:, :, :, :length] = out["new_values"]
+        self.filled = length
+        return out["hidden"], out["logits"]
+
+    def step(self, token: int, position: int, cache_position: int) -> tuple[np.ndarray, np.ndarray]:
+        self.check_step(token, cache_position)
+        self._embedding[0, 0] = self.token_embedding[token]
+        self._position_ids[:] = position
+        self._cache_position[0] = cache_position
+        self.engine.session.run_with_iobinding(self._binding)
+        self.key_cache[:, :, :, cache_position] = self._outputs["new_keys"][:, :, :, 0]
+        self.value_cache[:, :, :, cache_position] = self._outputs["new_values"][:, :, :, 0]
+        self.filled = cache_position + 1
+        return self._outputs["logits"][0], self._outputs["hidden"][0, 0]
+
+
+__all__ = ["OnnxRuntimeSharedLanguage", "static_cache_shape"]
