@@ -44,15 +44,17 @@ def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
 
 def bench_shapes(manifest: dict, prompt_tokens: int) -> dict[str, dict[str, list[int]]]:
     """Per engine, the input shapes of the bench's own prompt: a dimension the manifest declares
-    as "prompt_length" at the prompt's length, the others at the manifest's opt shapes."""
+    as "prompt_length" (or, for the prefill of the cpu target's shared language graph, "tokens")
+    at the prompt's length, the others at the manifest's opt shapes."""
     from calibration.predict import opt_shapes
 
     out = {}
     for name, entry in manifest["engines"].items():
         shapes = opt_shapes(entry)
+        prompt_dims = ("prompt_length", "tokens") if name == "prefill" else ("prompt_length",)
         for spec in entry["inputs"]:
-            if "prompt_length" in spec["shape"]:
-                shapes[spec["name"]] = [prompt_tokens if d == "prompt_length" else s for d, s in zip(spec["shape"], shapes[spec["name"]])]
+            if any(d in spec["shape"] for d in prompt_dims):
+                shapes[spec["name"]] = [prompt_tokens if d in prompt_dims else s for d, s in zip(spec["shape"], shapes[spec["name"]])]
         out[name] = shapes
     return out
 

@@ -49,9 +49,14 @@ def _best_time(fn, repeats: int) -> float:
 
 
 def decode_traffic(bundle: Path, manifest: dict) -> dict:
+    from calibration.predict import opt_shapes
+
     entry = manifest["engines"]["decode"]
-    cache = next(t for t in entry["inputs"] if t["name"] == "key_cache")
-    cache_bytes = 2 * int(np.prod(cache["shape"])) * np.dtype(cache["dtype"]).itemsize
+    # The whole static cache: key_cache and value_cache, or one input per layer (the cpu target's
+    # shared language graph, its slots bound by the decode entry's profile).
+    shapes = opt_shapes(entry)
+    cache_bytes = sum(int(np.prod(shapes[t["name"]])) * np.dtype(t["dtype"]).itemsize
+                      for t in entry["inputs"] if t["name"].startswith(("key_cache", "value_cache")))
     files = [entry["file"], *entry.get("data_files", [])]
     file_bytes = sum((bundle / f).stat().st_size for f in files)
     moe = bundle_model_config(bundle, manifest).language.moe

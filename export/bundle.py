@@ -40,7 +40,7 @@ from contract.bundle import (
     TOKENIZER_FILE,
     write_manifest,
 )
-from export.onnx_export import OPSET, engine_specs, language_feeds, language_spec, save_onnx, trace_to_onnx
+from export.onnx_export import OPSET, cache_input_names, engine_specs, language_feeds, language_spec, save_onnx, trace_to_onnx
 from export.parity import check_budget, compare, onnx_outputs, torch_outputs
 from contract.staging import staged_directory
 from export.precision import (
@@ -117,14 +117,13 @@ def _language_profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list
     """The shared language graph's shapes as each engine feeds it: a prefill (the prompt after an
     empty cache, 0 slots) or a decode step (one token against the whole static cache)."""
     language = model.cfg.language
-    cache = lambda slots: [language.layers, 1, language.kv_heads, slots, language.head_dim]  # noqa: E731
+    caches = cache_input_names(language.layers)
+    fixed = lambda shape: {k: list(shape) for k in ("min", "opt", "max")}  # noqa: E731
     if engine == "prefill":
-        prompt = _profiles("prefill", model)
-        return {**prompt, "key_cache": {k: cache(0) for k in ("min", "opt", "max")},
-                "value_cache": {k: cache(0) for k in ("min", "opt", "max")}}
-    step = {"embeddings": [1, 1, language.hidden], "position_ids": [3, 1, 1],
-            "key_cache": cache(language.max_cache_len), "value_cache": cache(language.max_cache_len)}
-    return {name: {k: shape for k in ("min", "opt", "max")} for name, shape in step.items()}
+        return {**_profiles("prefill", model), **{name: fixed((1, language.kv_heads, 0, language.head_dim)) for name in caches}}
+    step = {"embeddings": (1, 1, language.hidden), "position_ids": (3, 1, 1),
+            **dict.fromkeys(caches, (1, language.kv_heads, language.max_cache_len, language.head_dim))}
+    return {name: fixed(shape) for name, shape in step.items()}
 
 
 def _within(result, budget) -> bool:

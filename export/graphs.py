@@ -10,8 +10,9 @@ trace. Each wraps a part of `models.vla.ChatVLA2` without changing its numerics.
                the token's keys/values (layers, 1, kv_heads, 1, head_dim), which the runtime
                writes into its cache at cache_position (the cache itself is never copied)
 - language:    (the cpu target's prefill and decode in one graph, one copy of the weights)
-               embeddings (1, T, hidden), position_ids (3, 1, T), cache_position (1,) int64, key/value
-               caches (read only) -> hidden (1, T, hidden), logits of the last position (1, vocab),
+               embeddings (1, T, hidden), position_ids (3, 1, T), cache_position (1,) int64,
+               key_cache_<i> / value_cache_<i> (1, kv_heads, slots, head_dim) per layer (read only)
+               -> hidden (1, T, hidden), logits of the last position (1, vocab),
                the T tokens' keys/values (layers, 1, kv_heads, T, head_dim), which the runtime
                writes into its cache at [cache_position, cache_position + T). A prefill is T =
                prompt length at cache_position 0; a decode step is T = 1 with the token's embedding
@@ -69,8 +70,12 @@ class LanguageGraph(nn.Module):
         super().__init__()
         self.language = model.language
 
-    def forward(self, embeddings, position_ids, cache_position, key_cache, value_cache):
-        return self.language.extend(embeddings, position_ids, cache_position, key_cache, value_cache)
+    def forward(self, embeddings, position_ids, cache_position, *caches):
+        """caches: each layer's keys, then each layer's values, (1, kv_heads, slots, head_dim) each:
+        one input per layer, so each is the runtime's cache slice read in place (indexing one stacked
+        input would copy every layer's cache out of it on every token)."""
+        layers = len(caches) // 2
+        return self.language.extend(embeddings, position_ids, cache_position, caches[:layers], caches[layers:])
 
 
 class ActionHeadGraph(nn.Module):

@@ -39,7 +39,7 @@ class TraceSpec:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
-    # torch.export's own form (named Dims per input), used instead of `dynamic_axes` when given:
+    # torch.export's own form (named Dims per positional input), used instead of `dynamic_axes` when given:
     # torch 2.13's conversion of dynamic_axes fixes the language graph's cache slots at the example's
     # length ("tracing inferred a static shape of 512"); named Dims keep them dynamic.
     dynamic_shapes: dict | None = None
@@ -102,27 +102,31 @@ def engine_specs(model: ChatVLA2, prompt_length: int = 16) -> list[TraceSpec]:
     ]
 
 
+def cache_input_names(layers: int) -> tuple[str, ...]:
+    """The shared language graph's cache inputs: every layer's keys, then every layer's values."""
+    return tuple(f"key_cache_{i}" for i in range(layers)) + tuple(f"value_cache_{i}" for i in range(layers))
+
+
 def language_spec(model: ChatVLA2, prompt_length: int = 16) -> TraceSpec:
     """The cpu target's shared language graph (`export.graphs.LanguageGraph`): prefill and decode
-    in one graph, the new tokens' count T ("tokens") dynamic."""
+    in one graph, the new tokens' count T ("tokens") and the cache's slots dynamic."""
     language = model.cfg.language
-    cache_shape = (language.layers, 1, language.kv_heads, language.max_cache_len, language.head_dim)
+    layer_cache = (1, language.kv_heads, language.max_cache_len, language.head_dim)
     positions = torch.arange(prompt_length).view(1, 1, -1).expand(3, 1, -1).contiguous()
+    caches = cache_input_names(language.layers)
     tokens, slots = torch.export.Dim("tokens"), torch.export.Dim("cache_slots")
     return TraceSpec(
         "language",
         LanguageGraph(model),
         (torch.randn(1, prompt_length, language.hidden), positions, torch.tensor([0]),
-         torch.randn(cache_shape), torch.randn(cache_shape)),
-        ("embeddings", "position_ids", "cache_position", "key_cache", "value_cache"),
+         *(torch.randn(layer_cache) for _ in caches)),
+        ("embeddings", "position_ids", "cache_position", *caches),
         ("hidden", "logits", "new_keys", "new_values"),
         {"embeddings": {1: "tokens"}, "position_ids": {2: "tokens"}, "hidden": {1: "tokens"},
-         "new_keys": {3: "tokens"}, "new_values": {3: "tokens"},
-         "key_cache": {3: "cache_slots"}, "value_cache": {3: "cache_slots"}},
+         "new_keys": {3: "tokens"}, "new_values": {3: "tokens"}, **{name: {2: "cache_slots"} for name in caches}},
         # The cache's slots are dynamic so that a prefill passes an empty cache (0 slots) and pays
         # nothing for it; a decode step passes the runtime's whole static cache, read in place.
-        {"embeddings": {1: tokens}, "position_ids": {2: tokens}, "cache_position": None,
-         "key_cache": {3: slots}, "value_cache": {3: slots}},
+        ({1: tokens}, {2: tokens}, None, tuple({2: slots} for _ in caches)),  # *caches: one vararg
     )
 
 
@@ -130,18 +134,19 @@ def language_feeds(model: ChatVLA2, engine_inputs: dict[str, dict[str, np.ndarra
     """The language graph's feeds for a prefill and a decode step, from the prefill and decode
     engines' recorded inputs (`export.calibration_data`), as the runtime builds them: the prompt
     after an empty cache (0 slots); the step's token embedding looked up in the table and its text
-    position on all three M-RoPE axes, against the whole static cache."""
+    position on all three M-RoPE axes, against the whole static cache, one input per layer."""
     prefill, decode = engine_inputs["prefill"], engine_inputs["decode"]
-    cache = decode["key_cache"]
-    empty = np.zeros((*cache.shape[:3], 0, cache.shape[4]), cache.dtype)
+    keys, values = decode["key_cache"], decode["value_cache"]
+    names = cache_input_names(keys.shape[0])
+    empty = np.zeros((1, keys.shape[2], 0, keys.shape[4]), keys.dtype)
     table = model.language.embed_tokens.weight.detach().float().numpy()
     token = int(decode["token"].reshape(-1)[0])
     return {
         "prefill": {"embeddings": prefill["embeddings"], "position_ids": prefill["position_ids"],
-                    "cache_position": np.zeros(1, np.int64), "key_cache": empty, "value_cache": empty},
+                    "cache_position": np.zeros(1, np.int64), **dict.fromkeys(names, empty)},
         "decode": {"embeddings": table[token].reshape(1, 1, -1).astype(prefill["embeddings"].dtype),
                    "position_ids": np.broadcast_to(decode["position"].reshape(1, 1, 1), (3, 1, 1)).astype(np.int64),
-                   "cache_position": decode["cache_position"], "key_cache": cache, "value_cache": decode["value_cache"]},
+                   "cache_position": decode["cache_position"], **dict(zip(names, (*keys, *values)))},
     }
 
 

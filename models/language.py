@@ -177,10 +177,12 @@ class LanguageModel(nn.Module):
         prompt (an empty cache, cache_position 0) and a decode step (S = 1), so one graph with one
         copy of the weights can serve both. embeddings (B, S, hidden); position_ids (3, B, S);
         cache_position: int64 tensor, the cache index of the first new token; caches (layers, B,
-        kv_heads, max_cache_len, head_dim), read only. Returns the hidden states (B, S, hidden), the
-        last position's logits (B, vocab) and the new tokens' keys and values (layers, B, kv_heads,
-        S, head_dim), to be written into the cache at [cache_position, cache_position + S)."""
-        past_allowed = torch.arange(key_cache.shape[-2], device=key_cache.device) < cache_position.reshape(())
+        kv_heads, slots, head_dim), or one (B, kv_heads, slots, head_dim) tensor per layer, read
+        only. Returns the hidden states (B, S, hidden), the last position's logits (B, vocab) and the
+        new tokens' keys and values (layers, B, kv_heads, S, head_dim), to be written into the cache
+        at [cache_position, cache_position + S)."""
+        first = key_cache[0]
+        past_allowed = torch.arange(first.shape[-2], device=first.device) < cache_position.reshape(())
         cos, sin = self.rotary(position_ids)
         x, keys, values = embeddings, [], []
         for i, layer in enumerate(self.layers):

@@ -8,8 +8,8 @@ of the manifest ("prefill", "decode") name that file (contract/bundle.py `shared
 - prefill: the prompt's embeddings after an empty cache (0 slots: no attention to pay for), the
   prompt's keys/values copied into the runtime's cache at [0, S);
 - step: the token's embedding row from the runtime's table (the table the prompt is embedded with)
-  into a bound input, its text position on the three M-RoPE axes, the whole static cache bound in
-  place (read, never copied), and the token's keys/values written into the cache at `cache_position`.
+  into a bound input, its text position on the three M-RoPE axes, each layer's slice of the static
+  cache bound in place as that layer's input (read, never copied), and the token's keys/values written into the cache at `cache_position`.
   Every decode input and output is bound once to preallocated arrays, as in `OnnxRuntimeLanguage`.
 """
 
@@ -22,16 +22,26 @@ from runtime.engine import EngineSpec, check_feed
 from runtime.language_session import LanguageSession
 from runtime.onnxruntime_engine import OnnxRuntimeEngine
 
-CACHE_INPUTS = ("key_cache", "value_cache")
+def cache_inputs(spec: EngineSpec) -> tuple[list[str], list[str]]:
+    """The graph's per-layer cache inputs, key_cache_<i> and value_cache_<i>, in layer order."""
+    keys = sorted((t.name for t in spec.inputs if t.name.startswith("key_cache_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+    values = [name.replace("key_", "value_", 1) for name in keys]
+    missing = [name for name in values if name not in spec.input_names]
+    if not keys or missing:
+        raise ValueError(f"engine {spec.name!r}: the shared language graph needs key_cache_<i> and value_cache_<i> inputs "
+                         f"per layer, it has {', '.join(spec.input_names)}")
+    return keys, values
 
 
 def static_cache_shape(decode: EngineSpec) -> tuple[int, ...]:
-    """The cache a decode step feeds: the decode entry's profile for key_cache (min = max, static)."""
-    limits = (decode.limits or {}).get("key_cache")
-    if limits is None or limits[0] != limits[1] or len(limits[1]) != 5:
-        raise ValueError(f"engine {decode.name!r}: the shared language graph needs a static 5-D key_cache profile, "
+    """The runtime's cache (layers, 1, kv_heads, max_cache_len, head_dim): one layer's slice is what a
+    decode step feeds, the decode entry's profile for key_cache_0 (min = max, static)."""
+    keys, _ = cache_inputs(decode)
+    limits = (decode.limits or {}).get(keys[0])
+    if limits is None or limits[0] != limits[1] or len(limits[1]) != 4:
+        raise ValueError(f"engine {decode.name!r}: the shared language graph needs a static 4-D {keys[0]} profile, "
                          f"the manifest gives {limits}")
-    return tuple(limits[1])
+    return (len(keys), *limits[1])
 
 
 class OnnxRuntimeSharedLanguage(LanguageSession):
@@ -40,8 +50,8 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         bound a prefill's feed); decode: the manifest's decode entry (its profiles bound a step's feed:
         the static cache); token_embedding (vocab, hidden)."""
         spec = decode
-        cache = spec.input("key_cache")
-        self.init_cache(static_cache_shape(decode), cache.dtype, int(spec.output("logits").shape[-1]))
+        key_names, value_names = cache_inputs(spec)
+        self.init_cache(static_cache_shape(decode), spec.input(key_names[0]).dtype, int(spec.output("logits").shape[-1]))
         hidden = spec.input("embeddings").shape[-1]
         if token_embedding.shape != (self.vocab_size, hidden):
             raise ValueError(f"token embedding table {token_embedding.shape}, the language graph needs ({self.vocab_size}, {hidden})")
@@ -50,14 +60,17 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         dtype = spec.input("embeddings").dtype
         self.key_cache = np.zeros(self.cache_shape, self.cache_dtype)
         self.value_cache = np.zeros(self.cache_shape, self.cache_dtype)
-        layers, batch, kv_heads, _, head_dim = self.cache_shape
-        self._empty = np.zeros((layers, batch, kv_heads, 0, head_dim), self.cache_dtype)
+        _, batch, kv_heads, _, head_dim = self.cache_shape
+        # A prefill's cache: every layer empty (0 slots).
+        empty = np.zeros((batch, kv_heads, 0, head_dim), self.cache_dtype)
+        self._prefill_caches = dict.fromkeys(key_names + value_names, empty)
         # The decode step's inputs, updated in place (OrtValues over numpy arrays share their memory).
         self._embedding = np.zeros((1, 1, hidden), dtype)
         self._position_ids = np.zeros((3, 1, 1), np.int64)
         self._cache_position = np.zeros((1,), np.int64)
-        step_feed = {"embeddings": self._embedding, "position_ids": self._position_ids,
-                     "cache_position": self._cache_position, "key_cache": self.key_cache, "value_cache": self.value_cache}
+        # Each layer's cache input is that layer's slice of the runtime's cache: a contiguous view.
+        step_feed = {"embeddings": self._embedding, "position_ids": self._position_ids, "cache_position": self._cache_position,
+                     **dict(zip(key_names, self.key_cache)), **dict(zip(value_names, self.value_cache))}
         dims = check_feed(spec, step_feed)
         self._outputs = {t.name: np.zeros(t.concrete_shape(dims), t.dtype) for t in spec.outputs}
         self._keep = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in step_feed.items()}
@@ -71,7 +84,7 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
     def prefill(self, embeddings: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # checked against the prefill entry's profiles (a prompt shorter than the cache, 0 cache slots)
         out = self.engine.run({"embeddings": embeddings, "position_ids": position_ids,
-                               "cache_position": np.zeros((1,), np.int64), "key_cache": self._empty, "value_cache": self._empty})
+                               "cache_position": np.zeros((1,), np.int64), **self._prefill_caches})
         length = embeddings.shape[1]
         self.key_cache[:, :, :, :length] = out["new_keys"]
         self.value_cache[:, :, :, :length] = out["new_values"]
@@ -90,4 +103,4 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         return self._outputs["logits"][0], self._outputs["hidden"][0, 0]
 
 
-__all__ = ["OnnxRuntimeSharedLanguage", "static_cache_shape"]
+__all__ = ["OnnxRuntimeSharedLanguage", "cache_inputs", "static_cache_shape"]
