@@ -30,7 +30,7 @@ from runtime.policy import Policy, check_threads
 
 
 def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
-    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads, spin=getattr(args, "spin", False))
     observation = {"images": StaticCamera(policy.num_views).read(), "instruction": INSTRUCTION,
                    "state": np.zeros(policy.state_dim, np.float32), "seed": 0}
     policy.warmup(observation, args.warmup)
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     for entry, (bundle, manifest) in zip(results, manifests):
         entry["compute_roofline"] = compute_rooflines(bundle, manifest, entry["runtime"], gemm_rates)
     print(format_bench(results, args.tokens, gemm_rates))
-    line = json.dumps({"bench": results, "tokens": args.tokens, "bandwidth_gbs": bandwidth, "gemm_gflops": gemm_rates})
+    line = json.dumps({"bench": results, "tokens": args.tokens, "spin": getattr(args, "spin", False), "bandwidth_gbs": bandwidth, "gemm_gflops": gemm_rates})
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")
     print(line, flush=True)

@@ -78,11 +78,15 @@ def cache_root(given: str | None) -> Path:
 
 
 def checkpoint_fingerprint(checkpoint: Path) -> str:
-    """sha256 over the checkpoint's model files (names and bytes; not its logs or notes), so any
-    change to the model exports anew."""
+    """sha256 over the checkpoint's model files (names and bytes; not its logs or notes) and the
+    export and model code, so any change to the model or to how it is exported exports anew."""
     from models.checkpoint import CHECKPOINT_FILES
 
     digest = hashlib.sha256()
+    # The export's and the models' code too: an upgraded exporter (another graph form) exports anew.
+    root = Path(__file__).resolve().parents[1]
+    for source in sorted([*(root / "export").glob("*.py"), *(root / "models").glob("*.py")]):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     for name in CHECKPOINT_FILES:
         path = checkpoint / name
         if not path.is_file():

@@ -167,6 +167,9 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
     p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
+    p.add_argument("--spin", action="store_true",
+                   help="ONNX Runtime's threads spin while waiting for work: faster decoding where the inference has "
+                        "its cores to itself; off by default (on shared cores it starves the arm controllers)")
 
 
 def _run(p: argparse.ArgumentParser) -> None:

@@ -213,11 +213,16 @@ def export_bundle(
     return manifest
 
 
+# The export-side sources a traced graph also depends on (its wrappers and operator replacements).
+TRACE_SOURCES = ("graphs.py", "onnx_export.py", "graph_passes.py", "cpu_moe.py", "cpu_fused.py")
+
+
 def _weights_fingerprint(model: ChatVLA2) -> str:
     """The trace cache's key: the config, the weights and the modules' source (a changed forward
-    traces a different graph from the same weights)."""
+    traces a different graph from the same weights), with the export's own `TRACE_SOURCES`."""
     digest = hashlib.sha256(model.cfg.to_json().encode())
-    for source in sorted(Path(models_package.__file__).parent.glob("*.py")):
+    here = Path(__file__).parent
+    for source in [*sorted(Path(models_package.__file__).parent.glob("*.py")), *(here / name for name in TRACE_SOURCES)]:
         digest.update(source.read_bytes())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
@@ -234,9 +239,10 @@ def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint:
             shutil.copyfile(cached, destination)
             return
     if form == CPU_MOE_FORM:
+        from export.cpu_fused import ort_fused_norms
         from export.cpu_moe import CUSTOM_TRANSLATIONS, ort_moe_layers
 
-        with ort_moe_layers(model):
+        with ort_moe_layers(model), ort_fused_norms(model):
             save_onnx(trace_to_onnx(spec, CUSTOM_TRANSLATIONS), destination)
     else:
         save_onnx(trace_to_onnx(spec), destination)

@@ -39,10 +39,11 @@ CACHE = ("key_cache", "value_cache")
 
 
 class OnnxRuntimeEngine(Engine):
-    def __init__(self, path: str | Path, spec: EngineSpec, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, spec: EngineSpec, providers: list[str] | None = None, threads: int | None = None,
+                 spin: bool = False):
         self.spec = spec
         self.path = Path(path)
-        self.session = create_session(self.path, providers or available_providers(), threads)
+        self.session = create_session(self.path, providers or available_providers(), threads, spin)
         self.provider = self.session.get_providers()[0]
         graph_inputs = [i.name for i in self.session.get_inputs()]
         graph_outputs = [o.name for o in self.session.get_outputs()]

@@ -10,7 +10,11 @@ robot the engines share the cores with the two 500 Hz arm controllers (and, in s
 simulators), and spinning threads take those cores. Measured on this 2-core CPU with the shipped
 demo model (`chatvla2 demo --split in_domain --episodes 1`, through the drivers): query p50 114 ms
 spinning, 90 ms not, and 170 vs 130 control ticks skipped; alone (`--mode fast`, no drivers)
-spinning is 7% faster (47.9 vs 51.2 ms), a gain the robot never sees.
+spinning is 7% faster (47.9 vs 51.2 ms), a gain the robot never sees. `spin=True` turns it on
+for a computer whose inference has cores to itself (an x86 PC with the arm controllers pinned
+elsewhere): a `small` cpu-target decode step spends most of its time above the bytes' roofline
+waking the second thread for each of its ~100 parallel kernels (int4, 2 threads: 0.96 ms per step
+not spinning, 0.70 spinning, 0.48 the roofline; README "The cpu target").
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ def available_providers(preferred=("TensorrtExecutionProvider", "CUDAExecutionPr
     return [p for p in preferred if p in present]
 
 
-def create_session(model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
+def create_session(model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None,
+                   spin: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     # Errors only: an fp16 graph makes ONNX Runtime warn, per node, that it has no CPU kernel to
     # constant-fold an fp16 Gemm at load time (harmless: the node runs at inference).
     options.log_severity_level = 3

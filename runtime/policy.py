@@ -115,7 +115,8 @@ class Policy:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, bundle: str | Path, backend: str = "auto", engines_dir: str | Path | None = None,
-                    threads: int | None = None, verify_hashes: bool = True) -> "Policy":
+                    threads: int | None = None, verify_hashes: bool = True, spin: bool = False) -> "Policy":
+        """spin: ONNX Runtime's intra-op threads spin while waiting (runtime/onnxruntime_session.py)."""
         check_threads(threads)
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify_hashes=verify_hashes, runtime=True)
@@ -144,7 +145,8 @@ class Policy:
             shared = shared_language(manifest, bundle)
             # A graph prefill and decode share (the cpu target) is one session: its weights once in memory.
             opened = [n for n in specs if not (shared and n == "decode")]
-            engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), specs[name], threads=threads) for name in opened}
+            engines = {name: OnnxRuntimeEngine(engine_file(bundle, manifest, name), specs[name], threads=threads, spin=spin)
+                       for name in opened}
             if shared:
                 from runtime.onnxruntime_shared_language import OnnxRuntimeSharedLanguage
 

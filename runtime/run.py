@@ -177,7 +177,7 @@ def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRob
 
 def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals,
          open_views: Callable[[int], MultiCamera], on_summary=None) -> int:
-    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads, spin=getattr(args, "spin", False))
     loop = None
     cameras = None
     try:
