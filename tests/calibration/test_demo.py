@@ -56,7 +56,7 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
     assert "(exported now" in out and "through the drivers, real time" in out
     if importlib.util.find_spec("tensorrt") is None:  # the default plan is then the cpu target's, fastest within budget
         assert "cpu target, plan {" in out
-        assert record_plan(out) == {"vision": "int8", "prefill": "int8", "decode": "int4", "action_head": "int8"}
+        assert record_plan(out) == {"vision": "int8", "prefill": "int8", "decode": "int8", "action_head": "int8"}
     assert "episode seed 0:" in out and "reasoning:" in out and "picks    :" in out and "latency  : p50 ms" in out
     assert "| paper: ChatVLA-2 | - | in_domain |" in out
     record = json.loads(out.strip().splitlines()[-1])["demo"]

@@ -20,10 +20,10 @@ from runtime.policy import Policy
 
 @pytest.fixture(scope="module")
 def cpu_bundles(tmp_path_factory):
-    """tiny exported for the cpu target: `auto` (each engine's fastest within budget), fp32, and
-    `split` (prefill and decode at different precisions: a graph each)."""
+    """tiny exported for the cpu target: `auto` (each engine's fastest within budget), fp32, int4,
+    and `split` (prefill and decode at different precisions: a graph each)."""
     root = tmp_path_factory.mktemp("cpu")
-    for name, plan in (("auto", "auto"), ("fp32", "fp32"), ("split", SPLIT_PLAN)):
+    for name, plan in (("auto", "auto"), ("fp32", "fp32"), ("split", SPLIT_PLAN), ("int4", "int4")):
         assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / name)]) == 0
     return root
 
@@ -42,7 +42,8 @@ def _expert_bits(path) -> set[int]:
 
 
 def test_quantized_experts_follow_the_engine_precision(cpu_bundles):
-    assert _expert_bits(cpu_bundles / "auto" / "language.onnx") == {4}  # auto: int4 language (prefill + decode)
+    assert _expert_bits(cpu_bundles / "auto" / "language.onnx") == {8}  # auto: int8 language (prefill + decode)
+    assert _expert_bits(cpu_bundles / "int4" / "language.onnx") == {4}
     assert _expert_bits(cpu_bundles / "split" / "decode.onnx") == {4}
     assert _expert_bits(cpu_bundles / "split" / "prefill.onnx") == {8}
 
@@ -81,9 +82,12 @@ def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
         ops[name] = {(n.domain or "ai.onnx", n.op_type) for n in graph.graph.node}
     assert ("com.microsoft", "QMoE") in ops["language"]
     assert not any(op == "MoE" for _, op in ops["language"])  # every expert quantized
-    assert ("com.microsoft", "MatMulNBits") in ops["language"]  # int4 weights
+    int4 = {(n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(cpu_bundles / "int4" / "language.onnx")).graph.node}
+    assert ("com.microsoft", "MatMulNBits") in int4  # int4 weights
+    assert ("ai.onnx", "SimplifiedLayerNormalization") in int4 & ops["language"]  # RMSNorm as one fused node
+    assert not any(op == "ReduceMean" for _, op in int4)
     split = {(n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(cpu_bundles / "split" / "prefill.onnx")).graph.node}
-    for name, graph_ops in (("vision", ops["vision"]), ("split prefill", split), ("action_head", ops["action_head"])):
+    for name, graph_ops in (("vision", ops["vision"]), ("language", ops["language"]), ("split prefill", split), ("action_head", ops["action_head"])):
         assert any(op in graph_ops for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger"))), name
     assert not any(op == "QuantizeLinear" for _, op in ops["vision"] | ops["action_head"])  # no TensorRT-style Q/DQ
 
@@ -100,7 +104,7 @@ def test_fp32_cpu_plan_matches_the_reference(cpu_bundles):
     np.testing.assert_allclose(got["action_chunk"], reference.actions, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("plan", ["auto", "split"])
+@pytest.mark.parametrize("plan", ["auto", "split", "int4"])
 def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles, plan):
     from models.loading import load_model
 
@@ -162,7 +166,7 @@ def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeyp
     assert sorted(p.name for p in (tmp_path / "b").glob("vision*")) == ["vision.onnx"]  # the int8 graph is gone
 
 
-@pytest.mark.parametrize("plan", ["auto", "fp32"])
+@pytest.mark.parametrize("plan", ["auto", "fp32", "int4"])
 def test_prefill_and_decode_share_one_graph_one_session_one_copy_of_the_weights(cpu_bundles, plan):
     from models.loading import load_model
 
