@@ -31,10 +31,11 @@ Schema (version 1):
 Shapes: ints are static, strings name a dynamic dimension shared across engines.
 
 Prefill and decode may name the same graph (the cpu target's `language.onnx`: one graph, one copy
-of the language model's weights; export/graphs.py LanguageGraph): their entries then describe the
-same inputs and outputs, and each its own precision-equal parity and its "profiles", the shapes
-it feeds (a prefill: the prompt after an empty cache; a decode step: one token against the whole
-static cache). The runtime opens such a graph once (`shared_language`).
+of the language model's weights; export/graphs.py LanguageGraph): their entries then give the same
+inputs, outputs and precision, and each its own parity and "profiles", the shapes it feeds (a
+prefill: the prompt after an empty cache of 0 slots; a decode step: one token against the whole
+static cache, one key_cache_<i> / value_cache_<i> input per layer). The runtime opens such a graph
+once (`shared_language`).
 """
 
 from __future__ import annotations
