@@ -134,7 +134,8 @@ def _export(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PLAN",
         help=f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
-             "(default fp32; with --target cpu: auto, each engine's fastest of int8/int4/fp32 within its parity budget)",
+             "(default fp32; with --target cpu: auto, each engine's fastest of int8/fp32 within its parity budget, "
+             "prefill and decode as one language graph; language=P sets both)",
     )
     p.add_argument(
         "--moe",

@@ -51,7 +51,8 @@ INT4_BLOCK = 32
 def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
     """`auto` (or None): every engine's `CANDIDATES` (prefill and decode: the language's, together);
     `int8`: every engine at int8; or one per engine, `vision=int8,prefill=int8,decode=int4,action_head=fp32`
-    (engines left out: fp32; prefill and decode at different precisions get a graph each)."""
+    (engines left out: fp32; prefill and decode at different precisions get a graph each);
+    `language=P` stands for `prefill=P,decode=P` (their one shared graph)."""
     text = (text or "auto").strip()
     if text == "auto":
         return {"vision": CANDIDATES["vision"], "prefill": CANDIDATES["language"], "decode": CANDIDATES["language"],
@@ -60,7 +61,17 @@ def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
         if text not in CPU_PRECISIONS:
             raise ValueError(f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine")
         return dict.fromkeys(ENGINE_NAMES, text)
-    return per_engine_plan(text, CPU_PRECISIONS, "the cpu target has no precision")
+    parts = []
+    for part in text.split(","):
+        name, _, precision = part.partition("=")
+        if name.strip() != "language":
+            parts.append(part)
+        elif precision.strip() not in CPU_PRECISIONS:
+            raise ValueError(f"precision plan: the cpu target has no precision {precision.strip()!r} for language; "
+                             f"choose from {', '.join(CPU_PRECISIONS)}")
+        else:
+            parts += [f"prefill={precision.strip()}", f"decode={precision.strip()}"]
+    return per_engine_plan(",".join(parts), CPU_PRECISIONS, "the cpu target has no precision")
 
 
 def shares_language(plan: dict) -> bool:

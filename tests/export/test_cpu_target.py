@@ -59,6 +59,9 @@ def test_plan_parsing():
     assert parse_cpu_plan(None) == parse_cpu_plan("auto") == AUTO
     assert parse_cpu_plan("int8") == dict.fromkeys(AUTO, "int8")
     assert parse_cpu_plan("decode=int4")["decode"] == "int4" and parse_cpu_plan("decode=int4")["vision"] == "fp32"
+    assert parse_cpu_plan("vision=int8,language=int4") == {"vision": "int8", "prefill": "int4", "decode": "int4", "action_head": "fp32"}
+    with pytest.raises(ValueError, match="no precision .fp16. for language"):
+        parse_cpu_plan("language=fp16")
     for bad, message in (("fp8", "no precision 'fp8'"), ("vision=fp16", "no precision 'fp16' for vision"),
                          ("eyes=int8", "unknown engine 'eyes'")):
         with pytest.raises(ValueError, match=message):
