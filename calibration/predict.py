@@ -493,8 +493,9 @@ def _language(cfg: ModelConfig, precision: str, form: str, tokens: int, decode: 
         e.matrix(_Matrix(h, kv, rows=tokens), bias=True)
         e.matrix(_Matrix(h, kv, rows=tokens), bias=True)
         e.matrix(_Matrix(h, h, rows=tokens))
-        # q k^T and p v over the whole prompt (masked) or the whole static cache (decode)
-        keys = lm.max_cache_len if decode else tokens
+        # q k^T and p v over the whole prompt (masked) or the whole static cache and the token itself
+        # (decode: `LanguageModel.extend` attends to the cache, then to the new token's own key)
+        keys = lm.max_cache_len + 1 if decode else tokens
         e.attention(2 * 2 * tokens * keys * h)
         if moe.applies_to(layer):
             e.matrix(_Matrix(h, moe.num_experts, rows=tokens, gemm=True, role="router"))
