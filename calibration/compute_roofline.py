@@ -275,7 +275,12 @@ def _bound_shapes(entry: dict, shapes: dict | None) -> dict:
 
 
 def graph_has_contrib(graph) -> bool:
-    return any(node.domain == "com.microsoft" for node in graph.node)
+    """ONNX Runtime's own operators: com.microsoft ones, or those it registers in the default domain
+    (SimplifiedLayerNormalization, export/cpu_fused.py), which ONNX's shape inference does not know."""
+    import onnx
+
+    return any(node.domain == "com.microsoft" or (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type))
+               for node in graph.node)
 
 
 def _shaped_graph(path: Path, entry: dict, shapes: dict | None):

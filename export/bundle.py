@@ -232,7 +232,8 @@ def _weights_fingerprint(model: ChatVLA2) -> str:
 
 def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint: str | None, model=None) -> None:
     """Trace one engine to `destination`, or copy it from the trace cache. The `ort` MoE form
-    (cpu target) traces with the mixture as ONNX Runtime's MoE operator (`export.cpu_moe`)."""
+    (cpu target) traces with the mixture as ONNX Runtime's MoE operator and RMSNorm as its fused
+    kernel (`export.cpu_moe`, `export.cpu_fused`)."""
     if cache is not None:
         cached = cache / fingerprint[:16] / f"{spec.name}-{form}.onnx"
         if cached.is_file():

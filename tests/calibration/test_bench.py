@@ -230,3 +230,17 @@ def test_faster_rates_keeps_the_faster_measurement_per_precision():
     merged = faster_rates(before, after)
     assert merged["fp32"]["gflops"] == 200.0 and merged["int8"]["gflops"] == 400.0 and merged["fp16"]["gflops"] is None
     assert merged["measurements"] == 2
+
+
+def test_onnxruntime_default_domain_operators_are_shaped_and_counted(tmp_path):
+    """A graph with RMSNorm as ONNX Runtime's SimplifiedLayerNormalization (registered in the default
+    domain, unknown to ONNX's shape inference; export/cpu_fused.py) and no com.microsoft node: its
+    products are still shaped and counted."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [T, H])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [T, I])
+    nodes = [helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-6),
+             helper.make_node("MatMul", ["n", "w"], ["y"])]
+    path = _save(tmp_path, nodes, [x], [y], [_weight("scale", H), _weight("w", H, I)], "norm")
+    count = count_stage_flops(path, _entry(("x", [T, H])), E, K)
+    assert count["unshaped"] == 0
+    assert count["flops_by_class"] == {"fp32": 2 * T * H * I}
