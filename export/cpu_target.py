@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 
 from contract.bundle import ENGINE_NAMES
-from export.precision import ConversionReport, per_engine_plan, router_nodes
+from export.precision import LANGUAGE_ENGINES, ConversionReport, per_engine_plan, router_nodes
 
 CPU_PRECISIONS = ("fp32", "int8", "int4")
 # Fastest first. Vision and the action head are compute-bound: int8 GEMMs (VNNI) first. Prefill and
@@ -61,17 +61,7 @@ def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
         if text not in CPU_PRECISIONS:
             raise ValueError(f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine")
         return dict.fromkeys(ENGINE_NAMES, text)
-    parts = []
-    for part in text.split(","):
-        name, _, precision = part.partition("=")
-        if name.strip() != "language":
-            parts.append(part)
-        elif precision.strip() not in CPU_PRECISIONS:
-            raise ValueError(f"precision plan: the cpu target has no precision {precision.strip()!r} for language; "
-                             f"choose from {', '.join(CPU_PRECISIONS)}")
-        else:
-            parts += [f"prefill={precision.strip()}", f"decode={precision.strip()}"]
-    return per_engine_plan(",".join(parts), CPU_PRECISIONS, "the cpu target has no precision")
+    return per_engine_plan(text, CPU_PRECISIONS, "the cpu target has no precision", aliases={"language": LANGUAGE_ENGINES})
 
 
 def shares_language(plan: dict) -> bool:

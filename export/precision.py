@@ -70,18 +70,20 @@ def parse_plan(text: str) -> dict[str, str]:
     return per_engine_plan(text, PRECISIONS, "unknown precision")
 
 
-def per_engine_plan(text: str, precisions, unknown: str) -> dict[str, str]:
+def per_engine_plan(text: str, precisions, unknown: str, aliases: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
     """`vision=int8,decode=int4` -> every engine's precision (engines left out: fp32); an engine or
-    precision outside `precisions` is an error (`unknown` words the latter)."""
+    precision outside `precisions` is an error (`unknown` words the latter). `aliases`: a name that
+    sets several engines at once (the cpu target's `language`: prefill and decode)."""
+    aliases = aliases or {}
     plan = dict.fromkeys(ENGINE_NAMES, "fp32")
     for item in text.split(","):
         engine, _, precision = item.partition("=")
         engine, precision = engine.strip(), precision.strip()
-        if engine not in ENGINE_NAMES:
-            raise ValueError(f"precision plan: unknown engine {engine!r}; engines: {', '.join(ENGINE_NAMES)}")
+        if engine not in ENGINE_NAMES and engine not in aliases:
+            raise ValueError(f"precision plan: unknown engine {engine!r}; engines: {', '.join([*ENGINE_NAMES, *aliases])}")
         if precision not in precisions:
             raise ValueError(f"precision plan: {unknown} {precision!r} for {engine}; choose from {', '.join(precisions)}")
-        plan[engine] = precision
+        plan.update(dict.fromkeys(aliases.get(engine, (engine,)), precision))
     return plan
 
 
@@ -133,10 +135,6 @@ def _quiet():
 Parity = Callable[[onnx.ModelProto], "ParityResult"]
 
 
-def _within(result: ParityResult, budget: ParityBudget) -> bool:
-    return result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
-
-
 def _float16_with_fallbacks(
     load: Callable[[], onnx.ModelProto], parity: Parity, budget: ParityBudget
 ) -> tuple[onnx.ModelProto, list[str], dict[str, str], bool]:
@@ -169,7 +167,7 @@ def _float16_with_fallbacks(
         with _quiet():
             model = convert_float_to_float16(load(), keep_io_types=True, op_block_list=op_types, node_block_list=nodes)
         last = parity(model)
-        if _within(last, budget):
+        if budget.admits(last):
             return model, kept, why, True
     return model, kept, why, False
 

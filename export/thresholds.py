@@ -17,6 +17,10 @@ class ParityBudget:
     cosine_min: float
     relative_error_max: float
 
+    def admits(self, result) -> bool:
+        """Whether a parity result (export.parity.ParityResult) is within this budget."""
+        return result.cosine >= self.cosine_min and result.relative_error <= self.relative_error_max
+
 
 # fp32 is the same arithmetic reordered: cosine >= 0.99999 (issue #3). The low-precision budgets
 # were set from what the tiny and small presets measure (README, "Export"), with headroom; a
