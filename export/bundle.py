@@ -126,10 +126,6 @@ def _language_profiles(engine: str, model: ChatVLA2) -> dict[str, dict[str, list
     return {name: fixed(shape) for name, shape in step.items()}
 
 
-def _within(result, budget) -> bool:
-    return result.cosine >= budget.cosine_min and result.relative_error <= budget.relative_error_max
-
-
 def _tool_versions() -> dict[str, str]:
     versions = {}
     for package in ("chatvla2-edge", "torch", "onnx", "onnxruntime", "nvidia-modelopt"):
@@ -296,10 +292,13 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         feeds = {engine: {k: np.ascontiguousarray(v) for k, v in parity_inputs[engine].items()} for engine in served}
         references = {engine: torch_outputs(spec.module, feed, spec.input_names, spec.output_names) for engine, feed in feeds.items()}
 
-        def parity_of(candidate: onnx.ModelProto | Path, engine: str = served[0]):
-            source = str(candidate) if isinstance(candidate, Path) else candidate.SerializeToString()
-            session = create_session(source)
-            return compare(references[engine], onnx_outputs(session, feeds[engine]))
+        def parities(candidate: onnx.ModelProto | Path) -> dict:
+            """Every served engine's parity, from one session of the candidate graph."""
+            session = create_session(str(candidate) if isinstance(candidate, Path) else candidate.SerializeToString())
+            return {engine: compare(references[engine], onnx_outputs(session, feeds[engine])) for engine in served}
+
+        def parity_of(candidate: onnx.ModelProto | Path):  # the conversions' own checks (one engine)
+            return parities(candidate)[served[0]]
 
         final_path = staging / f"{name}.onnx"
         # A cpu plan entry may list candidates, fastest first: the first within its budget(s) is kept.
@@ -318,8 +317,8 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
             if not cpu:
                 assert_tensorrt_compatible(graph, name)
             files = save_onnx(graph, final_path)
-            results = {engine: parity_of(final_path, engine) for engine in served}
-            within = {engine: _within(results[engine], budgets[engine]) for engine in served}
+            results = parities(final_path)
+            within = {engine: budgets[engine].admits(results[engine]) for engine in served}
             if all(within.values()) or precision == candidates[-1]:
                 break
             for engine in served:
@@ -327,31 +326,35 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
                     + ("" if within[engine] else f": outside its budget, trying {candidates[candidates.index(precision) + 1]}"))
             for written in files:
                 written.unlink()
+        # What describes the graph, once; then each served engine's own parity and shapes.
+        graph_entry = {
+            "file": final_path.name,
+            "data_files": [f.name for f in files[1:]],
+            "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
+            "precision": precision,
+            "inputs": describe_io(graph.graph.input),
+            "outputs": describe_io(graph.graph.output),
+            "kept_fp32": report.kept_fp32,
+            "conversion": report.method,
+            "low_precision_weight_fraction": round(low_precision_weight_fraction(graph), 6),
+            # Stored bytes of every initializer by type and, below fp32, each weight still fp32 with
+            # its reason (a kept group and the parity that kept it).
+            "weight_bytes_by_dtype": weight_bytes_by_dtype(graph),
+            "fp32_weights": fp32_weights(graph, report) if precision != "fp32" else [],
+        }
+        if report.not_quantized:  # left out of quantization by design; stored fp16 unless kept_fp32 says otherwise
+            graph_entry["not_quantized"] = report.not_quantized
         for engine in served:
             if enforce_budgets:
                 check_budget(engine, precision, results[engine], budgets[engine])
             plan = {**plan, engine: precision}
             engines[engine] = {
-                "file": final_path.name,
-                "data_files": [f.name for f in files[1:]],
-                "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), OPSET),
-                "precision": precision,
+                **graph_entry,
                 "targets": ["cpu"] if cpu else plan_targets({engine: precision}),
-                "inputs": describe_io(graph.graph.input),
-                "outputs": describe_io(graph.graph.output),
                 "profiles": _language_profiles(engine, model) if name == "language" else _profiles(engine, model),
-                "kept_fp32": report.kept_fp32,
-                "conversion": report.method,
-                "low_precision_weight_fraction": round(low_precision_weight_fraction(graph), 6),
-                # Stored bytes of every initializer by type and, below fp32, each weight still fp32 with
-                # its reason (a kept group and the parity that kept it).
-                "weight_bytes_by_dtype": weight_bytes_by_dtype(graph),
-                "fp32_weights": fp32_weights(graph, report) if precision != "fp32" else [],
                 "parity": {**results[engine].to_dict(), "budget": dataclasses.asdict(budgets[engine]),
                            "within_budget": within[engine]},
             }
-            if report.not_quantized:  # left out of quantization by design; stored fp16 unless kept_fp32 says otherwise
-                engines[engine]["not_quantized"] = report.not_quantized
             log(
                 f"{engine:<12} {precision:<5} cosine {results[engine].cosine:.6f}  rel.err {results[engine].relative_error:.2e}  "
                 f"low-precision weights {engines[engine]['low_precision_weight_fraction']:.0%}"
