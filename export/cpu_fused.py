@@ -10,7 +10,7 @@ RMSNorm kernel: y = x / sqrt(mean(x^2) + epsilon) * scale, over the last axis, i
 not a standard one: never in a TensorRT graph.
 
 As `export.cpu_moe.ort_moe_layers`, the replacement is made around the trace without `models/`
-knowing: inside `ort_fused_norms(model)`, every `RMSNorm` of `model.language` is an `OrtRMSNorm`
+knowing (`export.module_replacement`): inside `ort_fused_norms(model)`, every `RMSNorm` of `model.language` is an `OrtRMSNorm`
 sharing its weight, which computes the same function eagerly and emits the node while
 `torch.onnx.export(..., dynamo=True)` traces it.
 """
@@ -18,11 +18,11 @@ sharing its weight, which computes the same function eagerly and emits the node 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from export.module_replacement import replaced_modules
 from models.language import RMSNorm
 
 # Float32 statistics whatever the input dtype (as RMSNorm computes them).
@@ -47,19 +47,7 @@ class OrtRMSNorm(nn.Module):
         return self.norm(x)
 
 
-@contextlib.contextmanager
-def ort_fused_norms(model: nn.Module) -> Iterator[int]:
+def ort_fused_norms(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """Within the block, every `RMSNorm` under `model.language` (a ChatVLA2 or its LanguageModel)
     is an `OrtRMSNorm`; the originals come back on exit. Yields the number replaced."""
-    language = getattr(model, "language", model)
-    replaced: list[tuple[nn.Module, str, RMSNorm]] = []
-    try:
-        for parent in list(language.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, RMSNorm):
-                    replaced.append((parent, name, child))
-                    setattr(parent, name, OrtRMSNorm(child))
-        yield len(replaced)
-    finally:
-        for parent, name, norm in replaced:
-            setattr(parent, name, norm)
+    return replaced_modules(model, RMSNorm, OrtRMSNorm)

@@ -39,7 +39,6 @@ and `router_probs` are the router's raw logits.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
+from export.module_replacement import replaced_modules
 from models.moe import DynamicMoE
 
 MS_DOMAIN = "com.microsoft"
@@ -153,32 +153,17 @@ class GroupedMoE(nn.Module):
         return (out, logits) if return_router_logits else out
 
 
-@contextlib.contextmanager
-def _replaced_moe_layers(model: nn.Module, wrapper: type[nn.Module]) -> Iterator[int]:
-    language = getattr(model, "language", model)
-    replaced: list[tuple[nn.Module, DynamicMoE]] = []
-    try:
-        for layer in language.layers:
-            if isinstance(layer.mlp, DynamicMoE):
-                replaced.append((layer, layer.mlp))
-                layer.mlp = wrapper(layer.mlp)
-        yield len(replaced)
-    finally:
-        for layer, moe in replaced:
-            layer.mlp = moe
-
-
 def ort_moe_layers(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """Within the block, every `DynamicMoE` of `model.language.layers[i].mlp` (a ChatVLA2 or its
     LanguageModel) is an `OrtMoE`; the originals come back on exit. Yields the number replaced.
     Graph modules (export.graphs.PrefillGraph, DecodeGraph) built before or inside the block see
     the replacement: they hold `model.language`, not its layers."""
-    return _replaced_moe_layers(model, OrtMoE)
+    return replaced_modules(model, DynamicMoE, OrtMoE)
 
 
 def grouped_moe_layers(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """As `ort_moe_layers`, with `GroupedMoE` (standard ONNX operators) instead."""
-    return _replaced_moe_layers(model, GroupedMoE)
+    return replaced_modules(model, DynamicMoE, GroupedMoE)
 
 
 # --- int8 / int4 experts: com.microsoft QMoE -------------------------------------------------
