@@ -139,12 +139,12 @@ def language_feeds(model: ChatVLA2, engine_inputs: dict[str, dict[str, np.ndarra
     keys, values = decode["key_cache"], decode["value_cache"]
     names = cache_input_names(keys.shape[0])
     empty = np.zeros((1, keys.shape[2], 0, keys.shape[4]), keys.dtype)
-    table = model.language.embed_tokens.weight.detach().float().numpy()
     token = int(decode["token"].reshape(-1)[0])
+    row = model.language.embed_tokens.weight[token].detach().float().numpy()
     return {
         "prefill": {"embeddings": prefill["embeddings"], "position_ids": prefill["position_ids"],
                     "cache_position": np.zeros(1, np.int64), **dict.fromkeys(names, empty)},
-        "decode": {"embeddings": table[token].reshape(1, 1, -1).astype(prefill["embeddings"].dtype),
+        "decode": {"embeddings": row.reshape(1, 1, -1).astype(prefill["embeddings"].dtype),
                    "position_ids": np.broadcast_to(decode["position"].reshape(1, 1, 1), (3, 1, 1)).astype(np.int64),
                    "cache_position": decode["cache_position"], **dict(zip(names, (*keys, *values)))},
     }
