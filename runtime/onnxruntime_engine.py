@@ -75,6 +75,20 @@ class OnnxRuntimeEngine(Engine):
         return results
 
 
+def bind_host_arrays(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray],
+                     outputs: Mapping[str, np.ndarray]) -> tuple[ort.IOBinding, dict[str, ort.OrtValue]]:
+    """An I/O binding made once: each input an OrtValue over its numpy array (on the CPU they share
+    memory, so updating an array in place updates the bound input), each output written straight
+    into its array. Returns the binding and the OrtValues, which must live as long as it."""
+    keep = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in inputs.items()}
+    binding = session.io_binding()
+    for name, value in keep.items():
+        binding.bind_ortvalue_input(name, value)
+    for name, buffer in outputs.items():
+        binding.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
+    return binding, keep
+
+
 def _host_copy2d(dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, rows: int) -> None:
     for row in range(rows):
         ctypes.memmove(dst + row * dst_pitch, src + row * src_pitch, width)
@@ -133,20 +147,12 @@ class OnnxRuntimeLanguage(LanguageSession):
         check_feed(spec, {"token": self._token, "position": self._position, "cache_position": self._cache_position,
                           "key_cache": self.key_cache, "value_cache": self.value_cache})
         self._outputs = {t.name: np.zeros(t.concrete_shape({}), t.dtype) for t in spec.outputs}
-        binding = decode.session.io_binding()
-        # OrtValues made from numpy arrays on the CPU share their memory: updating the arrays in place
-        # updates the bound inputs, so the binding is made once.
-        self._keep = {
-            name: ort.OrtValue.ortvalue_from_numpy(array)
-            for name, array in (("token", self._token), ("position", self._position),
-                                ("cache_position", self._cache_position), ("key_cache", self.key_cache),
-                                ("value_cache", self.value_cache))
-        }
-        for name, value in self._keep.items():
-            binding.bind_ortvalue_input(name, value)
-        for name, buffer in self._outputs.items():
-            binding.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
-        self._binding = binding
+        self._binding, self._keep = bind_host_arrays(
+            decode.session,
+            {"token": self._token, "position": self._position, "cache_position": self._cache_position,
+             "key_cache": self.key_cache, "value_cache": self.value_cache},
+            self._outputs,
+        )
         self.provider = decode.provider
 
     def prefill(self, embeddings: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,11 +16,10 @@ of the manifest ("prefill", "decode") name that file (contract/bundle.py `shared
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from runtime.engine import EngineSpec, check_feed
 from runtime.language_session import LanguageSession
-from runtime.onnxruntime_engine import OnnxRuntimeEngine
+from runtime.onnxruntime_engine import OnnxRuntimeEngine, bind_host_arrays
 
 def cache_inputs(spec: EngineSpec) -> tuple[list[str], list[str]]:
     """The graph's per-layer cache inputs, key_cache_<i> and value_cache_<i>, in layer order."""
@@ -49,15 +48,14 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         """engine: the shared graph's session, its spec the manifest's prefill entry (whose profiles
         bound a prefill's feed); decode: the manifest's decode entry (its profiles bound a step's feed:
         the static cache); token_embedding (vocab, hidden)."""
-        spec = decode
-        key_names, value_names = cache_inputs(spec)
-        self.init_cache(static_cache_shape(decode), spec.input(key_names[0]).dtype, int(spec.output("logits").shape[-1]))
-        hidden = spec.input("embeddings").shape[-1]
+        key_names, value_names = cache_inputs(decode)
+        self.init_cache(static_cache_shape(decode), decode.input(key_names[0]).dtype, int(decode.output("logits").shape[-1]))
+        hidden = decode.input("embeddings").shape[-1]
         if token_embedding.shape != (self.vocab_size, hidden):
             raise ValueError(f"token embedding table {token_embedding.shape}, the language graph needs ({self.vocab_size}, {hidden})")
         self.engine, self.provider = engine, engine.provider
         self.token_embedding = token_embedding
-        dtype = spec.input("embeddings").dtype
+        dtype = decode.input("embeddings").dtype
         self.key_cache = np.zeros(self.cache_shape, self.cache_dtype)
         self.value_cache = np.zeros(self.cache_shape, self.cache_dtype)
         _, batch, kv_heads, _, head_dim = self.cache_shape
@@ -71,15 +69,9 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         # Each layer's cache input is that layer's slice of the runtime's cache: a contiguous view.
         step_feed = {"embeddings": self._embedding, "position_ids": self._position_ids, "cache_position": self._cache_position,
                      **dict(zip(key_names, self.key_cache)), **dict(zip(value_names, self.value_cache))}
-        dims = check_feed(spec, step_feed)
-        self._outputs = {t.name: np.zeros(t.concrete_shape(dims), t.dtype) for t in spec.outputs}
-        self._keep = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in step_feed.items()}
-        binding = engine.session.io_binding()
-        for name, value in self._keep.items():
-            binding.bind_ortvalue_input(name, value)
-        for name, buffer in self._outputs.items():
-            binding.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
-        self._binding = binding
+        dims = check_feed(decode, step_feed)
+        self._outputs = {t.name: np.zeros(t.concrete_shape(dims), t.dtype) for t in decode.outputs}
+        self._binding, self._keep = bind_host_arrays(engine.session, step_feed, self._outputs)
 
     def prefill(self, embeddings: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # checked against the prefill entry's profiles (a prompt shorter than the cache, 0 cache slots)
