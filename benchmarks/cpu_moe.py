@@ -35,16 +35,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.export_table import time_session  # noqa: E402
-from calibration.timing import time_runs  # noqa: E402
-from contract.config import PRESETS  # noqa: E402
-from export.calibration_data import record_engine_inputs  # noqa: E402
-from export.cpu_moe import (  # noqa: E402
+from chatvla2.evaluation.timing import time_runs  # noqa: E402
+from chatvla2.contract.config import PRESETS  # noqa: E402
+from chatvla2.export.calibration_data import record_engine_inputs  # noqa: E402
+from chatvla2.export.cpu_moe import (  # noqa: E402
     CUSTOM_TRANSLATIONS, GroupedMoE, OrtMoE, grouped_moe_layers, ort_moe_layers, quantize_moe,
 )
-from export.onnx_export import TraceSpec, engine_specs, trace_to_onnx  # noqa: E402
-from models.loading import load_model  # noqa: E402
-from models.moe import DynamicMoE  # noqa: E402
-from runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.export.onnx_export import TraceSpec, engine_specs, trace_to_onnx  # noqa: E402
+from chatvla2.models.loading import load_model  # noqa: E402
+from chatvla2.models.moe import DynamicMoE  # noqa: E402
+from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
 
 
 def layer_spec(module: torch.nn.Module, hidden: int) -> TraceSpec:

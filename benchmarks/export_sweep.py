@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.bundle import export_bundle  # noqa: E402
-from models.loading import load_model  # noqa: E402
-from export.precision import parse_plan  # noqa: E402
+from chatvla2.export.bundle import export_bundle  # noqa: E402
+from chatvla2.models.loading import load_model  # noqa: E402
+from chatvla2.export.precision import parse_plan  # noqa: E402
 
 
 def main() -> int:

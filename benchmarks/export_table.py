@@ -18,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from contract.bundle import load_manifest  # noqa: E402
-from calibration.predict import engine_feed  # noqa: E402  (inputs at the robot's shapes, shared with predict)
-from calibration.timing import time_runs  # noqa: E402
-from runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.contract.bundle import load_manifest  # noqa: E402
+from chatvla2.calibration.predict import engine_feed  # noqa: E402  (inputs at the robot's shapes, shared with predict)
+from chatvla2.evaluation.timing import time_runs  # noqa: E402
+from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
 
 
 def time_session(session, feed: dict, runs: int) -> tuple[float, float]:

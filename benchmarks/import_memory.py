@@ -36,7 +36,7 @@ SIZES = {
 # space, whereas getrusage's ru_maxrss survives fork + exec (a child of a process that held the
 # generated model would report that process's size).
 PEAK = "int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
-BASELINE = f"import models.import_checkpoint, models.vla\nprint({PEAK})"
+BASELINE = f"import chatvla2.models.import_checkpoint, chatvla2.models.vla\nprint({PEAK})"
 MEASURE = ("import sys\nfrom chatvla2.cli import main\nrc = main(sys.argv[1:])\n"
            f"print('PEAK_KB', {PEAK}, file=sys.stderr)\nsys.exit(rc)")
 

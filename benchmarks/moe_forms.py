@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.calibration_data import record_engine_inputs  # noqa: E402
-from models.loading import load_model  # noqa: E402
-from export.onnx_export import engine_specs, save_onnx, trace_to_onnx  # noqa: E402
+from chatvla2.export.calibration_data import record_engine_inputs  # noqa: E402
+from chatvla2.models.loading import load_model  # noqa: E402
+from chatvla2.export.onnx_export import engine_specs, save_onnx, trace_to_onnx  # noqa: E402
 from benchmarks.export_table import time_session  # noqa: E402
-from runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
 
 
 def main() -> int:

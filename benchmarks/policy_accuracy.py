@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.observations import observations  # noqa: E402
-from calibration.sweep import DEFAULT_HELD_OUT, action_errors, token_agreement  # noqa: E402
-from contract.bundle import load_manifest  # noqa: E402
-from export.thresholds import policy_budget_for  # noqa: E402
-from models.loading import load_model  # noqa: E402
-from runtime.policy import Policy  # noqa: E402
+from chatvla2.calibration.observations import observations  # noqa: E402
+from chatvla2.calibration.sweep import DEFAULT_HELD_OUT, action_errors, token_agreement  # noqa: E402
+from chatvla2.contract.bundle import load_manifest  # noqa: E402
+from chatvla2.export.thresholds import policy_budget_for  # noqa: E402
+from chatvla2.models.loading import load_model  # noqa: E402
+from chatvla2.runtime.policy import Policy  # noqa: E402
 
 
 def main() -> int:

@@ -23,8 +23,8 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 import numpy as np
-from runtime.policy import Policy
-from contract.scene import sample_observation
+from chatvla2.runtime.policy import Policy
+from chatvla2.contract.scene import sample_observation
 floor = rss()
 policy = Policy.from_bundle(sys.argv[1], backend="onnxruntime", threads=int(sys.argv[2]))
 loaded = rss()

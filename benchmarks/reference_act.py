@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from contract.scene import sample_observation  # noqa: E402
-from models.loading import load_model  # noqa: E402
+from chatvla2.contract.scene import sample_observation  # noqa: E402
+from chatvla2.models.loading import load_model  # noqa: E402
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "decode_per_token", "action_head", "total")
 

@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.tasks.env import TaskEnv  # noqa: E402
-from sim.tasks.episode import generate_episode  # noqa: E402
+from chatvla2.sim.tasks.env import TaskEnv  # noqa: E402
+from chatvla2.sim.tasks.episode import generate_episode  # noqa: E402
 
 TASKS = ("math_game", "toy_placement")
 SPLITS = ("in_domain", "open_world")

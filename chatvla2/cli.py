@@ -39,7 +39,7 @@ USER_ERRORS = (ValueError, LookupError, OSError)
 
 
 def _add_model_source(parser: argparse.ArgumentParser) -> None:
-    from contract.config import PRESETS
+    from chatvla2.contract.config import PRESETS
 
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="NAME", help=f"a named preset: {', '.join(PRESETS)}")
@@ -47,9 +47,9 @@ def _add_model_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
-    from contract.config import field_default
-    from drivers.arm import ArmConfig
-    from drivers.profiles import PROFILES
+    from chatvla2.contract.config import field_default
+    from chatvla2.drivers.arm import ArmConfig
+    from chatvla2.drivers.profiles import PROFILES
 
     parser.add_argument("--profile", default=field_default(ArmConfig, "profile"), help=f"arm profile: {', '.join(PROFILES)}")
 
@@ -59,11 +59,11 @@ def _info(p: argparse.ArgumentParser) -> None:
 
 
 def _import(p: argparse.ArgumentParser) -> None:
-    importlib.import_module("models.import_checkpoint").add_arguments(p)
+    importlib.import_module("chatvla2.models.import_checkpoint").add_arguments(p)
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
-    from calibration.demo import BOTH, default
+    from chatvla2.evaluation.demo import BOTH, default
 
     p.add_argument("--checkpoint", metavar="DIR", help="the model (default: the shipped checkpoints/chatvla2-demo)")
     p.add_argument("--task", default=default("task"), help="math_game or toy_placement (default %(default)s)")
@@ -95,8 +95,8 @@ def _sim_arm(p: argparse.ArgumentParser) -> None:
 
 
 def _sim(p: argparse.ArgumentParser) -> None:
-    from sim.tasks.env import DEFAULT_SIZE, TASKS
-    from sim.tasks.splits import SPLITS
+    from chatvla2.sim.tasks.env import DEFAULT_SIZE, TASKS
+    from chatvla2.sim.tasks.splits import SPLITS
 
     p.add_argument("action", choices=["generate", "show"],
                    help="generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG")
@@ -121,8 +121,8 @@ def _arm(p: argparse.ArgumentParser) -> None:
 
 
 def _export(p: argparse.ArgumentParser) -> None:
-    from contract.config import MOE_FORMS
-    from export.thresholds import PRECISIONS
+    from chatvla2.contract.config import MOE_FORMS
+    from chatvla2.export.thresholds import PRECISIONS
 
     _add_model_source(p)
     p.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle directory to write")
@@ -163,7 +163,7 @@ def _build(p: argparse.ArgumentParser) -> None:
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
-    from runtime.engine import BACKENDS
+    from chatvla2.runtime.engine import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--engines", metavar="DIR", help="TensorRT engines from `chatvla2 build` (default BUNDLE/engines)")
@@ -174,14 +174,14 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 
 def _run(p: argparse.ArgumentParser) -> None:
-    from contract.config import field_default
-    from contract.scene import INSTRUCTION
-    from drivers.controller import ControllerConfig
-    from runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
-    from runtime.robots import MAX_FEEDBACK_TIMEOUT_S
-    from runtime.safety import DEFAULT_JOINT_SPEED
-    from sim.robot import DEFAULT_EPISODE_SEED, DEFAULT_SPLIT, SIM_FEEDBACK_TIMEOUT_S, SIM_TASKS
-    from sim.tasks.splits import SPLITS
+    from chatvla2.contract.config import field_default
+    from chatvla2.contract.scene import INSTRUCTION
+    from chatvla2.drivers.controller import ControllerConfig
+    from chatvla2.runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig
+    from chatvla2.runtime.robots import MAX_FEEDBACK_TIMEOUT_S
+    from chatvla2.runtime.safety import DEFAULT_JOINT_SPEED
+    from chatvla2.sim.robot import DEFAULT_EPISODE_SEED, DEFAULT_SPLIT, SIM_FEEDBACK_TIMEOUT_S, SIM_TASKS
+    from chatvla2.sim.tasks.splits import SPLITS
 
     class TaskOrInstruction(argparse.Action):
         """--instruction TEXT and --task TEXT: the instruction. --task NAME, NAME a simulated task:
@@ -192,7 +192,7 @@ def _run(p: argparse.ArgumentParser) -> None:
         def __call__(self, parser, namespace, value, option_string=None):
             if option_string == "--task" and value in SIM_TASKS:
                 namespace.task = value
-                namespace._target = "sim.robot:run_main"
+                namespace._target = "chatvla2.sim.robot:run_main"
             else:
                 namespace.instruction = value
                 namespace.instruction_given = True
@@ -225,7 +225,7 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episode-seed", type=int, metavar="N",
                    help=f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is "
                         "always the same scene")
-    from runtime.camera import CAMERA_SPEC_HELP, DEFAULT_MAX_AGE_S
+    from chatvla2.runtime.camera import CAMERA_SPEC_HELP, DEFAULT_MAX_AGE_S
 
     p.add_argument("--camera", action="append", default=[], metavar="SPEC",
                    help=f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}")
@@ -271,23 +271,23 @@ def _bench(p: argparse.ArgumentParser) -> None:
 
 
 def _train(p: argparse.ArgumentParser) -> None:
-    from training.cli import add_train_arguments
+    from chatvla2.training.cli import add_train_arguments
 
     add_train_arguments(p)
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
-    from calibration.task_eval import add_eval_arguments
+    from chatvla2.evaluation.task_eval import add_eval_arguments
 
     add_eval_arguments(p)
 
 
 # `chatvla2 calibrate STEP`: step -> (help, the module with add_arguments(parser) and main(args)).
 CALIBRATE_STEPS = {
-    "capture": ("record each engine's real inputs and the fp32 reference outputs over observations", "calibration.capture"),
-    "sweep": ("latency and accuracy of every precision plan; report.md, pareto.png, report.json", "calibration.sweep"),
-    "select": ("the fastest plan of a sweep within an accuracy budget that a target can run", "calibration.selection"),
-    "predict": ("a bundle's lower-bound latency on Orin, Thor or H100, from its graphs", "calibration.predict"),
+    "capture": ("record each engine's real inputs and the fp32 reference outputs over observations", "chatvla2.calibration.capture"),
+    "sweep": ("latency and accuracy of every precision plan; report.md, pareto.png, report.json", "chatvla2.calibration.sweep"),
+    "select": ("the fastest plan of a sweep within an accuracy budget that a target can run", "chatvla2.calibration.selection"),
+    "predict": ("a bundle's lower-bound latency on Orin, Thor or H100, from its graphs", "chatvla2.calibration.predict"),
 }
 
 
@@ -305,29 +305,29 @@ def _calibrate_target(args: argparse.Namespace) -> str:
 
 def _run_target(args: argparse.Namespace) -> str:
     # Simulated arms are started by sim/, which then runs the runtime's loop on them.
-    return "sim.robot:run_main" if args.robot == "sim" else "runtime.run:main"
+    return "chatvla2.sim.robot:run_main" if args.robot == "sim" else "chatvla2.runtime.run:main"
 
 
 def _arm_target(args: argparse.Namespace) -> str:
-    return "sim.cli:arm_with_sim_main" if args.sim else "drivers.cli:arm_main"
+    return "chatvla2.sim.cli:arm_with_sim_main" if args.sim else "chatvla2.drivers.cli:arm_main"
 
 
 # name -> (help, argument builder, what runs it: "module:function", or a function of the parsed
 # arguments that names it)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str | Callable[[argparse.Namespace], str]]] = {
-    "info": ("parameters per component of a model", _info, "models.info:main"),
-    "import": ("Hugging Face Qwen2-VL (+ a DexVLA ScaleDP head) weights -> a checkpoint", _import, "models.import_checkpoint:main"),
-    "demo": ("the shipped model, exported, driving simulated ARX arms on the math game", _demo, "calibration.demo:main"),
-    "export": ("export a model to a verified ONNX bundle", _export, "export.cli:export_main"),
-    "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "export.lint:main"),
-    "build": ("build TensorRT engines from a bundle", _build, "export.tensorrt_build:main"),
+    "info": ("parameters per component of a model", _info, "chatvla2.models.info:main"),
+    "import": ("Hugging Face Qwen2-VL (+ a DexVLA ScaleDP head) weights -> a checkpoint", _import, "chatvla2.models.import_checkpoint:main"),
+    "demo": ("the shipped model, exported, driving simulated ARX arms on the math game", _demo, "chatvla2.evaluation.demo:main"),
+    "export": ("export a model to a verified ONNX bundle", _export, "chatvla2.export.cli:export_main"),
+    "lint": ("check a bundle's graphs against TensorRT's ONNX parser rules", _lint, "chatvla2.export.lint:main"),
+    "build": ("build TensorRT engines from a bundle", _build, "chatvla2.export.tensorrt_build:main"),
     "run": ("run a bundle on the robot (or simulated arms)", _run, _run_target),
-    "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "calibration.bench:main"),
-    "train": ("train a model by the paper's two-stage recipe on simulated data", _train, "training.cli:main"),
+    "bench": ("time the policy step per stage, against the PyTorch reference", _bench, "chatvla2.calibration.bench:main"),
+    "train": ("train a model by the paper's two-stage recipe on simulated data", _train, "chatvla2.training.cli:main"),
     "calibrate": ("accuracy against latency: capture, sweep, select, predict", _calibrate, _calibrate_target),
-    "eval": ("the paper's task scores of a checkpoint or bundle on simulated episodes", _eval, "calibration.task_eval:main"),
-    "sim": ("the simulated tasks: generate demonstrations, show a scene", _sim, "sim.task_cli:main"),
-    "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "sim.cli:sim_arm_main"),
+    "eval": ("the paper's task scores of a checkpoint or bundle on simulated episodes", _eval, "chatvla2.evaluation.task_eval:main"),
+    "sim": ("the simulated tasks: generate demonstrations, show a scene", _sim, "chatvla2.sim.task_cli:main"),
+    "sim-arm": ("a simulated ARX arm behind a pseudo-terminal", _sim_arm, "chatvla2.sim.cli:sim_arm_main"),
     "arm": ("read, enable, home or damp an ARX arm", _arm, _arm_target),
 }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sim.arm_sim import SimulatedArm
+from chatvla2.sim.arm_sim import SimulatedArm
 
 
 @pytest.fixture(autouse=True)

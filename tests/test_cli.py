@@ -63,9 +63,9 @@ def test_bad_checkpoint_files_are_one_line(tmp_path):
     import json
     import struct
 
-    from contract.config import get_config
-    from models.checkpoint import save_checkpoint
-    from models.vla import ChatVLA2
+    from chatvla2.contract.config import get_config
+    from chatvla2.models.checkpoint import save_checkpoint
+    from chatvla2.models.vla import ChatVLA2
 
     checkpoint = save_checkpoint(ChatVLA2(get_config("tiny")), tmp_path / "ckpt")
     config = (checkpoint / "config.json").read_text()

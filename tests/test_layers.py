@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("chatvla2", "calibration", "training", "export", "sim", "models", "runtime", "contract", "drivers")
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
 
@@ -27,24 +26,23 @@ def test_the_layer_contracts_hold():
 
 def _copy_of_the_tree(tmp_path: Path) -> Path:
     shutil.copy(REPO / "pyproject.toml", tmp_path)
-    for package in PACKAGES:
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "chatvla2", tmp_path / "chatvla2", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
 def test_a_lazy_import_of_torch_in_the_runtime_breaks_a_contract(tmp_path):
     root = _copy_of_the_tree(tmp_path)
-    with open(root / "runtime" / "safety.py", "a") as f:
+    with open(root / "chatvla2" / "runtime" / "safety.py", "a") as f:
         f.write("\n\ndef _sneaky():\n    import torch  # noqa: F401\n")
     result = _lint(root)
     assert result.returncode != 0
-    assert "runtime.safety -> torch" in result.stdout
+    assert "chatvla2.runtime.safety -> torch" in result.stdout
 
 
 def test_the_drivers_importing_the_simulator_breaks_the_layers(tmp_path):
     root = _copy_of_the_tree(tmp_path)
-    with open(root / "drivers" / "cli.py", "a") as f:
-        f.write("\n\ndef _sneaky():\n    from sim.arm_sim import SimulatedArm  # noqa: F401\n")
+    with open(root / "chatvla2" / "drivers" / "cli.py", "a") as f:
+        f.write("\n\ndef _sneaky():\n    from chatvla2.sim.arm_sim import SimulatedArm  # noqa: F401\n")
     result = _lint(root)
     assert result.returncode != 0
-    assert "drivers.cli -> sim.arm_sim" in result.stdout
+    assert "chatvla2.drivers.cli -> chatvla2.sim.arm_sim" in result.stdout

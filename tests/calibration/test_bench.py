@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.compute_roofline import compute_roofline, count_stage_flops, measure_gemm_rates
-from calibration.predict import analytic_counts, count_graph
-from contract.bundle import bundle_model_config, load_manifest
+from chatvla2.calibration.compute_roofline import compute_roofline, count_stage_flops, measure_gemm_rates
+from chatvla2.calibration.predict import analytic_counts, count_graph
+from chatvla2.contract.bundle import bundle_model_config, load_manifest
 
 T, H, I, E, K = 6, 16, 24, 8, 2  # tokens, hidden, expert intermediate, experts, top-k
 
@@ -216,14 +216,14 @@ def test_dense_experts_are_found_through_dynamic_int8_products(tiny_bundle, tmp_
 
 
 def test_decode_memory_roofline_reads_the_routed_experts_of_a_moe_operator(tmp_path):
-    from calibration.roofline import _weight_bytes_read
+    from chatvla2.calibration.roofline import _weight_bytes_read
 
     path = _moe_node_graph(tmp_path)  # fc1 (E, 2I, H) and fc2 (E, H, I), fp32
     assert _weight_bytes_read(path, E, K) == (E * 2 * I * H + E * H * I) * 4 * K // E
 
 
 def test_faster_rates_keeps_the_faster_measurement_per_precision():
-    from calibration.compute_roofline import faster_rates
+    from chatvla2.calibration.compute_roofline import faster_rates
 
     before = {"threads": 2, "fp32": {"gflops": 100.0}, "int8": {"gflops": 400.0}, "fp16": {"gflops": None, "unsupported": "x"}}
     after = {"threads": 2, "fp32": {"gflops": 200.0}, "int8": {"gflops": 300.0}, "fp16": {"gflops": None, "unsupported": "x"}}

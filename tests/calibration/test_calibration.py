@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration import selection, sweep as sweep_module
-from calibration.capture import load_capture
-from calibration.observations import check_disjoint, observations
-from calibration.plans import parse_plans
-from calibration.sweep import action_errors, token_agreement
-from contract.config import get_config
+from chatvla2.calibration import selection, sweep as sweep_module
+from chatvla2.calibration.capture import load_capture
+from chatvla2.calibration.observations import check_disjoint, observations
+from chatvla2.calibration.plans import parse_plans
+from chatvla2.calibration.sweep import action_errors, token_agreement
+from chatvla2.contract.config import get_config
 
 pytestmark = pytest.mark.calibration
 
@@ -76,7 +76,7 @@ def broken_sweep(tiny_sweep, tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_precision_within_its_engine_and_policy_budgets(tiny_sweep):
-    from export.thresholds import BUDGETS, policy_budget_for
+    from chatvla2.export.thresholds import BUDGETS, policy_budget_for
 
     _, report = tiny_sweep
     plans = {p["name"]: p for p in report["plans"]}
@@ -150,7 +150,7 @@ def test_select_on_the_tiny_sweep_and_the_bundle_follows(tiny_sweep, tmp_path):
     shutil.copytree(chosen["bundle"], capped)
     record["max_reasoning_tokens"] = 3
     selection.record_in_bundle(capped, record)
-    from runtime.policy import Policy
+    from chatvla2.runtime.policy import Policy
 
     policy = Policy.from_bundle(capped)
     assert policy.deployment["target"] == "orin" and policy.max_reasoning_tokens == 3
@@ -271,8 +271,8 @@ def test_capture_cli_writes_what_export_reads(tmp_path):
                                                        "sim:toy_placement:in_domain:0"]
     assert 3 * 4 <= meta["calls"]["decode"] <= 3 * 8 and meta["calls"]["vision"] == 3  # 8 a reasoning at most
     # what `chatvla2 export --calibration FILE` reads, checked by its own loader (any prompt length)
-    from export.calibration_data import expected_inputs, load_engine_inputs
-    from models.loading import load_model
+    from chatvla2.export.calibration_data import expected_inputs, load_engine_inputs
+    from chatvla2.models.loading import load_model
 
     inputs = load_engine_inputs(out, expected_inputs(load_model("tiny", None, 0)))
     assert inputs["decode"]["token"].shape == (meta["calls"]["decode"], 1)

@@ -23,19 +23,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration import predict
-from calibration.predict import (
+from chatvla2.calibration import predict
+from chatvla2.calibration.predict import (
     analytic_counts,
     count_graph,
     engine_bound,
     predict_bundle,
     predict_config,
 )
-from calibration.roofline import decode_traffic
-from calibration.targets import H100, ORIN, THOR, TARGETS, get_target, parse_targets
-from contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
-from contract.config import get_config
-from export.precision import TARGETS as PRECISION_TARGETS
+from chatvla2.calibration.roofline import decode_traffic
+from chatvla2.calibration.targets import H100, ORIN, THOR, TARGETS, get_target, parse_targets
+from chatvla2.contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
+from chatvla2.contract.config import get_config
+from chatvla2.export.precision import TARGETS as PRECISION_TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
 # The analytic count against the graph count, per engine (measured: tiny fp32 bytes within 2.0%,
@@ -129,7 +129,7 @@ def test_gathered_experts_read_top_k_of_num_experts(tmp_path, quantized):
     assert dense["weight_bytes"] == stack_bytes + small  # the dense form reads every expert
     assert dense["flops"] == 2 * 8 * 16 * 32
     # the same rule as the decode roofline (calibration/roofline.py)
-    from calibration.roofline import _weight_bytes_read
+    from chatvla2.calibration.roofline import _weight_bytes_read
 
     assert _weight_bytes_read(tmp_path / f"experts-{quantized}-True.onnx", 8, 2) == gathered["weight_bytes"]
 
@@ -280,7 +280,7 @@ def test_paper_analytic_count_reads_chatvla2_info_parameters():
     """At fp32 (4 bytes a weight) the analytic bytes are the parameters `chatvla2 info` counts
     (models/info.py on the meta device): vision all, prefill the whole language model (every
     expert, dense form), decode the parameters active per token, the action head all (one step)."""
-    from models.info import build_for_counting, parameter_breakdown
+    from chatvla2.models.info import build_for_counting, parameter_breakdown
 
     counts = parameter_breakdown(build_for_counting("paper"))
     cfg = get_config("paper")
@@ -377,7 +377,7 @@ def test_cli_exit_code_2_and_one_line(tmp_path):
 
 def test_importing_the_step_is_light():
     """`chatvla2 calibrate` imports every step to build its parser: no onnx, no torch."""
-    code = "import sys, calibration.predict; print(sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules))"
+    code = "import sys, chatvla2.calibration.predict; print(sorted(m for m in ('onnx', 'torch', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from drivers.controller import ControllerConfig
+from chatvla2.drivers.controller import ControllerConfig
 
 # A controller fast enough for short tests on a loaded 2-core machine.
 FAST = ControllerConfig(rate_hz=250.0, target_timeout_s=0.3, feedback_timeout_s=0.1)

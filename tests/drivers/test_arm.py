@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from drivers.arm import ArmConfig, ArmDamped, ARXArm
-from drivers.controller import ControllerConfig
-from drivers.faults import CommunicationLost, LinkLost, OverCurrent, OverTemperature, StartupRefused
-from sim.arm_sim import SimulatedArm
+from chatvla2.drivers.arm import ArmConfig, ArmDamped, ARXArm
+from chatvla2.drivers.controller import ControllerConfig
+from chatvla2.drivers.faults import CommunicationLost, LinkLost, OverCurrent, OverTemperature, StartupRefused
+from chatvla2.sim.arm_sim import SimulatedArm
 from tests.drivers.arm_test_helpers import FAST, wait_for
 
 
@@ -147,7 +147,7 @@ def test_dropped_and_corrupted_replies_are_counted_not_fatal():
 
 
 def test_bimanual_is_one_14d_robot():
-    from drivers.bimanual import BimanualARX
+    from chatvla2.drivers.bimanual import BimanualARX
 
     with SimulatedArm("x5") as left_sim, SimulatedArm("l5") as right_sim:
         left = ARXArm(ArmConfig(left_sim.device_path, controller=FAST, disconnect_damping_s=0.2))

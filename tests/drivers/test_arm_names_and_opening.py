@@ -16,12 +16,12 @@ import tty
 
 import pytest
 
-from drivers.arm import ArmConfig, ARXArm
-from drivers.bimanual import BimanualARX
-from drivers.controller import DEFAULT_FEEDBACK_TIMEOUT_S, ControllerConfig
-from drivers.faults import CommunicationLost, OverTemperature, StartupRefused
-from drivers.slcan_link import LinkError, SlcanLink
-from sim.arm_sim import SimulatedArm
+from chatvla2.drivers.arm import ArmConfig, ARXArm
+from chatvla2.drivers.bimanual import BimanualARX
+from chatvla2.drivers.controller import DEFAULT_FEEDBACK_TIMEOUT_S, ControllerConfig
+from chatvla2.drivers.faults import CommunicationLost, OverTemperature, StartupRefused
+from chatvla2.drivers.slcan_link import LinkError, SlcanLink
+from chatvla2.sim.arm_sim import SimulatedArm
 from tests.drivers.arm_test_helpers import FAST, bound, fds_on, wait_for
 
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import damiao
-from drivers.damiao import DamiaoRanges, DamiaoState
-from drivers.fixed_point import step
-from drivers.profiles import DM_J4310
+from chatvla2.drivers import damiao
+from chatvla2.drivers.damiao import DamiaoRanges, DamiaoState
+from chatvla2.drivers.fixed_point import step
+from chatvla2.drivers.profiles import DM_J4310
 
 ARX = DM_J4310.ranges  # as flashed on ARX arms: +-12.5 rad, +-45 rad/s, +-18, kp 0..500, kd 0..5
 

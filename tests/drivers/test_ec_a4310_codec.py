@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import ec_a4310 as ec
-from drivers.fixed_point import step
-from drivers.profiles import EC_A4310
+from chatvla2.drivers import ec_a4310 as ec
+from chatvla2.drivers.fixed_point import step
+from chatvla2.drivers.profiles import EC_A4310
 
 R = EC_A4310.ranges  # +-12.5 rad, +-18 rad/s, +-30 A, kp 0..500 (12 bit), kd 0..5 (9 bit)
 

@@ -14,12 +14,12 @@ import tty
 
 import pytest
 
-from drivers import damiao, slcan_link
-from drivers.arm import ArmConfig, ARXArm
-from drivers.bimanual import BimanualARX
-from drivers.faults import AdapterStalled, CommunicationLost
-from drivers.slcan_link import LinkStalled, SlcanLink
-from sim.arm_sim import SimulatedArm
+from chatvla2.drivers import damiao, slcan_link
+from chatvla2.drivers.arm import ArmConfig, ARXArm
+from chatvla2.drivers.bimanual import BimanualARX
+from chatvla2.drivers.faults import AdapterStalled, CommunicationLost
+from chatvla2.drivers.slcan_link import LinkStalled, SlcanLink
+from chatvla2.sim.arm_sim import SimulatedArm
 from tests.drivers.arm_test_helpers import FAST, bound, fds_on, wait_for
 
 WRITE_TIMEOUT_S = 0.05  # SlcanLink / ArmConfig default

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import damiao
-from drivers.slcan_link import AdapterRejected, LinkDisconnected, LinkError, SlcanLink, SlcanReader
+from chatvla2.drivers import damiao
+from chatvla2.drivers.slcan_link import AdapterRejected, LinkDisconnected, LinkError, SlcanLink, SlcanReader
 
 VALID = b"t0008158000800800232" + b"5\r"  # Damiao feedback of motor 5 on id 0
 
@@ -27,7 +27,7 @@ def test_enable_round_trip_through_the_sim(sim_arm):
 
 @pytest.mark.parametrize("ack", ["z", "none"])
 def test_other_acknowledgement_styles(ack):
-    from sim.arm_sim import SimulatedArm
+    from chatvla2.sim.arm_sim import SimulatedArm
 
     with SimulatedArm("x5", ack=ack) as sim, SlcanLink(sim.device_path) as link:
         link.send(6, damiao.ENABLE)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from sim.arm_sim import SimulatedArm
+from chatvla2.sim.arm_sim import SimulatedArm
 from tests.child_signals import default_stop_signals
 from tests.drivers.arm_test_helpers import bound, wait_for
 

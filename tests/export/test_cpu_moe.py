@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from export.cpu_moe import (
+from chatvla2.export.cpu_moe import (
     CUSTOM_TRANSLATIONS,
     MS_DOMAIN,
     GroupedMoE,
@@ -28,10 +28,10 @@ from export.cpu_moe import (
     quantize_moe,
     routed_moe,
 )
-from export.onnx_export import TraceSpec, engine_specs, trace_to_onnx
-from export.thresholds import budget_for
-from models.loading import load_model
-from models.moe import DynamicMoE
+from chatvla2.export.onnx_export import TraceSpec, engine_specs, trace_to_onnx
+from chatvla2.export.thresholds import budget_for
+from chatvla2.models.loading import load_model
+from chatvla2.models.moe import DynamicMoE
 
 HIDDEN, INTERMEDIATE, EXPERTS, TOP_K = 64, 128, 8, 2
 TOKEN_COUNTS = (1, 2, 7, 40)

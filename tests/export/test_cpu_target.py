@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from chatvla2.cli import main as cli
-from contract.bundle import BundleError, load_manifest
-from contract.scene import sample_observation
-from export.cpu_target import CANDIDATES, parse_cpu_plan
-from export.thresholds import budget_for
-from runtime.policy import Policy
+from chatvla2.contract.bundle import BundleError, load_manifest
+from chatvla2.contract.scene import sample_observation
+from chatvla2.export.cpu_target import CANDIDATES, parse_cpu_plan
+from chatvla2.export.thresholds import budget_for
+from chatvla2.runtime.policy import Policy
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
 
 
 def test_fp32_cpu_plan_matches_the_reference(cpu_bundles):
-    from models.loading import load_model
+    from chatvla2.models.loading import load_model
 
     model = load_model("tiny")
     policy = Policy.from_bundle(cpu_bundles / "fp32", backend="onnxruntime")
@@ -109,7 +109,7 @@ def test_fp32_cpu_plan_matches_the_reference(cpu_bundles):
 
 @pytest.mark.parametrize("plan", ["auto", "split", "int4"])
 def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles, plan):
-    from models.loading import load_model
+    from chatvla2.models.loading import load_model
 
     model = load_model("tiny")
     policy = Policy.from_bundle(cpu_bundles / plan, backend="onnxruntime")
@@ -151,9 +151,9 @@ def test_cpu_bundle_manifest_records_the_plan(cpu_bundles):
 
 
 def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeypatch):
-    import export.bundle as bundle_module
-    from export.thresholds import ParityBudget
-    from models.loading import load_model
+    import chatvla2.export.bundle as bundle_module
+    from chatvla2.export.thresholds import ParityBudget
+    from chatvla2.models.loading import load_model
 
     real = bundle_module.budget_for
 
@@ -171,7 +171,7 @@ def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeyp
 
 @pytest.mark.parametrize("plan", ["auto", "fp32", "int4"])
 def test_prefill_and_decode_share_one_graph_one_session_one_copy_of_the_weights(cpu_bundles, plan):
-    from models.loading import load_model
+    from chatvla2.models.loading import load_model
 
     bundle = cpu_bundles / plan
     manifest = load_manifest(bundle)
@@ -198,7 +198,7 @@ def test_prefill_and_decode_at_different_precisions_get_a_graph_each(cpu_bundles
 
 
 def test_shared_language_session_checks_what_it_is_fed(cpu_bundles):
-    from runtime.engine import FeedError
+    from chatvla2.runtime.engine import FeedError
 
     policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
     language, hidden = policy.language, policy.config.language.hidden
@@ -234,9 +234,9 @@ def test_shared_graph_entries_that_disagree_are_refused(cpu_bundles, tmp_path, k
 def test_the_language_falls_back_when_either_stage_misses_its_budget(tmp_path, monkeypatch):
     """Prefill and decode share a graph, so they share its precision: an int4 graph whose decode
     misses the int4 budget (its prefill meets it) falls back to int8 for both."""
-    import export.bundle as bundle_module
-    from export.thresholds import ParityBudget
-    from models.loading import load_model
+    import chatvla2.export.bundle as bundle_module
+    from chatvla2.export.thresholds import ParityBudget
+    from chatvla2.models.loading import load_model
 
     real = bundle_module.budget_for
 

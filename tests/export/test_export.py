@@ -10,15 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
-from export.bundle import decode_moe_form, export_bundle
-from export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
-from export.lint import lint_bundle
-from contract.bundle import BundleError, load_manifest
-from export.parity import ParityError
-from export.precision import parse_plan
-from export import thresholds
-from models.loading import load_model
-from runtime.onnxruntime_session import create_session
+from chatvla2.export.bundle import decode_moe_form, export_bundle
+from chatvla2.export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
+from chatvla2.export.lint import lint_bundle
+from chatvla2.contract.bundle import BundleError, load_manifest
+from chatvla2.export.parity import ParityError
+from chatvla2.export.precision import parse_plan
+from chatvla2.export import thresholds
+from chatvla2.models.loading import load_model
+from chatvla2.runtime.onnxruntime_session import create_session
 
 ENGINES = {"vision", "prefill", "decode", "action_head"}
 
@@ -209,9 +209,9 @@ def test_exported_graphs_run_the_reference_pipeline(fp32_bundle):
     import torch
     from safetensors.numpy import load_file
 
-    from contract.preprocess import preprocess_images
-    from contract.prompt import mrope_position_ids, next_text_position, prompt_token_ids
-    from contract.scene import sample_observation
+    from chatvla2.contract.preprocess import preprocess_images
+    from chatvla2.contract.prompt import mrope_position_ids, next_text_position, prompt_token_ids
+    from chatvla2.contract.scene import sample_observation
 
     model = load_model("tiny")
     cfg, tokenizer = model.cfg, model.tokenizer

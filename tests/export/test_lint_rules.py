@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.bundle import write_manifest
-from export import tensorrt_rules
-from export.lint import LintError, assert_tensorrt_compatible, lint_bundle, lint_model
+from chatvla2.contract.bundle import write_manifest
+from chatvla2.export import tensorrt_rules
+from chatvla2.export.lint import LintError, assert_tensorrt_compatible, lint_bundle, lint_model
 
 F, F16, I8, I4, I64 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.INT4, TensorProto.INT64
 

@@ -8,13 +8,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export import precision
-from export.calibration_data import record_engine_inputs
-from export.parity import ParityResult
-from export.lint import lint_model
-from export.precision import ConversionReport, fp32_weights, int4_form, quantize, weight_bytes_by_dtype
-from export.thresholds import BUDGETS
-from models.loading import load_model
+from chatvla2.export import precision
+from chatvla2.export.calibration_data import record_engine_inputs
+from chatvla2.export.parity import ParityResult
+from chatvla2.export.lint import lint_model
+from chatvla2.export.precision import ConversionReport, fp32_weights, int4_form, quantize, weight_bytes_by_dtype
+from chatvla2.export.thresholds import BUDGETS
+from chatvla2.models.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from contract.staging import staged_directory
+from chatvla2.contract.staging import staged_directory
 
 
 def test_new_contents_replace_the_old_and_are_shareable(tmp_path):

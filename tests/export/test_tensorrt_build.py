@@ -14,10 +14,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.lint import LintError
-from contract.bundle import BundleError, write_manifest
-from export.tensorrt_build import main, profiles_for
-from runtime.tensorrt_identity import EngineMismatch, GpuIdentity, TensorRTUnavailable, check_engines_match
+from chatvla2.export.lint import LintError
+from chatvla2.contract.bundle import BundleError, write_manifest
+from chatvla2.export.tensorrt_build import main, profiles_for
+from chatvla2.runtime.tensorrt_identity import EngineMismatch, GpuIdentity, TensorRTUnavailable, check_engines_match
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -314,7 +314,7 @@ def fake_trt(monkeypatch):
     def install(**kwargs):
         fake = FakeTensorRT(**kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        monkeypatch.setattr("export.tensorrt_build.gpu_identity", lambda: GpuIdentity("Orin", "8.7", "12.6", "12.6"))
+        monkeypatch.setattr("chatvla2.export.tensorrt_build.gpu_identity", lambda: GpuIdentity("Orin", "8.7", "12.6", "12.6"))
         return fake
 
     return install
@@ -381,6 +381,6 @@ def test_lint_runs_for_the_installed_tensorrt(tmp_path, fake_trt, monkeypatch):
         seen.append(tensorrt_version)
         return {}
 
-    monkeypatch.setattr("export.tensorrt_build.lint_bundle", lint_bundle)
+    monkeypatch.setattr("chatvla2.export.tensorrt_build.lint_bundle", lint_bundle)
     assert main(args_for(write_bundle(tmp_path), tmp_path / "engines")) == 0
     assert seen == ["11.1.0"]

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from contract.config import get_config
-from models.loading import load_model
+from chatvla2.contract.config import get_config
+from chatvla2.models.loading import load_model
 
 
 @pytest.fixture

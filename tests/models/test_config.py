@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contract.config import PRESETS, ModelConfig, get_config
-from models.info import build_for_counting, parameter_breakdown
+from chatvla2.contract.config import PRESETS, ModelConfig, get_config
+from chatvla2.models.info import build_for_counting, parameter_breakdown
 
 
 def test_unknown_preset_suggests_the_closest_name():

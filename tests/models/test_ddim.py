@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from contract.config import SchedulerConfig
-from models.ddim import DDIMScheduler, cosine_alpha_bar
+from chatvla2.contract.config import SchedulerConfig
+from chatvla2.models.ddim import DDIMScheduler, cosine_alpha_bar
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 pytest.importorskip("transformers", reason="the dev extra's transformers writes the Qwen2-VL checkpoints")
 
 from chatvla2.cli import main as cli  # noqa: E402
-from contract.preprocess import preprocess_images  # noqa: E402
-from contract.prompt import build_prompt, prompt_token_ids  # noqa: E402
-from models.checkpoint import load_checkpoint, read_safetensors_header  # noqa: E402
+from chatvla2.contract.preprocess import preprocess_images  # noqa: E402
+from chatvla2.contract.prompt import build_prompt, prompt_token_ids  # noqa: E402
+from chatvla2.models.checkpoint import load_checkpoint, read_safetensors_header  # noqa: E402
 from tests.models.hf_qwen2vl import expand_image_pads, write_dexvla_head, write_tiny_qwen2vl  # noqa: E402
 
 IMAGE = (56, 84)  # multiples of 28: 4 x 6 patches, 2 x 3 = 6 visual tokens
@@ -188,7 +188,7 @@ def test_dexvla_head_maps_onto_ours(with_head):
 
 
 def test_imported_checkpoint_exports_and_runs_through_the_runtime(with_head, tmp_path):
-    from runtime.policy import Policy
+    from chatvla2.runtime.policy import Policy
 
     out, _ = with_head
     bundle = tmp_path / "bundle"
@@ -307,7 +307,7 @@ def test_existing_output_needs_force(hf_source, imported, capsys):
 
 
 def test_streamed_safetensors_read_back(tmp_path):
-    from models.safetensors_stream import SafetensorsStream
+    from chatvla2.models.safetensors_stream import SafetensorsStream
 
     tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).bfloat16(), "c": torch.arange(6, dtype=torch.int64).view(2, 3)}
     path = tmp_path / "x.safetensors"

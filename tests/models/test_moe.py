@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.moe import DynamicMoE, SwiGLU, load_balancing_loss
+from chatvla2.models.moe import DynamicMoE, SwiGLU, load_balancing_loss
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contract.config import get_config
-from contract.normalization import NormalizationStats
-from contract.preprocess import IMAGE_MEAN, IMAGE_STD, preprocess_images, resize_bilinear
-from contract.tokenizer import TextTokenizer, character_tokenizer
+from chatvla2.contract.config import get_config
+from chatvla2.contract.normalization import NormalizationStats
+from chatvla2.contract.preprocess import IMAGE_MEAN, IMAGE_STD, preprocess_images, resize_bilinear
+from chatvla2.contract.tokenizer import TextTokenizer, character_tokenizer
 
 
 def test_character_tokenizer_round_trips_text_and_survives_a_file(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from contract.scene import sample_observation
-from models.training_batch import Example, make_batch
-from models.vla import ChatVLA2
+from chatvla2.contract.scene import sample_observation
+from chatvla2.models.training_batch import Example, make_batch
+from chatvla2.models.vla import ChatVLA2
 
 
 def test_act_runs_end_to_end_on_tiny(tiny_config):
@@ -40,8 +40,8 @@ def test_act_reasoning_matches_greedy_decoding_without_cache(tiny_model, tiny_co
     """The reasoning tokens are the argmax of a full-sequence forward at every step."""
     frames, instruction, state = sample_observation(tiny_config.vision.num_views)
     out = tiny_model.act(frames, instruction, state, max_new_tokens=12)
-    from contract.preprocess import preprocess_images
-    from contract.prompt import mrope_position_ids, prompt_token_ids
+    from chatvla2.contract.preprocess import preprocess_images
+    from chatvla2.contract.prompt import mrope_position_ids, prompt_token_ids
 
     tokenizer = tiny_model.tokenizer
     ids = prompt_token_ids(tokenizer, instruction, tiny_config.vision.num_views, tiny_config.vision.tokens_per_view)

@@ -8,13 +8,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from models.loading import load_model
+    from chatvla2.models.loading import load_model
 
     return load_model("tiny")
 
 
 @pytest.fixture(scope="session")
 def policy(tiny_bundle):
-    from runtime.policy import Policy
+    from chatvla2.runtime.policy import Policy
 
     return Policy.from_bundle(tiny_bundle, backend="onnxruntime")

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from contract.bundle import BundleError, load_manifest, sha256_file
-from contract.scene import sample_observation
-from runtime.policy import Policy
+from chatvla2.contract.bundle import BundleError, load_manifest, sha256_file
+from chatvla2.contract.scene import sample_observation
+from chatvla2.runtime.policy import Policy
 
 
 

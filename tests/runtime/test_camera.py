@@ -16,8 +16,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2", reason="the camera extra: pip install 'chatvla2-edge[camera]'")
 
-from contract.scene import sample_observation  # noqa: E402
-from runtime.camera import (  # noqa: E402
+from chatvla2.contract.scene import sample_observation  # noqa: E402
+from chatvla2.runtime.camera import (  # noqa: E402
     CameraError,
     EndOfStream,
     Frame,
@@ -345,7 +345,7 @@ def test_a_failing_camera_closes_the_ones_already_open(tmp_path):
 
 def test_gstreamer_opens_or_says_opencv_has_none():
     spec = "gst:videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48 ! videoconvert ! appsink"
-    from runtime.camera_opencv import has_gstreamer
+    from chatvla2.runtime.camera_opencv import has_gstreamer
 
     if has_gstreamer(cv2):
         with open_cameras([spec], num_views=1) as cameras:
@@ -367,6 +367,6 @@ def test_without_opencv_the_error_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_importing_the_cameras_does_not_import_opencv():
-    script = "import sys, runtime.camera; assert 'cv2' not in sys.modules, 'cv2 imported'; print('ok')"
+    script = "import sys, chatvla2.runtime.camera; assert 'cv2' not in sys.modules, 'cv2 imported'; print('ok')"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

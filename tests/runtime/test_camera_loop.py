@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 
-from runtime.camera import open_cameras
-from runtime.loop import ControlLoop, LoopConfig, Telemetry
-from runtime.safety import ActionSafety
+from chatvla2.runtime.camera import open_cameras
+from chatvla2.runtime.loop import ControlLoop, LoopConfig, Telemetry
+from chatvla2.runtime.safety import ActionSafety
 from tests.runtime.test_loop import FakePolicy, FakeRobot
 
 FPS = 20

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from runtime.engine import EngineSpec, FeedError, check_feed
+from chatvla2.runtime.engine import EngineSpec, FeedError, check_feed
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_decode_step_writes_the_cache_in_place(policy):
 
 
 def test_backend_selection(tiny_bundle, tmp_path):
-    from runtime.policy import resolve_backend
+    from chatvla2.runtime.policy import resolve_backend
 
     assert resolve_backend("auto", tmp_path) == "onnxruntime"  # no engines.json here
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
@@ -87,7 +87,7 @@ def test_backend_selection(tiny_bundle, tmp_path):
 
 
 def test_tensorrt_engine_checks_without_tensorrt():
-    from runtime.tensorrt_identity import EngineMismatch, check_engine_sources, check_engines_match
+    from chatvla2.runtime.tensorrt_identity import EngineMismatch, check_engine_sources, check_engines_match
 
     record = {"gpu_name": "Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0",
               "engines": {"decode": {"source_sha256": "abc"}}}
@@ -104,13 +104,13 @@ def test_tensorrt_policy_matches_onnxruntime(tiny_bundle, tmp_path, policy):
     pytest.importorskip("tensorrt", reason="needs the tensorrt Python package (a Jetson or a GPU workstation)")
     import argparse
 
-    from export.tensorrt_build import main as build
-    from runtime.policy import Policy
+    from chatvla2.export.tensorrt_build import main as build
+    from chatvla2.runtime.policy import Policy
 
     engines = tmp_path / "engines"
     build(argparse.Namespace(bundle=str(tiny_bundle), out=str(engines), workspace=1.0, timing_cache=None))
     trt_policy = Policy.from_bundle(tiny_bundle, backend="tensorrt", engines_dir=engines)
-    from runtime.camera import StaticCamera
+    from chatvla2.runtime.camera import StaticCamera
 
     obs = {"images": StaticCamera(2).read(), "instruction": "go", "state": np.zeros(14, np.float32), "seed": 0}
     a, b = trt_policy.infer(obs), policy.infer(obs)

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from runtime.loop import ActionPlan, ControlLoop, InferenceStopped, LoopConfig, Telemetry, format_summary
-from runtime.safety import ActionSafety
+from chatvla2.runtime.loop import ActionPlan, ControlLoop, InferenceStopped, LoopConfig, Telemetry, format_summary
+from chatvla2.runtime.safety import ActionSafety
 
 CHUNK = 25  # 0.5 s at 50 Hz
 
@@ -212,7 +212,7 @@ def test_an_inference_honouring_should_stop_ends_at_once():
 
 
 def test_join_bound_is_reported_and_the_engines_must_stay_open(monkeypatch):
-    import runtime.loop as loop_module
+    import chatvla2.runtime.loop as loop_module
 
     monkeypatch.setattr(loop_module, "INFERENCE_JOIN_MIN_S", 0.2)
     policy = SlowAtStopPolicy(slow=2.0)
@@ -280,7 +280,7 @@ def test_loop_config_refuses_bad_numbers(change, message):
 def test_run_policy_closes_the_engines_after_the_inference_in_flight(monkeypatch, tmp_path):
     """`chatvla2 run`'s own sequence (runtime/run.py) with a fake policy and robot: the duration
     ends while the slow inference runs; close() comes after it returned, after the disconnect."""
-    import runtime.run as run_module
+    import chatvla2.runtime.run as run_module
     from chatvla2.cli import build_parser
 
     class Policy(SlowAtStopPolicy):

@@ -13,17 +13,18 @@ import sys
 sys.modules["torch"] = None  # `import torch` now raises ImportError
 import numpy as np
 import importlib, pkgutil
-import contract, runtime
+import chatvla2.contract as contract, chatvla2.runtime as runtime
 for package in (contract, runtime):  # every module of both, the TensorRT backend included
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
-from runtime.policy import Policy
-from runtime.camera import StaticCamera
+from chatvla2.runtime.policy import Policy
+from chatvla2.runtime.camera import StaticCamera
 policy = Policy.from_bundle(sys.argv[1], backend="auto")
 out = policy.infer({"images": StaticCamera(2).read(), "instruction": "hi", "state": np.zeros(14, np.float32)})
 assert out["action_chunk"].shape == (50, 14), out["action_chunk"].shape
-ours_above = ("models", "export", "calibration", "sim", "chatvla2", "onnx", "torch")
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ours_above)
+ours_above = ("models", "export", "calibration", "evaluation", "training", "sim", "cli")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "torch")
+                or (m.startswith("chatvla2.") and m.split(".")[1] in ours_above))
 assert loaded == ["torch"], loaded   # the blocking sys.modules["torch"] = None entry alone
 print("ok", policy.backend)
 """

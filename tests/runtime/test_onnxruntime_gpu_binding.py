@@ -12,8 +12,8 @@ import types
 import numpy as np
 import pytest
 
-import runtime.onnxruntime_engine as ort_engine
-from runtime.onnxruntime_engine import OnnxRuntimeDeviceLanguage, OnnxRuntimeLanguage
+import chatvla2.runtime.onnxruntime_engine as ort_engine
+from chatvla2.runtime.onnxruntime_engine import OnnxRuntimeDeviceLanguage, OnnxRuntimeLanguage
 
 
 def _prompt(policy, text="go"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from contract.scene import sample_observation
+from chatvla2.contract.scene import sample_observation
 
 
 def _observation(seed: int):
@@ -47,8 +47,8 @@ def test_reused_reasoning_skips_decoding(policy):
 def test_bundle_hashes_are_verified(tiny_bundle, tmp_path):
     import shutil
 
-    from contract.bundle import BundleError
-    from runtime.policy import Policy
+    from chatvla2.contract.bundle import BundleError
+    from chatvla2.runtime.policy import Policy
 
     copy = tmp_path / "tampered"
     shutil.copytree(tiny_bundle, copy)

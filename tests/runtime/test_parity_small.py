@@ -12,23 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from contract.scene import sample_observation
+from chatvla2.contract.scene import sample_observation
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    from models.loading import load_model
+    from chatvla2.models.loading import load_model
 
     return load_model("small")
 
 
 @pytest.fixture(scope="module")
 def small_policy(small_model, tmp_path_factory):
-    from export.bundle import export_bundle
-    from export.precision import parse_plan
-    from runtime.policy import Policy
+    from chatvla2.export.bundle import export_bundle
+    from chatvla2.export.precision import parse_plan
+    from chatvla2.runtime.policy import Policy
 
     existing = os.environ.get("CHATVLA2_SMALL_BUNDLE")
     if existing:

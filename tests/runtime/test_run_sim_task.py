@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chatvla2.cli import build_parser
-from contract.scene import INSTRUCTION
+from chatvla2.contract.scene import INSTRUCTION
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, "-m", "chatvla2", "run"]
@@ -75,18 +75,18 @@ def test_task_is_a_simulated_task_or_the_instruction_text(argv, task, instructio
     args = build_parser(only="run").parse_args(["run", *argv])
     assert (args.task, args.instruction) == (task, instruction)
     target = args._target if isinstance(args._target, str) else args._target(args)
-    assert target == "sim.robot:run_main"
+    assert target == "chatvla2.sim.robot:run_main"
     if task:
         assert (args.split, args.episode_seed) == (("open_world", 4) if "--split" in argv else (None, None))
     arx = build_parser(only="run").parse_args(["run", *argv, "--robot", "arx"])
     arx_target = arx._target if isinstance(arx._target, str) else arx._target(arx)
     # a task on --robot arx goes to sim.robot, which refuses it; text instructions run the real arms
-    assert arx_target == ("sim.robot:run_main" if task else "runtime.run:main")
+    assert arx_target == ("chatvla2.sim.robot:run_main" if task else "chatvla2.runtime.run:main")
 
 
 def test_building_the_run_options_needs_no_simulated_task_packages():
     """On the robot (base install) `chatvla2 run` must not need gymnasium or pillow (the [sim] extra)."""
     code = ("import sys; from chatvla2.cli import build_parser; build_parser(only='run'); "
-            "print(sorted(m for m in ('gymnasium', 'PIL', 'sim.tasks.env') if m in sys.modules))")
+            "print(sorted(m for m in ('gymnasium', 'PIL', 'chatvla2.sim.tasks.env') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

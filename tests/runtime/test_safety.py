@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.safety import ActionSafety
+from chatvla2.runtime.safety import ActionSafety
 
 
 def make():

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine import EngineSpec
-from runtime.tensorrt_engine import TensorRTEngine, TensorRTError, TensorRTLanguage, capture_graph, load_tensorrt
-from runtime.tensorrt_identity import (
+from chatvla2.runtime.engine import EngineSpec
+from chatvla2.runtime.tensorrt_engine import TensorRTEngine, TensorRTError, TensorRTLanguage, capture_graph, load_tensorrt
+from chatvla2.runtime.tensorrt_identity import (
     EngineMismatch,
     GpuIdentity,
     TensorRTUnavailable,
@@ -531,8 +531,8 @@ def test_capture_graph_refuses_a_failing_warm_up():
 
 def test_load_tensorrt_binds_decode_first_and_checks_identity(stand_in, tmp_path, monkeypatch):
     trt, cudart, paths = stand_in()
-    monkeypatch.setattr("runtime.tensorrt_engine.import_tensorrt", lambda: trt)
-    monkeypatch.setattr("runtime.tensorrt_engine.import_cudart", lambda: cudart)
+    monkeypatch.setattr("chatvla2.runtime.tensorrt_engine.import_tensorrt", lambda: trt)
+    monkeypatch.setattr("chatvla2.runtime.tensorrt_engine.import_cudart", lambda: cudart)
     manifest = {"engines": {name: {"file": f"{name}.onnx"} for name in ("prefill", "decode")},
                 "files": {"prefill.onnx": "p", "decode.onnx": "d"}}
     record = {"tensorrt_version": "10.3.0", "gpu_name": "Jetson AGX Orin", "compute_capability": "8.7",
@@ -552,8 +552,8 @@ def test_load_tensorrt_binds_decode_first_and_checks_identity(stand_in, tmp_path
 
 def test_a_failed_load_closes_the_engines_already_made(stand_in, tmp_path, monkeypatch):
     trt, cudart, paths = stand_in(fail_trt={"set_tensor_address": ("prefill", "hidden")})
-    monkeypatch.setattr("runtime.tensorrt_engine.import_tensorrt", lambda: trt)
-    monkeypatch.setattr("runtime.tensorrt_engine.import_cudart", lambda: cudart)
+    monkeypatch.setattr("chatvla2.runtime.tensorrt_engine.import_tensorrt", lambda: trt)
+    monkeypatch.setattr("chatvla2.runtime.tensorrt_engine.import_cudart", lambda: cudart)
     manifest = {"engines": {n: {"file": f"{n}.onnx"} for n in MANIFEST}, "files": {f"{n}.onnx": n for n in MANIFEST}}
     record = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7",
               "engines": {n: {"file": f"{n}.engine", "source_sha256": n} for n in MANIFEST}}

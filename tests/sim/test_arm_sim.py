@@ -7,10 +7,10 @@ import time
 import pytest
 import serial
 
-from drivers import damiao
-from drivers import ec_a4310 as ec
-from drivers.profiles import X5
-from sim.arm_sim import SimulatedArm
+from chatvla2.drivers import damiao
+from chatvla2.drivers import ec_a4310 as ec
+from chatvla2.drivers.profiles import X5
+from chatvla2.sim.arm_sim import SimulatedArm
 
 
 def read_until_quiet(port: serial.Serial, quiet_s: float = 0.1, limit_s: float = 2.0) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.dynamics import MotorDynamics
-from sim.faults import FaultSpecError, parse_faults
+from chatvla2.sim.dynamics import MotorDynamics
+from chatvla2.sim.faults import FaultSpecError, parse_faults
 
 
 def test_pd_tracking_converges_and_torque_is_limited():

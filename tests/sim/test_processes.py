@@ -61,7 +61,7 @@ signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 INJECTED = DEFAULT_SIGNALS + textwrap.dedent("""
     import os, signal, subprocess, sys
-    from sim.processes import start_sim_arms, stop_sim_arms
+    from chatvla2.sim.processes import start_sim_arms, stop_sim_arms
 
     signum, at = int(sys.argv[1]), int(sys.argv[2])
     real_popen = subprocess.Popen
@@ -108,7 +108,7 @@ def test_a_signal_held_during_spawning_reaches_the_callers_handler():
     """In-process, with a handler of the caller's that does not raise (like `chatvla2 run`'s while
     the robot connects): the signal reaches it once the started process is stopped, and the start
     fails with StartupInterrupted."""
-    import sim.processes as processes
+    import chatvla2.sim.processes as processes
 
     received, pids = [], []
     real_spawn = processes._spawn
@@ -134,7 +134,7 @@ def test_a_signal_held_during_spawning_reaches_the_callers_handler():
 
 SWEEP = DEFAULT_SIGNALS + textwrap.dedent("""
     import sys, time
-    from sim.processes import start_sim_arms, stop_sim_arms
+    from chatvla2.sim.processes import start_sim_arms, stop_sim_arms
 
     sims = []
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sim.dataset import DatasetReader
+from chatvla2.sim.dataset import DatasetReader
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess:

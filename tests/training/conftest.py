@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from sim.dataset import DatasetWriter
-from sim.tasks.episode import generate_episode
-from sim.tasks.image_text import samples
+from chatvla2.sim.dataset import DatasetWriter
+from chatvla2.sim.tasks.episode import generate_episode
+from chatvla2.sim.tasks.image_text import samples
 
 
 @pytest.fixture(scope="session")

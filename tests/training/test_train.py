@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
-from training.cli import add_train_arguments, main
-from training.config import TrainConfig
-from training.data import TrainingData, draw_step
-from training.trainer import CHECKPOINT_DIR, LOG_FILE, STATE_FILE
+from chatvla2.models.checkpoint import load_checkpoint
+from chatvla2.training.cli import add_train_arguments, main
+from chatvla2.training.config import TrainConfig
+from chatvla2.training.data import TrainingData, draw_step
+from chatvla2.training.trainer import CHECKPOINT_DIR, LOG_FILE, STATE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_defaults_come_from_train_config():
 
 def test_stage1_through_the_command_writes_a_loadable_checkpoint(dataset, tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "training.cli", "--config", "tiny", "--stage", "1", "--data",
+    result = subprocess.run([sys.executable, "-m", "chatvla2.training.cli", "--config", "tiny", "--stage", "1", "--data",
                              str(dataset), "--out", str(out), "--steps", "2", "--batch-size", "4"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
 
 
 def test_frame_stride_keeps_every_nth_frame_with_its_full_rate_action_chunk(dataset):
-    from sim.dataset import DatasetReader
+    from chatvla2.sim.dataset import DatasetReader
 
     reader = DatasetReader(dataset)
     full = TrainingData([dataset], frame_stride=1)
@@ -153,7 +153,7 @@ def test_draw_step_mixes_one_image_text_to_three_robot_samples():
 ])
 def test_bad_input_is_one_clear_error(dataset, tmp_path, argv, message):
     argv = [a.format(missing=tmp_path / "nope", data=dataset) for a in argv]
-    result = subprocess.run([sys.executable, "-m", "training.cli", *argv, "--out", str(tmp_path / "out")],
+    result = subprocess.run([sys.executable, "-m", "chatvla2.training.cli", *argv, "--out", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -34,11 +34,11 @@ import time
 import numpy as np
 import pytest
 
-from drivers.faults import AdapterStalled, CommunicationLost
-from sim.tasks.backend import HIGH, LOW, KinematicBackend
-from sim.tasks.driver_backend import SQUEEZE_M, ArmsNotSettled, DriverBackend, TickTiming
-from sim.tasks.env import START_STATE, TaskEnv
-from sim.tasks.world import arm_poses
+from chatvla2.drivers.faults import AdapterStalled, CommunicationLost
+from chatvla2.sim.tasks.backend import HIGH, LOW, KinematicBackend
+from chatvla2.sim.tasks.driver_backend import SQUEEZE_M, ArmsNotSettled, DriverBackend, TickTiming
+from chatvla2.sim.tasks.env import START_STATE, TaskEnv
+from chatvla2.sim.tasks.world import arm_poses
 
 JOINT_LAG_RAD = 0.12  # along the trajectory (module docstring)
 EVENT_DELAY_MAX = 15  # ticks a grasp, lift or release may come after the kinematic mode's

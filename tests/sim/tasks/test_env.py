@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from sim.tasks import expert, math_game, scoring
-from sim.tasks.backend import STEP_MAX, KinematicBackend
-from sim.tasks.env import START_STATE, TaskEnv
+from chatvla2.sim.tasks import expert, math_game, scoring
+from chatvla2.sim.tasks.backend import STEP_MAX, KinematicBackend
+from chatvla2.sim.tasks.env import START_STATE, TaskEnv
 
 TASKS = ("math_game", "toy_placement")
 SPLITS = ("in_domain", "open_world")

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sim.tasks.episode import Episode, generate_episode
+from chatvla2.sim.tasks.episode import Episode, generate_episode
 
 
 def test_the_record_has_exactly_the_agreed_fields():

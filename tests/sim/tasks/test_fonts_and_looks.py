@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sim.tasks import fonts, math_game
-from sim.tasks.render import BACKGROUNDS
+from chatvla2.sim.tasks import fonts, math_game
+from chatvla2.sim.tasks.render import BACKGROUNDS
 
 
 def test_font_lists_are_disjoint_and_drawable():

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from sim.tasks import image_text, math_game
+from chatvla2.sim.tasks import image_text, math_game
 
 
 def test_samples_are_deterministic_and_complete():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.tasks import kinematics as k
+from chatvla2.sim.tasks import kinematics as k
 
 
 def test_home_pose_by_hand():

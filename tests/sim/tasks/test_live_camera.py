@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from runtime.camera import MultiCamera
-from sim.robot import DEFAULT_SPLIT, SIM_TASKS
-from sim.tasks.env import START_STATE, TASKS, TaskEnv
-from sim.tasks.expert import grasp_height
-from sim.tasks.kinematics import inverse_world
-from sim.tasks.live_camera import SceneCamera, format_outcome, open_scene_views
-from sim.tasks.splits import SPLITS
+from chatvla2.runtime.camera import MultiCamera
+from chatvla2.sim.robot import DEFAULT_SPLIT, SIM_TASKS
+from chatvla2.sim.tasks.env import START_STATE, TASKS, TaskEnv
+from chatvla2.sim.tasks.expert import grasp_height
+from chatvla2.sim.tasks.kinematics import inverse_world
+from chatvla2.sim.tasks.live_camera import SceneCamera, format_outcome, open_scene_views
+from chatvla2.sim.tasks.splits import SPLITS
 
 FAST = 1000.0  # fps for tests that call read() themselves: no waiting
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.tasks import fonts, math_game
-from sim.tasks.env import TaskEnv, still_world
-from sim.tasks.math_game import BOARD, IN_OPERANDS, OPEN_OPERANDS, make_scene
-from sim.tasks.render import BACKGROUNDS
+from chatvla2.sim.tasks import fonts, math_game
+from chatvla2.sim.tasks.env import TaskEnv, still_world
+from chatvla2.sim.tasks.math_game import BOARD, IN_OPERANDS, OPEN_OPERANDS, make_scene
+from chatvla2.sim.tasks.render import BACKGROUNDS
 
 SEEDS = range(300)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.tasks.scoring import MathTruth, ToyTruth, math_text, score_math, score_toy, toy_text
+from chatvla2.sim.tasks.scoring import MathTruth, ToyTruth, math_text, score_math, score_toy, toy_text
 
 # model.md's own example: 7+7=14 with the cards 8 (left), 4 (middle), 1 (right).
 TRUTH = MathTruth(7, "+", 7, 14, ("8", "4", "1"), (("1", "right"), ("4", "middle")))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.tasks import toys
-from sim.tasks.env import still_world
-from sim.tasks.render import BACKGROUNDS
-from sim.tasks.toy_placement import PLACES, SHELF, make_scene
+from chatvla2.sim.tasks import toys
+from chatvla2.sim.tasks.env import still_world
+from chatvla2.sim.tasks.render import BACKGROUNDS
+from chatvla2.sim.tasks.toy_placement import PLACES, SHELF, make_scene
 
 SEEDS = range(150)
 

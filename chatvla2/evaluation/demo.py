@@ -1,0 +1,215 @@
+"""`chatvla2 demo`: the shipped model, exported, driving simulated ARX arms through the runtime and
+the drivers, on the paper's math matching game (or toy placement).
+
+    chatvla2 demo [--checkpoint DIR] [--task math_game|toy_placement] [--split both|in_domain|open_world]
+                  [--episodes N] [--seed S] [--plan PLAN] [--backend auto|onnxruntime|tensorrt]
+                  [--mode driver|fast] [--gif FILE] [--cache DIR]
+
+1. Export: the checkpoint (default: the shipped one, `checkpoints/chatvla2-demo`) becomes an ONNX
+   bundle at the plan, checked by export's parity tests, and is cached under
+   CACHE/bundles/<plan>-<sha256 of the checkpoint's files>: only the first run exports, and a
+   changed checkpoint or plan exports again. CACHE: --cache, else $CHATVLA2_CACHE, else
+   $XDG_CACHE_HOME/chatvla2-edge (~/.cache/chatvla2-edge). The default plan, `auto`, is the cpu
+   target's (each engine at its fastest CPU precision within its parity budget: ONNX Runtime's
+   MoE, dynamic int8, int4 MatMulNBits) where TensorRT is not installed, else fp32 for TensorRT.
+   `cpu` / `cpu:PLAN` name a cpu-target plan, anything else a TensorRT one (fp32, int8, ...).
+2. Run: for each split, N episodes (seeds S .. S+N-1) through the runtime's `Policy` on the
+   bundle's engines, the actions going through the ARX drivers to two simulated arms behind
+   pseudo-terminals, in real time at 50 Hz (`--mode driver`, `evaluation.task_eval.evaluate`: the
+   same loop `chatvla2 eval` runs). Each episode prints its reasoning, the picks, the outcome and
+   per-stage latency as it ends.
+3. At the end: the paper-style table of every split run, the ChatVLA-2 paper's row beside each, a
+   GIF of the first episode (the camera view with the reasoning in force written under it) and
+   where it is, then one JSON line.
+
+It lives in calibration/ because it is the task evaluation with an export in front of it:
+calibration is the layer that may use export, sim and the runtime together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatvla2.evaluation.episode_gif import EpisodeGif
+from chatvla2.evaluation.task_eval import MODES, evaluate, format_episode, format_table, load_policy, options_from
+from chatvla2.contract.config import field_default
+from chatvla2.sim.tasks.splits import SPLITS
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_CHECKPOINT = REPO / "checkpoints" / "chatvla2-demo"
+BOTH = "both"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """`chatvla2 demo`'s arguments and their defaults (the front door reads them from here)."""
+
+    checkpoint: str | None = None  # None: the shipped checkpoint
+    task: str = "math_game"
+    split: str = BOTH
+    episodes: int = 3  # per split
+    seed: int = 0
+    plan: str = "auto"
+    backend: str = "auto"
+    mode: str = "driver"
+    query_every: int = 20
+    gif: str = "demo_output/demo.gif"
+    cache: str | None = None
+    threads: int | None = None
+
+
+def default(name: str):
+    return field_default(DemoOptions, name)
+
+
+def cache_root(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    if os.environ.get("CHATVLA2_CACHE"):
+        return Path(os.environ["CHATVLA2_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "chatvla2-edge"
+
+
+def checkpoint_fingerprint(checkpoint: Path) -> str:
+    """sha256 over the checkpoint's model files (names and bytes; not its logs or notes) and the
+    export and model code, so any change to the model or to how it is exported exports anew."""
+    from chatvla2.models.checkpoint import CHECKPOINT_FILES
+
+    digest = hashlib.sha256()
+    # The export's and the models' code too: an upgraded exporter (another graph form) exports anew.
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted([*(package / "export").glob("*.py"), *(package / "models").glob("*.py")]):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no {name} (not a checkpoint directory)")
+        digest.update(name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_plan(plan_text: str) -> tuple[str, dict]:
+    """(target, plan) of the demo's `--plan`: `auto`, `cpu`, `cpu:PLAN` or a TensorRT plan."""
+    import importlib.util
+
+    from chatvla2.export.cpu_target import parse_cpu_plan
+    from chatvla2.export.precision import parse_plan
+
+    if plan_text == "auto":
+        plan_text = "fp32" if importlib.util.find_spec("tensorrt") is not None else "cpu"
+    if plan_text == "cpu" or plan_text.startswith("cpu:"):
+        return "cpu", parse_cpu_plan(plan_text.partition(":")[2] or "auto")
+    return "tensorrt", parse_plan(plan_text)
+
+
+def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> tuple[Path, bool]:
+    """(bundle directory, whether it was exported now): the cached export of `checkpoint` at the plan."""
+    from chatvla2.contract.bundle import BundleError, load_manifest
+
+    target, plan = resolve_plan(plan_text)  # an unknown plan fails before anything is loaded
+    shown = {e: "|".join(p) if isinstance(p, tuple) else p for e, p in plan.items()}
+    key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(plan.items()) if isinstance(precision, str))
+    if any(isinstance(p, tuple) for p in plan.values()):
+        key = "auto"  # the cpu target's candidates: resolved by the export, recorded in its manifest
+    elif len(set(plan.values())) == 1:
+        key = next(iter(plan.values()))
+    key = f"cpu-{key}" if target == "cpu" else key
+    bundle = cache / "bundles" / f"{key}-{checkpoint_fingerprint(checkpoint)[:16]}"
+    if bundle.is_dir():
+        try:
+            load_manifest(bundle, verify_hashes=True, runtime=True)
+            return bundle, False
+        except BundleError as exc:  # damaged since it was written: export again
+            log(f"cached bundle {bundle} is not usable ({exc}); exporting again")
+    from chatvla2.export.bundle import export_bundle
+    from chatvla2.models.loading import load_model
+
+    model = load_model(None, str(checkpoint), seed=0)
+    log(f"exporting {checkpoint} ({model.cfg.name}) for {target} at plan {shown} to {bundle} (once; later runs reuse it)")
+    export_bundle(model, bundle, plan, log=lambda line: None, replace=bundle.exists(), target=target)
+    return bundle, True
+
+
+def check(args: argparse.Namespace) -> None:
+    from chatvla2.sim.tasks.env import TASKS
+
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
+    if args.split != BOTH and args.split not in SPLITS:
+        raise ValueError(f"unknown split {args.split!r}; splits: {BOTH}, {', '.join(SPLITS)}")
+    if not isinstance(args.episodes, int) or args.episodes < 1:
+        raise ValueError(f"--episodes must be an integer >= 1, got {args.episodes!r}")
+    if args.mode not in MODES:
+        raise ValueError(f"unknown mode {args.mode!r}; modes: {', '.join(MODES)}")
+    if args.backend == "torch":
+        raise ValueError("--backend torch: the demo runs the exported bundle (auto, onnxruntime or tensorrt); "
+                         "`chatvla2 eval --checkpoint` runs the PyTorch reference")
+    if not str(args.gif).lower().endswith(".gif"):
+        raise ValueError(f"--gif {args.gif}: write a .gif file")
+
+
+def main(args: argparse.Namespace) -> int:
+    values = {name: default(name) for name in DemoOptions.__dataclass_fields__}
+    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
+    args = argparse.Namespace(**values)
+    check(args)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_CHECKPOINT
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
+    started = time.perf_counter()
+    bundle, exported = cached_bundle(checkpoint, args.plan, cache_root(args.cache))
+    export_s = time.perf_counter() - started
+    from chatvla2.contract.bundle import export_target, load_manifest
+
+    manifest = load_manifest(bundle, verify_hashes=False)
+    resolved = manifest["plan"]
+    print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s): "
+          f"{export_target(manifest)} target, plan {resolved}", flush=True)
+
+    splits = list(SPLITS) if args.split == BOTH else [args.split]
+    gif = EpisodeGif()
+    gif_episode = (splits[0], args.seed)
+    where = ("simulated ARX arms on pseudo-terminals through the drivers, real time" if args.mode == "driver"
+             else "kinematic arms (fast mode, no drivers)")
+    results = []
+    eval_args = options_from(task=args.task, bundle=str(bundle), backend=args.backend, mode=args.mode,
+                             query_every=args.query_every, episodes=args.episodes, seed=args.seed, threads=args.threads)
+    policy = load_policy(eval_args)
+    try:
+        for split in splits:
+            print(f"\n== {args.task} {split}: {args.episodes} episode(s) from seed {args.seed}, {where} ==", flush=True)
+
+            def record(seed: int, step: int, image, reasoning: str, split=split) -> None:
+                if (split, seed) == gif_episode:
+                    gif.add(step, image, reasoning, caption=f"{args.task} {split} seed {seed}")
+
+            result = evaluate(options_from(eval_args, split=split),
+                              on_episode=lambda r: print(format_episode(r, args.task), flush=True),
+                              on_step=record, policy=policy)
+            results.append(result)
+    finally:
+        policy[0].close()
+    print("\nscores read from each episode's first query (the reasoning written at the start of the task)")
+    print(format_table(*results))
+    for r in results:
+        if "driver_timing" in r:
+            t = r["driver_timing"]
+            print(f"{r['split']}: driver {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during "
+                  f"inference, lateness p99 {t['lateness_p99_ms']} ms, {r['summary']['arm_faults']} arm fault(s)")
+    gif_path = gif.save(args.gif)
+    print(f"GIF of {args.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path.resolve()}")
+    print(f"demo finished in {time.perf_counter() - started:.1f} s")
+    print(json.dumps({"demo": {"checkpoint": str(checkpoint), "bundle": str(bundle), "exported": exported,
+                               "export_s": round(export_s, 2), "plan": args.plan, "resolved_plan": resolved, "gif": str(gif_path.resolve()),
+                               "results": results}}), flush=True)
+    return 0

@@ -1,0 +1,431 @@
+"""`chatvla2 eval`: a policy on the paper's simulated tasks, scored as the paper scores them.
+
+    chatvla2 eval --task math_game|toy_placement --split in_domain|open_world --episodes N [--seed S]
+                  (--checkpoint DIR | --config NAME | --bundle DIR) [--backend auto|onnxruntime|tensorrt|torch]
+                  [--mode fast|driver] [--query-every K] [--max-steps T]
+
+The policy: `--checkpoint` / `--config` run the PyTorch model (`models.loading.load_model`, a
+preset with seed 0 as `chatvla2 export` builds it) through `export.torch_engine.torch_policy`, the
+same `runtime.policy.Policy` code on the PyTorch backend ("torch"); `--bundle` runs an exported
+bundle through `Policy.from_bundle` (`--backend auto|onnxruntime|tensorrt`). So the PyTorch
+reference and each exported plan are evaluated by one loop and can be compared side by side.
+
+The episodes: episode i is the split's episode of seed S + i (`sim.tasks.env.TaskEnv.reset`), so
+any S gives fresh episodes and the same S the same ones. The environment renders at the model's
+image size (`cfg.vision.image_height` x `image_width`); a model with several camera views gets the
+top camera replicated into each. `--mode fast` moves the arms kinematically (`KinematicBackend`,
+faster than real time); `--mode driver` through the real drivers to two simulated arms on ptys
+(`sim.tasks.driver_backend.DriverBackend`, 50 Hz in real time: slower, and the schedule skips the
+ticks an inference takes, counted as overruns in the JSON's `driver_timing`).
+
+The control loop, as DexVLA's evaluation runs it (model.md: a query every 16-25 control steps,
+the action queue flushed at each query): at step 0 and then every K steps (`--query-every`,
+default 20) the policy is queried with the current observation (images, instruction, state; the
+diffusion noise seeded from (episode seed, query index), so a run is repeatable and the backends
+see the same noise), and the chunk's first K actions are executed with `env.step`; the episode
+ends when the environment terminates (success, or a wrong card picked) or truncates (its max
+steps: 750 = 15 s, or `--max-steps`). `--reason-every N` writes fresh reasoning at every N-th query
+only and reuses the last one in between (the runtime's `reuse`: vision, prefill and action head
+run, decoding is skipped), the cadence calibration trades for latency. Every query's reasoning is kept. In driver mode an arm fault
+during an episode (drivers/faults.py: the driver has already damped the arm; on a loaded 2-core
+machine a starved simulator can miss the 200 ms feedback timeout) ends that episode as "arm fault",
+not a success, counted in the summary's `arm_faults`; the next reset restarts the arms
+(DriverBackend), and a second fault there ends the evaluation with the error.
+
+The scores, the paper's (model.md "How the paper scores"; `sim/tasks/scoring.py` parses):
+- math_game: OCR score out of 4 and math reasoning score out of 2, **read from the reasoning the
+  policy writes at the first query of the episode** (step 0, before anything moves: the paper
+  scores the reasoning the model writes when it starts the task), and success (the right cards
+  picked);
+- toy_placement: object recognition (0/1) and spatial affordance (0/1), likewise from the first
+  query's reasoning, and success (the object at rest in the instructed region).
+The table gives the averages over the episodes and successes/N, with the paper's ChatVLA-2 row for
+the split beside it.
+
+Output: a header, one block per episode (the expert's reasoning for the first observation, the
+policy's first reasoning, the scores, the picks, the outcome, per-stage latency medians), the
+paper-style table, then one JSON line (last) with the settings, the summary, the per-stage latency
+over every query (p50/p99 ms) and every episode's record.
+
+Bad input (an unknown task, split, backend or mode; episodes < 1; not exactly one of --checkpoint,
+--config, --bundle; a model whose actions or state are not 14-D; K outside 1..chunk) is a
+one-line ValueError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from chatvla2.evaluation.timing import latency_stats
+from chatvla2.contract.bundle import bundle_model_config, load_manifest
+from chatvla2.contract.config import ModelConfig, field_default, get_config
+from chatvla2.contract.stage_timer import STAGES
+from chatvla2.drivers.faults import ArmFault
+from chatvla2.runtime.engine import BACKENDS
+from chatvla2.runtime.numbers import is_whole_number
+from chatvla2.sim.tasks.env import MAX_STEPS, TASKS, TaskEnv
+from chatvla2.sim.tasks.splits import SPLITS, check_split
+
+ACTION_DIM = 14  # two arms x (6 joints + gripper): what the simulated tasks take
+TORCH_BACKEND = "torch"
+EVAL_BACKENDS = (*BACKENDS, TORCH_BACKEND)
+MODES = ("fast", "driver")
+MATH, TOY = "math_game", "toy_placement"
+
+# The paper's ChatVLA-2 figures (model.md, "How the paper scores"): averages and successes/N.
+PAPER = {
+    (MATH, "in_domain"): {"ocr": 4.0, "math": 2.0, "successes": 11, "episodes": 13},
+    (MATH, "open_world"): {"ocr": 3.58, "math": 1.73, "successes": 43, "episodes": 52},
+    (TOY, "in_domain"): {"object_recognition": 1.0, "spatial_affordance": 0.99, "successes": 61, "episodes": 67},
+    (TOY, "open_world"): {"object_recognition": 0.94, "spatial_affordance": 0.88, "successes": 127, "episodes": 156},
+}
+# The scores each task reports, with their maxima.
+SCORES = {MATH: (("ocr", 4), ("math", 2)), TOY: (("object_recognition", 1), ("spatial_affordance", 1))}
+SCORE_LABELS = {"ocr": "OCR (/4)", "math": "math reasoning (/2)", "object_recognition": "object recognition",
+                "spatial_affordance": "spatial affordance"}
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """`chatvla2 eval`'s arguments and their defaults (`add_eval_arguments` reads them from here)."""
+
+    task: str | None = None  # required
+    split: str | None = None  # required
+    episodes: int | None = None  # required
+    seed: int = 0
+    checkpoint: str | None = None
+    config: str | None = None
+    bundle: str | None = None
+    backend: str = "auto"
+    mode: str = "fast"
+    query_every: int = 20
+    reason_every: int = 1  # fresh reasoning every N-th query; the last one's reused in between
+    max_steps: int = MAX_STEPS
+    engines: str | None = None
+    threads: int | None = None
+
+
+def _default(name: str):
+    return field_default(EvalOptions, name)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """`chatvla2 eval`'s arguments. Names are checked by `main` (one-line ValueErrors), not by
+    argparse choices, so the CLI and a direct `main(Namespace)` refuse the same way."""
+    parser.add_argument("--task", required=True, help=f"the task: {', '.join(TASKS)}")
+    parser.add_argument("--split", required=True, help=f"the split: {', '.join(SPLITS)}")
+    parser.add_argument("--episodes", type=int, required=True, help="how many episodes (seeds S .. S+N-1)")
+    parser.add_argument("--seed", type=int, default=_default("seed"),
+                        help="the first episode's seed (default %(default)s); episode i uses seed S + i")
+    source = parser.add_argument_group("the policy (exactly one)")
+    source.add_argument("--checkpoint", metavar="DIR", default=_default("checkpoint"), help="a checkpoint: the PyTorch model")
+    source.add_argument("--config", metavar="NAME", default=_default("config"),
+                        help="a named preset (seed 0, as export builds it): the PyTorch model")
+    source.add_argument("--bundle", metavar="DIR", default=_default("bundle"), help="an exported bundle: the runtime's engines")
+    parser.add_argument("--backend", default=_default("backend"),
+                        help=f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on "
+                             f"{TORCH_BACKEND}, a bundle on auto, onnxruntime or tensorrt)")
+    parser.add_argument("--mode", default=_default("mode"),
+                        help="fast (kinematic arms) or driver (simulated arms on ptys through the drivers, "
+                             "real time) (default %(default)s)")
+    parser.add_argument("--query-every", type=int, default=_default("query_every"), metavar="K",
+                        help="query the policy every K control steps, executing the chunk's first K actions "
+                             "(default %(default)s)")
+    parser.add_argument("--reason-every", type=int, default=_default("reason_every"), metavar="N",
+                        help="fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)")
+    parser.add_argument("--max-steps", type=int, default=_default("max_steps"), metavar="T",
+                        help="end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)")
+    parser.add_argument("--engines", metavar="DIR", default=_default("engines"),
+                        help="prebuilt TensorRT engines (default BUNDLE/engines)")
+    parser.add_argument("--threads", type=int, default=_default("threads"), help="ONNX Runtime intra-op threads")
+
+
+def options_from(args: argparse.Namespace | None = None, **overrides) -> argparse.Namespace:
+    """A namespace with every option: EvalOptions' defaults, then `args`, then `overrides`."""
+    values = {f.name: f.default for f in dataclasses.fields(EvalOptions)}
+    values.update({k: v for k, v in vars(args or argparse.Namespace()).items() if k in values})
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not is_whole_number(value) or value < minimum:
+        raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_options(args: argparse.Namespace, source_given: bool = False) -> None:
+    """Everything that needs no model: a one-line ValueError for the first problem. `source_given`:
+    the caller brings the policy (no --checkpoint, --config or --bundle then)."""
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
+    check_split(args.split)
+    _check_int("episodes", args.episodes, 1)
+    _check_int("seed", args.seed, 0)
+    _check_int("query_every", args.query_every, 1)
+    _check_int("reason_every", args.reason_every, 1)
+    _check_int("max_steps", args.max_steps, 1)
+    if args.mode not in MODES:
+        raise ValueError(f"unknown mode {args.mode!r}; modes: {', '.join(MODES)}")
+    if args.backend not in EVAL_BACKENDS:
+        raise ValueError(f"unknown backend {args.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
+    given = [f"--{name}" for name in ("checkpoint", "config", "bundle") if getattr(args, name)]
+    if not source_given and len(given) != 1:
+        what = "none" if not given else " and ".join(given)
+        raise ValueError(f"give exactly one of --checkpoint, --config, --bundle (got {what})")
+    if args.bundle and args.backend == TORCH_BACKEND:
+        raise ValueError(f"--backend {TORCH_BACKEND} runs --checkpoint or --config; a bundle runs on auto, onnxruntime or tensorrt")
+    if not args.bundle and args.backend not in ("auto", TORCH_BACKEND):
+        raise ValueError(f"--backend {args.backend} runs a --bundle; --checkpoint/--config run on {TORCH_BACKEND}")
+    if args.threads is not None:
+        _check_int("threads", args.threads, 1)
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model's configuration, read without loading weights (a bundle's manifest, unhashed)."""
+    if args.bundle:
+        return bundle_model_config(args.bundle, load_manifest(args.bundle, verify_hashes=False))
+    if args.checkpoint:
+        from chatvla2.models.checkpoint import read_checkpoint_config
+
+        return read_checkpoint_config(args.checkpoint)
+    return get_config(args.config)
+
+
+def check_model(cfg: ModelConfig, args: argparse.Namespace) -> None:
+    head = cfg.action_head
+    where = args.bundle or args.checkpoint or f"the preset {args.config!r}"
+    if head.action_dim != ACTION_DIM or head.state_dim != ACTION_DIM:
+        raise ValueError(f"{where}: the model has {head.action_dim}-D actions and {head.state_dim}-D state; "
+                         f"the tasks need {ACTION_DIM} (two arms x 6 joints + gripper)")
+    if args.query_every > head.chunk_size:
+        raise ValueError(f"--query-every {args.query_every} is longer than the model's action chunk ({head.chunk_size})")
+
+
+def load_policy(args: argparse.Namespace):
+    """(policy, its name for the table). torch and models/ are imported only for the PyTorch path."""
+    if args.bundle:
+        from chatvla2.runtime.policy import Policy
+
+        policy = Policy.from_bundle(args.bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
+        manifest = load_manifest(args.bundle, verify_hashes=False)
+        plan = manifest.get("plan") or {}
+        values = set(plan.values())
+        precision = values.pop() if len(values) == 1 else ",".join(f"{k}={v}" for k, v in sorted(plan.items())) or "?"
+        return policy, f"bundle {Path(args.bundle).name} ({policy.config.name}, {precision})"
+    from chatvla2.export.torch_engine import torch_policy
+    from chatvla2.models.loading import load_model
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = load_model(args.config, args.checkpoint, seed=0)
+    name = f"PyTorch {model.cfg.name}" + (f" ({args.checkpoint})" if args.checkpoint else "")
+    return torch_policy(model), name
+
+
+# --- the episodes ------------------------------------------------------------------------------------
+
+
+def query_seed(episode_seed: int, query: int) -> int:
+    """The diffusion noise's seed for one query (numpy's generator, in `Policy.infer`)."""
+    return int(np.random.SeedSequence([episode_seed, query]).generate_state(1)[0])
+
+
+# Called with (episode seed, control step, the camera frame, the reasoning in force) at the reset and
+# after every control step: what a recorder (the demo's GIF) sees.
+StepHook = Callable[[int, int, np.ndarray, str], None]
+
+
+def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: StepHook | None = None,
+                reason_every: int = 1) -> dict[str, Any]:
+    """One episode (module docstring): query every `query_every` steps, execute that many actions;
+    fresh reasoning at every `reason_every`-th query, the last reasoning reused in between."""
+    started = time.perf_counter()
+    observation, info = env.reset(seed=seed)
+    expected = info["reasoning"]
+    views = policy.num_views
+    queries: list[dict[str, Any]] = []
+    first_scores = None
+    terminated = truncated = False
+    fault: str | None = None
+    result = None
+    while not (terminated or truncated):
+        step = info["step"]
+        feed = {"images": [observation["images"][0]] * views, "instruction": observation["instruction"],
+                "state": observation["state"], "seed": query_seed(seed, len(queries))}
+        if result is not None and len(queries) % reason_every:
+            result = policy.infer(feed, reuse=result)  # the last reasoning reused: no decoding
+        else:
+            result = policy.infer(feed)
+        if first_scores is None:
+            first_scores = env.score_reasoning(result["reasoning"])
+        queries.append({"step": step, "reasoning": result["reasoning"], "tokens": int(result["tokens"]),
+                        "timings": {k: float(v) for k, v in result["timings"].items()}})
+        if on_step is not None and step == 0:
+            on_step(seed, 0, observation["images"][0], result["reasoning"])
+        try:
+            for action in result["action_chunk"][:query_every]:
+                observation, _, terminated, truncated, info = env.step(action)
+                if on_step is not None:
+                    on_step(seed, int(info["step"]), observation["images"][0], result["reasoning"])
+                if terminated or truncated:
+                    break
+        except ArmFault as exc:  # the driver has damped the arm; the next reset restarts it
+            fault = f"{type(exc).__name__}: {exc}"
+            break
+    if fault is not None:
+        outcome = "arm fault"
+    else:
+        outcome = "success" if info["success"] else "wrong pick" if info["failed"] else "truncated"
+    scores = {name: first_scores[name] for name, _ in SCORES[env.task]}
+    return {
+        "seed": seed,
+        "instruction": observation["instruction"],
+        "expected": expected,
+        "reasoning": queries[0]["reasoning"],
+        "scores": scores,
+        "parsed": bool(first_scores["parsed"]),
+        "form": first_scores["form"],
+        "success": fault is None and bool(info["success"]),
+        "outcome": outcome,
+        "arm_fault": fault,
+        "picked": list(info["picked"]),
+        "steps": int(info["step"]),
+        "queries": [{k: q[k] for k in ("step", "reasoning", "tokens")} for q in queries],
+        "latency_ms": _stage_medians([q["timings"] for q in queries]),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "_timings": [q["timings"] for q in queries],
+    }
+
+
+def _stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(float(np.median([t[k] for t in timings])) * 1000, 3) for k in timings[0]}
+
+
+def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], None] | None = None,
+             on_step: StepHook | None = None, policy=None) -> dict[str, Any]:
+    """Check the input, run the episodes; the JSON record (printing nothing). `on_episode` sees each
+    episode's record as it finishes, `on_step` every control step (StepHook). `policy`: an already
+    loaded (policy, name) to use instead of loading one from the arguments (closed by the caller)."""
+    args = options_from(args)
+    check_options(args, source_given=policy is not None)
+    split = check_split(args.split)
+    cfg = model_config(args) if policy is None else policy[0].config
+    check_model(cfg, args)
+    owned = policy is None
+    policy, name = load_policy(args) if owned else policy
+    height, width = cfg.vision.image_height, cfg.vision.image_width
+    backend = None
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    try:
+        if args.mode == "driver":
+            from chatvla2.sim.tasks.driver_backend import DriverBackend
+
+            backend = DriverBackend()
+        env = TaskEnv(args.task, split, height, width, backend=backend, max_steps=args.max_steps)
+        for i in range(args.episodes):
+            records.append(run_episode(env, policy, args.seed + i, args.query_every, on_step, args.reason_every))
+            if on_episode is not None:
+                on_episode(records[-1])
+    finally:
+        if backend is not None:
+            backend.close()
+        if owned:
+            policy.close()
+    timings = [t for r in records for t in r.pop("_timings")]
+    successes = sum(r["success"] for r in records)
+    summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[args.task]}
+    summary.update(successes=successes, episodes=len(records), success_rate=round(successes / len(records), 4),
+                   parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
+    result = {
+        "task": args.task, "split": split, "seed": args.seed, "episodes": args.episodes, "mode": args.mode,
+        "query_every": args.query_every, "reason_every": args.reason_every, "max_steps": args.max_steps,
+        "policy": name, "model": cfg.name, "backend": policy.backend,
+        "providers": sorted(set(policy.providers.values())),
+        "image": [height, width], "views": cfg.vision.num_views,
+        "summary": summary,
+        "paper": PAPER[(args.task, split)],
+        "latency": {k: latency_stats([t[k] for t in timings]) for k in timings[0]},
+        "queries": len(timings),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "episode_records": records,
+    }
+    if backend is not None:
+        result["driver_timing"] = backend.timing_total.summary()
+        result["driver_restarts"] = list(backend.restarts)
+    return result
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+
+def _text(text: str, limit: int = 160) -> str:
+    """The text as a JSON string (newlines and all visible), cut at `limit` characters."""
+    return json.dumps(text) if len(text) <= limit else json.dumps(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def format_episode(r: dict[str, Any], task: str) -> str:
+    scores = ", ".join(f"{SCORE_LABELS[name]} {r['scores'][name]}/{top}" for name, top in SCORES[task])
+    distinct = len({q["reasoning"] for q in r["queries"]})
+    stages = " ".join(f"{k} {r['latency_ms'][k]:.2f}" for k in (*STAGES, "total") if k in r["latency_ms"])
+    tokens = int(np.median([q["tokens"] for q in r["queries"]]))
+    return "\n".join([
+        f"episode seed {r['seed']}: {r['instruction']}",
+        f"  expected : {_text(r['expected'])}",
+        f"  reasoning: {_text(r['reasoning'])} (first query; {len(r['queries'])} queries, {distinct} distinct)",
+        f"  scores   : {scores} (parsed: {'form ' + str(r['form']) if r['parsed'] else 'no'})",
+        f"  picks    : {', '.join(r['picked']) or '-'}; {'SUCCESS' if r['success'] else 'failed'} ({r['outcome']}, "
+        f"{r['steps']} steps, {r['wall_s']:.2f} s)" + (f"\n  fault    : {r['arm_fault']}" if r["arm_fault"] else ""),
+        f"  latency  : p50 ms {stages} ({tokens} reasoning tokens)",
+    ])
+
+
+def format_table(*results: dict[str, Any]) -> str:
+    """The paper-style table: for each result (one task), its row and the paper's row for its split."""
+    task = results[0]["task"]
+    names = [name for name, _ in SCORES[task]]
+    header = ["policy", "backend", "split", *(SCORE_LABELS[n] for n in names), "success", "step p50 ms"]
+    rows = [header, ["---"] * len(header)]
+    for result in results:
+        s, p = result["summary"], result["paper"]
+        rows.append([result["policy"], result["backend"], result["split"], *(f"{s[n]:.2f}" for n in names),
+                     f"{s['successes']}/{s['episodes']}", f"{result['latency']['total']['p50_ms']:.1f}"])
+        rows.append(["paper: ChatVLA-2", "-", result["split"], *(f"{p[n]:.2f}" for n in names),
+                     f"{p['successes']}/{p['episodes']}", "-"])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    args = options_from(args)
+    check_options(args)  # bad input before anything prints
+    cfg = model_config(args)
+    check_model(cfg, args)
+    views = f" (the top camera in each of {cfg.vision.num_views} views)" if cfg.vision.num_views > 1 else ""
+    print(f"eval {args.task} {args.split}: {args.episodes} episode(s) from seed {args.seed}, a query every "
+          f"{args.query_every} steps, {args.mode} mode, images {cfg.vision.image_width}x{cfg.vision.image_height}{views}",
+          flush=True)
+    result = evaluate(args, on_episode=lambda record: print(format_episode(record, args.task), flush=True))
+    print(f"policy: {result['policy']} [{result['backend']}: {', '.join(result['providers'])}]; "
+          f"{result['queries']} queries in {result['wall_s']:.1f} s")
+    print("scores read from each episode's first query (the reasoning written at the start of the task)")
+    print(format_table(result))
+    if "driver_timing" in result:
+        t = result["driver_timing"]
+        print(f"driver: {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during inference, "
+              f"lateness p99 {t['lateness_p99_ms']} ms, {result['summary']['arm_faults']} arm fault(s)")
+    print(json.dumps({"task_eval": result}), flush=True)
+    return 0

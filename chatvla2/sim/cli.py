@@ -1,0 +1,68 @@
+"""`chatvla2 sim-arm --profile x5 [--faults ...] [--seed N]`: start a simulated arm on a pty.
+
+The first line printed is the device path alone (for scripts); the simulator runs until Ctrl-C
+(SIGINT), SIGTERM, SIGHUP (its terminal closed), or until an `unplug` fault closes the pty.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from chatvla2.sim.arm_sim import SimulatedArm
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _install_stop_signals() -> dict[int, object]:
+    """Make SIGINT, SIGTERM and SIGHUP stop the simulator, whatever this process inherited.
+
+    A process started as a background job of a non-interactive shell (`chatvla2 sim-arm &` in a
+    script, CI runners, nohup'ed jobs) inherits SIGINT *ignored*, and Python then leaves it ignored
+    (it installs its KeyboardInterrupt handler only over SIG_DFL): Ctrl-C and `kill -INT` did
+    nothing and the simulator ran forever. Returns the previous handlers, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signal.signal works in the main thread only; an embedding caller owns signals
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+
+def sim_arm_main(args) -> int:
+    sim = SimulatedArm(args.profile, args.faults, seed=args.seed)
+    previous = _install_stop_signals()
+    try:
+        sim.start()
+        print(sim.device_path, flush=True)
+        faults = f" with faults {args.faults}" if args.faults else ""
+        print(
+            f"simulated ARX {sim.profile.name.upper()} arm{faults} on {sim.device_path} (SLCAN, 1 Mbit/s bus)\n"
+            f"try:  chatvla2 arm --port {sim.device_path} status\n"
+            "Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not sim.unplugged.is_set():
+            time.sleep(0.1)
+        print("the cable was pulled (unplug fault): pty closed", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        try:
+            sim.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def arm_with_sim_main(args) -> int:
+    """`chatvla2 arm --sim ACTION`: a simulated arm in this process, then the driver's command on
+    its pty (the drivers never import the simulator)."""
+    from chatvla2.drivers.cli import arm_main
+
+    with SimulatedArm(args.profile) as sim:
+        args.port = sim.device_path
+        return arm_main(args)
