@@ -28,7 +28,7 @@ exported on a 2-core CPU, is predicted. The analytic count mirrors what the expo
 against the graph count on the tiny preset by the tests (bytes within 3%, FLOPs equal; by hand:
 the small preset within 0.03%, tiny fp16/int8/fp8/int4 bundles within ~3% but for the int8/fp8
 prefill, whose uncalibrated experts modelopt leaves fp16: the graph reads 12% more there). For `paper` the output compares the bound with the
-GR00T N1.6 measurements in deploy.md (4 denoising steps).
+GR00T N1.6 measurements in docs/reference/deploy.md (4 denoising steps).
 
 Accuracy measured here (parity at export) holds for a TensorRT engine built from the same graphs;
 the latency measured here (ONNX Runtime on this CPU) does not carry to a target: the bounds do.
@@ -54,12 +54,12 @@ from chatvla2.evaluation.timing import latency_stats, time_runs
 from chatvla2.contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
 
-CONTROL_HZ = 50.0  # the math game's arms (model.md)
+CONTROL_HZ = 50.0  # the math game's arms (docs/reference/model.md)
 DEFAULT_TOKENS = 32
 DEFAULT_QUERY_EVERY = 20
 DEFAULT_RUNS = 10
 WARMUP = 2
-# GR00T N1.6 with 4 denoising steps, action head in TensorRT, backbone in PyTorch (deploy.md).
+# GR00T N1.6 with 4 denoising steps, action head in TensorRT, backbone in PyTorch (docs/reference/deploy.md).
 GR00T_N16 = {
     "denoising_steps": 4,
     "orin": {"backbone_ms": 95.0, "action_head_ms": 72.0, "step_ms": 173.0},
@@ -680,13 +680,13 @@ def predict_config(cfg: ModelConfig | str, precision_plan: dict[str, str] | str 
 
 def gr00t_comparison(cfg: ModelConfig, plan: dict[str, str], forms: dict[str, str], prompt_length: int,
                      targets: list[Target], tokens: int) -> dict:
-    """ChatVLA-2's bound at GR00T N1.6's 4 denoising steps against its measured step (deploy.md):
+    """ChatVLA-2's bound at GR00T N1.6's 4 denoising steps against its measured step (docs/reference/deploy.md):
     the action head alone against GR00T's TensorRT action head, vision + prefill + head (the
     reasoning reused) and with `tokens` reasoning tokens against its whole step. A lower bound
     above a measurement of a smaller model is no contradiction; below it, it must be."""
     steps = GR00T_N16["denoising_steps"]
     counts = analytic_counts(cfg, plan, forms, prompt_length, steps)
-    out = {"denoising_steps": steps, "source": "deploy.md: GR00T N1.6, action head in TensorRT, backbone in PyTorch"}
+    out = {"denoising_steps": steps, "source": "docs/reference/deploy.md: GR00T N1.6, action head in TensorRT, backbone in PyTorch"}
     for t in targets:
         bounds = {e: engine_bound(counts[e], t, plan[e])["ms"] for e in ENGINE_NAMES}
         measured = GR00T_N16[t.name]
@@ -772,7 +772,7 @@ def format_prediction(result: dict) -> str:
         lines.append(f"    {name:<6} " + "; ".join(parts) + (" [bound: the real margin is smaller]" if name != "here" else " [measured here]"))
     if "gr00t_n1_6" in result:
         g = result["gr00t_n1_6"]
-        lines.append(f"  against GR00T N1.6 ({g['denoising_steps']} denoising steps; action head TensorRT, backbone PyTorch; deploy.md):")
+        lines.append(f"  against GR00T N1.6 ({g['denoising_steps']} denoising steps; action head TensorRT, backbone PyTorch; docs/reference/deploy.md):")
         for t, v in g.items():
             if not isinstance(v, dict) or t not in GR00T_N16:
                 continue

@@ -19,7 +19,7 @@ from chatvla2.contract.names import unknown_name
 # or an int8/fp8 one when both operands come out of DequantizeLinear (explicit Q/DQ).
 MATMUL_CLASSES = ("fp32", "fp16", "int8", "fp8")
 
-DEPLOY_MD = "../shared/docs/deploy.md, 'Jetson targets'"
+DEPLOY_MD = "docs/reference/deploy.md, 'Jetson targets'"
 H100_DATASHEET = ("NVIDIA H100 Tensor Core GPU datasheet (H100 SXM column): FP32 67 TFLOPS, TF32 989, "
                   "BF16/FP16 1,979, FP8 3,958, INT8 3,958 TOPS 'with sparsity' (dense = half), "
                   "GPU memory bandwidth 3.35 TB/s")
@@ -74,8 +74,8 @@ ORIN = Target(
     peak_tflops={"fp32": 5.3, "tf32": _ORIN_INT8_DENSE / 4, "fp16": _ORIN_INT8_DENSE / 2, "int8": _ORIN_INT8_DENSE},
     sources=(DEPLOY_MD + ": LPDDR5 204.8 GB/s, ~5.3 FP32 TFLOPS, 275 sparse INT8 TOPS in all (GPU ~171, DLAs ~105), no FP8/FP4",),
     derivation={
-        "bandwidth": "204.8 GB/s LPDDR5 (deploy.md)",
-        "fp32": "5.3 TFLOPS on the CUDA cores (deploy.md)",
+        "bandwidth": "204.8 GB/s LPDDR5 (docs/reference/deploy.md)",
+        "fp32": "5.3 TFLOPS on the CUDA cores (docs/reference/deploy.md)",
         "int8": "the GPU's ~171 sparse INT8 TOPS / 2 (2:4 sparsity doubles the rate) = 85.5 dense",
         "fp16": "half the dense INT8 rate (Ampere tensor cores: INT8 = 2 x FP16) = 42.75",
         "tf32": "half the dense FP16 rate (Ampere: TF32 = FP16 / 2) = 21.4",
@@ -93,13 +93,13 @@ THOR = Target(
     sources=(DEPLOY_MD + ": LPDDR5X 273 GB/s, FP8 and NVFP4, ~1035 FP8 TFLOPS sparse",
              "NVIDIA Jetson Thor announcement: 2,070 FP4 TFLOPS (sparse)"),
     derivation={
-        "bandwidth": "273 GB/s LPDDR5X (deploy.md)",
+        "bandwidth": "273 GB/s LPDDR5X (docs/reference/deploy.md)",
         "fp8": "~1035 sparse FP8 TFLOPS / 2 = 517.5 dense",
         "fp16": "half the dense FP8 rate = 258.75",
         "tf32": "half the dense FP16 rate = 129.4",
-        "int8": "assumed equal to dense FP8 (Blackwell tensor cores run INT8 at the FP8 rate); not in deploy.md",
+        "int8": "assumed equal to dense FP8 (Blackwell tensor cores run INT8 at the FP8 rate); not in docs/reference/deploy.md",
         "fp4": "twice dense FP8 = 1035 (2,070 sparse FP4 / 2); no exported precision uses it yet",
-        "fp32": "CUDA-core FP32 is not in deploy.md: not listed; the TF32 rate bounds fp32 products",
+        "fp32": "CUDA-core FP32 is not in docs/reference/deploy.md: not listed; the TF32 rate bounds fp32 products",
     },
 )
 

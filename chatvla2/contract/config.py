@@ -1,6 +1,6 @@
 """Model configuration: frozen dataclasses and the named presets.
 
-The `paper` preset holds the numbers of ../shared/docs/model.md (Qwen2-VL-2B, 8 experts / top-2 in
+The `paper` preset holds the numbers of docs/reference/model.md (Qwen2-VL-2B, 8 experts / top-2 in
 all 28 decoder layers, ScaleDP-H, 14-D state and actions, chunks of 50). `tiny` is for tests,
 `small` for CPU benchmarks. One place defines the sizes; everything else reads them from here.
 """
@@ -31,7 +31,7 @@ class VisionConfig:
     temporal_patch_size: int = 2
     spatial_merge_size: int = 2
     # Camera frames are resized to this size (multiples of patch_size * spatial_merge_size).
-    # 320x240 robot frames become 308x252: 22x18 patches, 99 tokens after the merger (model.md).
+    # 320x240 robot frames become 308x252: 22x18 patches, 99 tokens after the merger (docs/reference/model.md).
     image_height: int = 252
     image_width: int = 308
     num_views: int = 1
@@ -72,7 +72,7 @@ MOE_FORMS = ("gather", "dense")
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """Dynamic mixture of experts replacing the decoder MLPs (model.md, point 2)."""
+    """Dynamic mixture of experts replacing the decoder MLPs (docs/reference/model.md, point 2)."""
 
     num_experts: int = 8
     top_k: int = 2
@@ -129,7 +129,7 @@ CONDITION_FORMS = ("projector", "combine")
 
 @dataclass(frozen=True)
 class ActionHeadConfig:
-    """ScaleDP: a diffusion transformer over the action chunk, AdaLN-Zero conditioned (model.md, 3-4)."""
+    """ScaleDP: a diffusion transformer over the action chunk, AdaLN-Zero conditioned (docs/reference/model.md, 3-4)."""
 
     depth: int = 32
     width: int = 1280
@@ -343,7 +343,7 @@ PRESETS: dict[str, ModelConfig] = {
             max_reasoning_tokens=128,
             moe=MoEConfig(num_experts=8, top_k=2),
         ),
-        # ScaleDP-S: 12 layers, width 384, 6 heads (model.md, point 3).
+        # ScaleDP-S: 12 layers, width 384, 6 heads (docs/reference/model.md, point 3).
         action_head=ActionHeadConfig(depth=12, width=384, heads=6),
     ),
     # The shipped demo model, trained on a 2-core CPU (training/; checkpoints/chatvla2-demo).
@@ -370,7 +370,7 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         action_head=ActionHeadConfig(depth=4, width=96, heads=4),
     ),
-    # The paper: Qwen2-VL-2B + 8 experts / top-2 in all 28 layers + ScaleDP-H (model.md).
+    # The paper: Qwen2-VL-2B + 8 experts / top-2 in all 28 layers + ScaleDP-H (docs/reference/model.md).
     "paper": ModelConfig(
         name="paper",
         vision=VisionConfig(),

@@ -1,4 +1,4 @@
-"""Normalisation statistics (numpy, no torch), as in the DexVLA code (model.md): actions are
+"""Normalisation statistics (numpy, no torch), as in the DexVLA code (docs/reference/model.md): actions are
 min-max scaled to [-1, 1]; the robot state is mean/std normalised. Checkpoints and bundles carry
 them as `normalization.json`; training, the reference model and the runtime all use this class."""
 

@@ -38,7 +38,7 @@ class ArmConfig:
     profile: str = "x5"
     interface: str = "slcan"
     controller: ControllerConfig = field(default_factory=ControllerConfig)  # rate, watchdog timeouts
-    disconnect_damping_s: float = 2.0  # arx.md: on shutdown, damping for 2 s, then stop
+    disconnect_damping_s: float = 2.0  # docs/reference/arx.md: on shutdown, damping for 2 s, then stop
     connect_timeout_s: float = 0.3  # per attempt, waiting for every motor's first reply
     connect_attempts: int = 3  # also the attempts at getting every motor to confirm the disable
     settle_s: float = 0.0  # python-can's sleep_after_open

@@ -45,7 +45,7 @@ FEEDBACK_TIMEOUT_MAX_S = 2.0  # beyond this the watchdog no longer protects anyt
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    rate_hz: float = 500.0  # arx.md: the public SDK's controller runs at 500 Hz
+    rate_hz: float = 500.0  # docs/reference/arx.md: the public SDK's controller runs at 500 Hz
     target_timeout_s: float = 0.2
     feedback_timeout_s: float = DEFAULT_FEEDBACK_TIMEOUT_S
     reply_window: float = 0.95  # wait for this cycle's replies up to this fraction of the period

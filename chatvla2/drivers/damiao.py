@@ -1,6 +1,6 @@
 """Damiao MIT-mode frame codec (DM-J4310, DM-J4340): command, special frames, feedback.
 
-Layouts from /work/shared/docs/arx.md ("Damiao MIT-mode frames"). The value ranges are not fixed
+Layouts from docs/reference/arx.md ("Damiao MIT-mode frames"). The value ranges are not fixed
 here: they come from the motor profile (`DamiaoRanges`), since ARX flashes other ranges than
 Damiao's defaults. Pure functions of bytes; both the driver and the simulated arm use them.
 """
@@ -13,7 +13,7 @@ from enum import IntEnum
 from chatvla2.drivers.fixed_point import float_to_uint, uint_to_float
 
 FRAME_LENGTH = 8
-# Damiao motors answer on master id 0 with their own id in the low nibble of byte 0 (arx.md).
+# Damiao motors answer on master id 0 with their own id in the low nibble of byte 0 (docs/reference/arx.md).
 FEEDBACK_CAN_ID = 0x000
 PARAMETER_CAN_ID = 0x7FF
 
@@ -25,7 +25,7 @@ CLEAR_ERROR_CODE = 0xFB
 
 
 class DamiaoState(IntEnum):
-    """The feedback's error/state nibble (arx.md)."""
+    """The feedback's error/state nibble (docs/reference/arx.md)."""
 
     DISABLED = 0x0
     ENABLED = 0x1

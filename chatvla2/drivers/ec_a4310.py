@@ -1,6 +1,6 @@
 """EC-A4310 ("RV" protocol) frame codec: command, feedback types 1 and 2, setup frames.
 
-Layouts from /work/shared/docs/arx.md ("EC-A4310 frames"). Value ranges come from the motor profile
+Layouts from docs/reference/arx.md ("EC-A4310 frames"). Value ranges come from the motor profile
 (`EcRanges`). The EC motor answers on its own CAN id; the torque field is a current (A).
 """
 
@@ -95,7 +95,7 @@ def encode_feedback_type1(
     r: EcRanges, error: int, position: float, velocity: float, current: float, temperature_c: float
 ) -> bytes:
     """Type 1: d0 = 1<<5 | error, p 16 bit (d1..d2), v 12 bit (d3, d4[7:4]), i 12 bit (d4[3:0], d5),
-    d6 = temperature * 2 + 50, d7 = 0 (arx.md gives the field order and the temperature formula)."""
+    d6 = temperature * 2 + 50, d7 = 0 (docs/reference/arx.md gives the field order and the temperature formula)."""
     p = float_to_uint(position, -r.p_max, r.p_max, 16)
     v = float_to_uint(velocity, -r.v_max, r.v_max, 12)
     i = float_to_uint(current, -r.i_max, r.i_max, 12)

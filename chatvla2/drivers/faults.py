@@ -108,7 +108,7 @@ def fault_from_damiao_state(motor_id: int, joint: str, state: int) -> ArmFault |
 
 
 def fault_from_ec_error(motor_id: int, joint: str, error: int) -> ArmFault | None:
-    """EC-A4310 error bits: arx.md gives no meaning per bit, so any non-zero value is a MotorError."""
+    """EC-A4310 error bits: docs/reference/arx.md gives no meaning per bit, so any non-zero value is a MotorError."""
     if error == 0:
         return None
     return MotorError(f"{joint} (motor {motor_id}) reports EC error bits {error:#07b}", motor_id)

@@ -1,6 +1,6 @@
 """Linear float <-> unsigned-int mapping used by the Damiao MIT and EC-A4310 frames.
 
-arx.md: ``x -> round((x - min) / (max - min) * (2^bits - 1))``, clamped to the range first.
+docs/reference/arx.md: ``x -> round((x - min) / (max - min) * (2^bits - 1))``, clamped to the range first.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class MotorFrames:
 
     def command(self, index: int, position: float, velocity: float, kp: float, kd: float, torque: float) -> tuple[int, bytes]:
         model = self.models[index]
-        frame_torque = torque / model.torque_constant  # arx.md: the command carries torque / Kt
+        frame_torque = torque / model.torque_constant  # docs/reference/arx.md: the command carries torque / Kt
         if model.family == "damiao":
             return self.ids[index], damiao.encode_command(model.ranges, position, velocity, kp, kd, frame_torque)
         return self.ids[index], ec.encode_command(model.ranges, kp, kd, position, velocity, frame_torque)

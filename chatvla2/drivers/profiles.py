@@ -1,6 +1,6 @@
 """Arm profiles (ARX X5, L5, R5): motor ids, motor models, limits, gains, gripper calibration.
 
-Every number marked `arx.md` comes from /work/shared/docs/arx.md (the public ARX5 SDK and Damiao
+Every number marked `docs/reference/arx.md` comes from docs/reference/arx.md (the public ARX5 SDK and Damiao
 documentation); numbers marked `project choice` are ours. Codecs take their ranges from here.
 """
 
@@ -20,7 +20,7 @@ class MotorModel:
     name: str
     family: str  # "damiao" or "ec"
     ranges: DamiaoRanges | EcRanges
-    torque_constant: float  # N*m per frame torque unit (arx.md: the command carries torque / Kt)
+    torque_constant: float  # N*m per frame torque unit (docs/reference/arx.md: the command carries torque / Kt)
 
     @property
     def frame_torque_limit(self) -> float:
@@ -29,18 +29,18 @@ class MotorModel:
         return (r.t_max if isinstance(r, DamiaoRanges) else r.i_max) * self.torque_constant
 
 
-# arx.md: ranges as flashed on ARX arms: position +-12.5 rad, velocity +-45 rad/s, torque +-18,
+# docs/reference/arx.md: ranges as flashed on ARX arms: position +-12.5 rad, velocity +-45 rad/s, torque +-18,
 # kp 0..500, kd 0..5. Torque constants: DM-J4310 0.424, DM-J4340 1.0 N*m/A.
 DM_J4310 = MotorModel("DM-J4310", "damiao", DamiaoRanges(p_max=12.5, v_max=45.0, t_max=18.0), 0.424)
 DM_J4340 = MotorModel("DM-J4340", "damiao", DamiaoRanges(p_max=12.5, v_max=45.0, t_max=18.0), 1.0)
-# arx.md: EC-A4310: position +-12.5 rad, velocity +-18 rad/s, current +-30, kp 0..500, kd 0..5;
+# docs/reference/arx.md: EC-A4310: position +-12.5 rad, velocity +-18 rad/s, current +-30, kp 0..500, kd 0..5;
 # torque constant 1.4 N*m/A.
 EC_A4310 = MotorModel("EC-A4310", "ec", EcRanges(p_max=12.5, v_max=18.0, i_max=30.0), 1.4)
 
 
 @dataclass(frozen=True)
 class GripperCalibration:
-    """gripper width (m) = motor angle / open_readout_rad * width_m (arx.md)."""
+    """gripper width (m) = motor angle / open_readout_rad * width_m (docs/reference/arx.md)."""
 
     open_readout_rad: float = 5.03
     width_m: float = 0.088
@@ -78,7 +78,7 @@ class ArmProfile:
     kd: tuple[float, ...]
     damping_kd: tuple[float, ...]
     gripper: GripperCalibration
-    home: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # arx.md: SDK reset_to_home is all-zero
+    home: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # docs/reference/arx.md: SDK reset_to_home is all-zero
     temperature_max_c: float = 80.0  # project choice: host-side over-temperature threshold
     verified: bool = True  # False: a profile assembled by analogy, not from a datasheet
 
@@ -105,7 +105,7 @@ class ArmProfile:
         return self.position_max + (self.gripper.width_m,)
 
 
-# arx.md, "Limits used by the public SDK for X5/L5", joints 1..6.
+# docs/reference/arx.md, "Limits used by the public SDK for X5/L5", joints 1..6.
 _POSITION_MIN = (-3.14, -0.05, -0.1, -1.6, -1.57, -2.0)
 _POSITION_MAX = (2.618, 3.50, 3.20, 1.55, 1.57, 2.0)
 _VELOCITY_MAX = (5.0, 5.0, 5.5, 5.5, 5.0, 5.0)
@@ -113,14 +113,14 @@ _TORQUE_MAX = (30.0, 40.0, 30.0, 15.0, 10.0, 10.0)
 _KP = (80.0, 70.0, 70.0, 30.0, 30.0, 20.0)
 _KD = (2.0, 2.0, 2.0, 1.0, 1.0, 0.7)
 _DAMPING_KD = (5.0, 5.0, 5.0, 1.5, 1.5, 1.0)  # project choice ("damping: kp = 0, raised kd")
-_JOINT_IDS = (1, 2, 4, 5, 6, 7)  # arx.md: motor CAN ids of joints 1..6
+_JOINT_IDS = (1, 2, 4, 5, 6, 7)  # docs/reference/arx.md: motor CAN ids of joints 1..6
 _GRIPPER_ID = 8
 
 X5 = ArmProfile(
     name="x5",
     joint_ids=_JOINT_IDS,
     gripper_id=_GRIPPER_ID,
-    joint_motors=(EC_A4310, EC_A4310, EC_A4310, DM_J4310, DM_J4310, DM_J4310),  # arx.md
+    joint_motors=(EC_A4310, EC_A4310, EC_A4310, DM_J4310, DM_J4310, DM_J4310),  # docs/reference/arx.md
     gripper_motor=DM_J4310,
     position_min=_POSITION_MIN,
     position_max=_POSITION_MAX,
@@ -132,10 +132,10 @@ X5 = ArmProfile(
     gripper=GripperCalibration(),
 )
 
-# The L5 differs from the X5 only in its first three joint motors (arx.md).
+# The L5 differs from the X5 only in its first three joint motors (docs/reference/arx.md).
 L5 = replace(X5, name="l5", joint_motors=(DM_J4340, DM_J4340, DM_J4340, DM_J4310, DM_J4310, DM_J4310))
 
-# arx.md says only "L5 and R5 are similar" to the X5: the R5 profile reuses the X5 motor table and
+# docs/reference/arx.md says only "L5 and R5 are similar" to the X5: the R5 profile reuses the X5 motor table and
 # limits, and is marked unverified until someone checks it against an R5.
 R5 = replace(X5, name="r5", verified=False)
 

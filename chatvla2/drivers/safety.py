@@ -1,4 +1,4 @@
-"""Safety: clipping and refusals from arx.md's safety list, each intervention counted.
+"""Safety: clipping and refusals from docs/reference/arx.md's safety list, each intervention counted.
 
 - targets clipped to the position limits (gripper: 0 .. width), NaN/inf refused;
 - each cycle's step clipped to velocity_max x dt (this is also the interpolation towards the target);
@@ -49,8 +49,8 @@ class SafetyLimits:
         self,
         profile: ArmProfile,
         *,
-        stiff_error_max_rad: float = 0.2,  # arx.md
-        overcurrent_cycles: int = 20,  # arx.md
+        stiff_error_max_rad: float = 0.2,  # docs/reference/arx.md
+        overcurrent_cycles: int = 20,  # docs/reference/arx.md
         position_margin_rad: float = 0.5,  # project choice: "far outside the limits"
         velocity_scale: float = 1.0,
     ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-CONTROL_HZ = 50  # the arms' control rate (arx.md): the GIF plays in robot time
+CONTROL_HZ = 50  # the arms' control rate (docs/reference/arx.md): the GIF plays in robot time
 
 
 class EpisodeGif:

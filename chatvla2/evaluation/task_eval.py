@@ -18,7 +18,7 @@ faster than real time); `--mode driver` through the real drivers to two simulate
 (`sim.tasks.driver_backend.DriverBackend`, 50 Hz in real time: slower, and the schedule skips the
 ticks an inference takes, counted as overruns in the JSON's `driver_timing`).
 
-The control loop, as DexVLA's evaluation runs it (model.md: a query every 16-25 control steps,
+The control loop, as DexVLA's evaluation runs it (docs/reference/model.md: a query every 16-25 control steps,
 the action queue flushed at each query): at step 0 and then every K steps (`--query-every`,
 default 20) the policy is queried with the current observation (images, instruction, state; the
 diffusion noise seeded from (episode seed, query index), so a run is repeatable and the backends
@@ -32,7 +32,7 @@ machine a starved simulator can miss the 200 ms feedback timeout) ends that epis
 not a success, counted in the summary's `arm_faults`; the next reset restarts the arms
 (DriverBackend), and a second fault there ends the evaluation with the error.
 
-The scores, the paper's (model.md "How the paper scores"; `sim/tasks/scoring.py` parses):
+The scores, the paper's (docs/reference/model.md "How the paper scores"; `sim/tasks/scoring.py` parses):
 - math_game: OCR score out of 4 and math reasoning score out of 2, **read from the reasoning the
   policy writes at the first query of the episode** (step 0, before anything moves: the paper
   scores the reasoning the model writes when it starts the task), and success (the right cards
@@ -80,7 +80,7 @@ EVAL_BACKENDS = (*BACKENDS, TORCH_BACKEND)
 MODES = ("fast", "driver")
 MATH, TOY = "math_game", "toy_placement"
 
-# The paper's ChatVLA-2 figures (model.md, "How the paper scores"): averages and successes/N.
+# The paper's ChatVLA-2 figures (docs/reference/model.md, "How the paper scores"): averages and successes/N.
 PAPER = {
     (MATH, "in_domain"): {"ocr": 4.0, "math": 2.0, "successes": 11, "episodes": 13},
     (MATH, "open_world"): {"ocr": 3.58, "math": 1.73, "successes": 43, "episodes": 52},

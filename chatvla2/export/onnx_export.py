@@ -22,7 +22,7 @@ from chatvla2.export.graph_passes import fold_constant_weights, untranspose_gemm
 from chatvla2.export.graphs import ActionHeadGraph, DecodeGraph, LanguageGraph, PrefillGraph, VisionGraph
 from chatvla2.models.vla import ChatVLA2
 
-# Opset 21: the lowest with blocked INT4 DequantizeLinear (deploy.md); TensorRT 10.3 parses it.
+# Opset 21: the lowest with blocked INT4 DequantizeLinear (docs/reference/deploy.md); TensorRT 10.3 parses it.
 OPSET = 21
 # Larger graphs keep their weights in a side file: protobuf cannot hold more than 2 GB.
 EXTERNAL_DATA_ABOVE_BYTES = 1_500_000_000

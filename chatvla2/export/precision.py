@@ -1,7 +1,7 @@
 """Precision: the per-engine plan, and turning an fp32 graph into an fp16, int8, fp8 or int4 one.
 
 The precision lives in the ONNX graph itself (TensorRT 11 builds strongly typed networks only,
-deploy.md): fp16 by converting the graph, int8 and fp8 by symmetric
+docs/reference/deploy.md): fp16 by converting the graph, int8 and fp8 by symmetric
 Q/DQ nodes from calibration (modelopt ONNX PTQ, weights stored quantized), int4 by blocked
 weight-only Q/DQ (AWQ) on the language model's matrix multiplies, in TensorRT's W4A16 form (fp16
 scales and fp16 activations around the int4 weights: `int4_form`). A quantized graph keeps what it
@@ -30,7 +30,7 @@ from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 if TYPE_CHECKING:  # export.parity imports torch; parse_plan's callers need not
     from chatvla2.export.parity import ParityResult
 
-# Where each precision can run (deploy.md): Orin (Ampere, SM 8.7) has no FP8.
+# Where each precision can run (docs/reference/deploy.md): Orin (Ampere, SM 8.7) has no FP8.
 TARGETS = {
     "fp32": ("orin", "thor", "hopper"),
     "fp16": ("orin", "thor", "hopper"),
@@ -41,7 +41,7 @@ TARGETS = {
 # int4 is weight-only for the language model (issue #3). Asked for alone, it gives the vision
 # encoder int8 and the action head fp16: the small preset's action head at int8 missed its budget
 # (cosine 0.931: the error compounds over the 10 unrolled DDIM steps), and GR00T's DiT gained
-# nothing from INT8 on Orin (deploy.md).
+# nothing from INT8 on Orin (docs/reference/deploy.md).
 LANGUAGE_ENGINES = ("prefill", "decode")
 INT4_PLAN = {"vision": "int8", "prefill": "int4", "decode": "int4", "action_head": "fp16"}
 

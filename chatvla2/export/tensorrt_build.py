@@ -1,6 +1,6 @@
 """`chatvla2 build BUNDLE --out ENGINES`: one TensorRT engine per ONNX graph of a bundle.
 
-Written against the documented TensorRT 10.x and 11.x Python API only (deploy.md, "TensorRT API:
+Written against the documented TensorRT 10.x and 11.x Python API only (docs/reference/deploy.md, "TensorRT API:
 10.x vs 11.x"): networks are strongly typed, so precision comes from the graph (converted or Q/DQ)
 and no precision builder flag is set; those flags are gone in 11.x. TF32 (on by default for fp32
 matrix products) is cleared for every engine: the fp32 plans, and the fp32 that lower-precision

@@ -7,7 +7,7 @@ Sources (cited per table below):
               10.15 revision for what came later.
   [importer]  onnx-tensorrt onnxOpImporters.cpp at release/10.1-GA (what the parser checks).
   [changelog] onnx-tensorrt docs/Changelog.md, entries for TensorRT 10.0 EA through 10.15.
-  [deploy]    /work/shared/docs/deploy.md, "ONNX that TensorRT accepts".
+  [deploy]    docs/reference/deploy.md, "ONNX that TensorRT accepts".
   [trt-guide] TensorRT developer guide, "Working with Quantized Types" (blocked INT4 quantization).
 """
 

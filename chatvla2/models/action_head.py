@@ -1,8 +1,8 @@
 """ScaleDP: the diffusion-transformer action head, with ChatVLA-2's reasoning-following conditioning.
 
-A DiT over the action chunk (model.md, point 3): non-causal self-attention over the chunk's steps,
+A DiT over the action chunk (docs/reference/model.md, point 3): non-causal self-attention over the chunk's steps,
 conditioned by AdaLN-Zero (Peebles & Xie 2023, "DiT"), not by cross-attention. The condition
-(model.md, point 4): o = the VLM's mean hidden state over the prompt and image tokens, r = its mean
+(docs/reference/model.md, point 4): o = the VLM's mean hidden state over the prompt and image tokens, r = its mean
 over the generated reasoning tokens, each through a Linear-GELU-Linear projector, then
 
     c_obs    = t_emb + Linear_obs([LayerNorm(o_proj); state])

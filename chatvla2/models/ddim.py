@@ -1,6 +1,6 @@
 """DDIM: the diffusion scheduler of the action head, in plain torch.
 
-Settings as in the DexVLA code (model.md, point 3): 100 training steps, 10 inference steps,
+Settings as in the DexVLA code (docs/reference/model.md, point 3): 100 training steps, 10 inference steps,
 `squaredcos_cap_v2` betas, the network predicts the noise (epsilon), clipped samples, eta = 0,
 "leading" timestep spacing, and the final alpha cumprod set to one.
 

@@ -10,7 +10,7 @@ the `policy_head.` prefix of DexVLA's full model (-> ours, under `action_head.`)
     blocks.N.attn.qkv / attn.proj / mlp.fc1 / mlp.fc2 -> blocks.N.same
     blocks.N.adaLN_modulation.1 -> blocks.N.modulation
     final_layer.linear / final_layer.adaLN_modulation.1 -> final.linear / final.modulation
-DexVLA's head has one condition path; ChatVLA-2 adds the reasoning path (model.md, point 4),
+DexVLA's head has one condition path; ChatVLA-2 adds the reasoning path (docs/reference/model.md, point 4),
 which has no source: combine_r and its embedding start as copies of the o path, so before any
 training c_reason computes what c_obs does from r instead of o.
 

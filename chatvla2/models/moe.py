@@ -1,4 +1,4 @@
-"""The dynamic mixture of experts that replaces each decoder MLP (model.md, point 2).
+"""The dynamic mixture of experts that replaces each decoder MLP (docs/reference/model.md, point 2).
 
 router (one linear layer) -> top-k of E logits -> softmax over those k -> weighted sum of the k
 experts' SwiGLU outputs. No shared or static expert. Experts start as copies of the pretrained

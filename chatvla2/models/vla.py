@@ -3,7 +3,7 @@
 Inference (`act`): camera frames + instruction -> visual tokens spliced into the prompt -> prefill
 -> greedy reasoning with the KV cache until EOS or the maximum -> `o` (mean last-layer hidden state
 over the prompt and image positions) and `r` (mean over the reasoning tokens' positions) -> the
-action head denoises a chunk conditioned on them (model.md, point 4) -> unnormalised actions.
+action head denoises a chunk conditioned on them (docs/reference/model.md, point 4) -> unnormalised actions.
 
 Training (`forward`): cross-entropy on the reasoning tokens plus the action head's masked
 diffusion loss, `o` and `r` pooled the same way from a teacher-forced full-sequence forward.

@@ -1,6 +1,6 @@
 """The TensorRT backend: runs the engines of `chatvla2 build` (TensorRT 10.x / 11.x, documented API).
 
-Never run in this workplace (no TensorRT here; deploy.md): written small and strict. Its own
+Never run in this workplace (no TensorRT here; docs/reference/deploy.md): written small and strict. Its own
 bookkeeping (buffers, bindings, frees, streams, graphs, error reports) is tested against a recording
 stand-in for `tensorrt` and the CUDA runtime (tests/runtime/test_tensorrt_bookkeeping.py); the
 tests marked `tensorrt` run it for real where `tensorrt` imports and skip with a reason elsewhere.

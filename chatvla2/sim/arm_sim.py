@@ -31,7 +31,7 @@ from chatvla2.drivers.profiles import ArmProfile, MotorModel, get_profile
 from chatvla2.sim.dynamics import MotorDynamics
 from chatvla2.sim.faults import FaultPlan, parse_faults
 
-FRAME_BITS = 125  # 8-byte standard frame: 111 bits + typical stuffing (arx.md: 111..135)
+FRAME_BITS = 125  # 8-byte standard frame: 111 bits + typical stuffing (docs/reference/arx.md: 111..135)
 # The adapter's transmit queue, counted in frames as firmware does: CANable 2.0's slcan firmware
 # (normaldotcom/canable2-fw, can.c) buffers TXQUEUE_LEN = 64 frames and refuses the next one
 # (can_tx -> HAL_ERROR -> BEL) while full. A frame is queued from its arrival until it starts on

@@ -5,13 +5,13 @@ and the dataset stores (`sim/dataset.py`). numpy only.
         task: str,                  # "math_game" or "toy_placement"
         split: str,                 # "in_domain" or "open_world"
         seed: int,                  # (task, split, seed) -> always the same episode
-        instruction: str,           # the prompt (math game: the authors' own, model.md)
+        instruction: str,           # the prompt (math game: the authors' own, docs/reference/model.md)
         frames: (T, H, W, 3) uint8, # top camera, frames[t] = the observation before action t
         state: (T, 14) float32,     # state[t] at frames[t]: left 6 joints (rad), left gripper width (m),
                                     # then the right arm the same way
         action: (T, 14) float32,    # action[t]: the joint targets sent after observing frames[t]
         reasoning: list of T str,   # reasoning[t]: the reasoning in force at frames[t]
-        fps: int = 50,              # model.md: the ARX setup runs at 50 Hz
+        fps: int = 50,              # docs/reference/model.md: the ARX setup runs at 50 Hz
     )
 """
 

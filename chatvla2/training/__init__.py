@@ -1,4 +1,4 @@
-"""Training: the paper's two-stage recipe (model.md, point 5) at CPU scale, `chatvla2 train`.
+"""Training: the paper's two-stage recipe (docs/reference/model.md, point 5) at CPU scale, `chatvla2 train`.
 
 Why a package of its own: training needs the PyTorch model (models/) and the datasets on disk
 (sim/dataset.py), and neither of those may know about the other (models/ and sim/ sit on different

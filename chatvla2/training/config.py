@@ -1,6 +1,6 @@
 """`TrainConfig`: the settings of one training run; `chatvla2 train`'s defaults come from here.
 
-Learning rates (model.md, point 5: AdamW, lr 2e-5, 3k warm-up steps, cosine to 2e-6). The paper
+Learning rates (docs/reference/model.md, point 5: AdamW, lr 2e-5, 3k warm-up steps, cosine to 2e-6). The paper
 fine-tunes a pretrained 2B VLM with a large batch; here the VLM starts from random weights at a few
 million parameters and batches of 8 on a CPU, so stage 1 uses a larger peak rate, 3e-4 (the usual
 rate for transformers of this width trained from scratch), and stage 2 (the action head alone, from
@@ -17,7 +17,7 @@ from chatvla2.contract.config import field_default
 
 # Peak learning rate per stage when --lr is not given (see the module docstring).
 DEFAULT_LR = {1: 3e-4, 2: 1e-4}
-# Image-text : robot samples in stage 1 (model.md, point 5: 1:3): every 4th sample is image-text.
+# Image-text : robot samples in stage 1 (docs/reference/model.md, point 5: 1:3): every 4th sample is image-text.
 IMAGE_TEXT_EVERY = 4
 
 

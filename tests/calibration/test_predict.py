@@ -295,7 +295,7 @@ def test_paper_analytic_count_reads_chatvla2_info_parameters():
 
 
 def test_paper_bound_below_gr00t_n16_where_comparable():
-    """GR00T N1.6 at 4 denoising steps (deploy.md): Orin 95 + 72 = 173 ms, Thor 38 + 49 = 92 ms.
+    """GR00T N1.6 at 4 denoising steps (docs/reference/deploy.md): Orin 95 + 72 = 173 ms, Thor 38 + 49 = 92 ms.
     A lower bound must not exceed a measurement of a comparable model: ScaleDP-H (1B) at 4 steps
     against GR00T's TensorRT action head, and on Orin the step with the reasoning reused against
     GR00T's whole step."""

@@ -1,4 +1,4 @@
-"""EC-A4310 codec: byte vectors worked out by hand from arx.md's layout, and round trips."""
+"""EC-A4310 codec: byte vectors worked out by hand from docs/reference/arx.md's layout, and round trips."""
 
 from __future__ import annotations
 

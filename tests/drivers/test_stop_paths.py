@@ -3,7 +3,7 @@
 in this process behind a real pty, whose log says what each motor received and when.
 
 Bounds are measured on the simulator's side (`mode_log`, time.monotonic(), one clock for both
-processes) and printed as `BOUND ...` lines (`pytest -s`). The CLI damps for 2 s (arx.md).
+processes) and printed as `BOUND ...` lines (`pytest -s`). The CLI damps for 2 s (docs/reference/arx.md).
 """
 
 from __future__ import annotations

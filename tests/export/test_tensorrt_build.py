@@ -202,7 +202,7 @@ def test_builds_a_tiny_bundle(tmp_path):
 
 
 class FakeTensorRT:
-    """Records the calls `build_engines` makes; each method is one from deploy.md's list."""
+    """Records the calls `build_engines` makes; each method is one from docs/reference/deploy.md's list."""
 
     __version__ = "10.3.0"
 

@@ -236,7 +236,7 @@ def test_scaledp_h_is_about_one_billion_parameters() -> None:
         head = ScaleDP(paper.action_head, paper.scheduler, paper.language.hidden)
     assert (head.cfg.depth, head.cfg.width, head.cfg.heads) == (32, 1280, 16)
     assert 0.95e9 <= _count(head) <= 1.1e9
-    # model.md: per block attention 6.6M, MLP 13.1M, AdaLN modulation 9.8M.
+    # docs/reference/model.md: per block attention 6.6M, MLP 13.1M, AdaLN modulation 9.8M.
     block = head.blocks[0]
     assert _count(block.attn) == pytest.approx(6.6e6, rel=0.01)
     assert _count(block.mlp) == pytest.approx(13.1e6, rel=0.01)

@@ -1,4 +1,4 @@
-"""Presets, their sizes, and the paper-scale breakdown against model.md (meta device: no memory)."""
+"""Presets, their sizes, and the paper-scale breakdown against docs/reference/model.md (meta device: no memory)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_tiny_is_under_five_million_and_small_is_fifty_to_one_fifty():
 
 def test_paper_breakdown_within_five_percent_of_model_md():
     counts = parameter_breakdown(build_for_counting("paper"))
-    # model.md, "Sizes at a glance".
+    # docs/reference/model.md, "Sizes at a glance".
     expected = {
         "vision": 0.67e9,
         "moe_experts": 9.25e9,

@@ -1,6 +1,6 @@
 """The paper's two tasks, simulated and scored as the paper scores them (issue 10).
 
-ChatVLA-2's math matching game and toy placement (../shared/docs/model.md; the slides) on a pair
+ChatVLA-2's math matching game and toy placement (docs/reference/model.md; the slides) on a pair
 of ARX X5 arms seen by one top camera, in a fast kinematic mode (no ptys, faster than real time).
 No torch: numpy, Pillow and gymnasium only (`pip install -e .[sim]`).
 
@@ -18,7 +18,7 @@ No torch: numpy, Pillow and gymnasium only (`pip install -e .[sim]`).
     sample("in_domain", seed=3)  # {"image", "question", "answer", "kind", "split", "seed"}
 
 One concept per file:
-- kinematics.py  ARX X5 forward kinematics (arx.md), damped-least-squares IK, the world frame
+- kinematics.py  ARX X5 forward kinematics (docs/reference/arx.md), damped-least-squares IK, the world frame
 - camera.py      the top camera (pinhole, straight down) and the 0..1000 image coordinates
 - splits.py      in_domain / open_world
 - fonts.py       handwriting fonts per split (Pillow's own, DejaVu, others found here)

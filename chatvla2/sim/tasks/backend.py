@@ -8,7 +8,7 @@
   its fingers cannot close past because a prop is between them (props.py); 0 when nothing is.
 
 `KinematicBackend` is the fast mode: no ptys, no time passes; each joint moves towards its target
-by at most its velocity limit x 1/50 s (the X5's limits, drivers/profiles.py, arx.md), clipped to
+by at most its velocity limit x 1/50 s (the X5's limits, drivers/profiles.py, docs/reference/arx.md), clipped to
 the joint limits, and each gripper likewise at its 0.3 m/s, never closing past its stop.
 
 The driver mode, `DriverBackend` (driver_backend.py): two simulated ARX X5 arms behind ptys
@@ -29,7 +29,7 @@ import numpy as np
 
 from chatvla2.drivers.profiles import X5
 
-FPS = 50  # model.md: the ARX setup's control rate
+FPS = 50  # docs/reference/model.md: the ARX setup's control rate
 
 
 class ArmBackend(Protocol):

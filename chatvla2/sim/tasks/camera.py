@@ -1,7 +1,7 @@
 """The top camera: a pinhole looking straight down at the table, and the 0-1000 image coordinates
 the reasoning texts use.
 
-model.md: the math game has "one top camera". Where it hangs is a project choice: 1.0 m above the
+docs/reference/model.md: the math game has "one top camera". Where it hangs is a project choice: 1.0 m above the
 table, above (0.31, 0) in the world frame (sim/tasks/kinematics.py), with the scene rectangle
 x 0.0..0.62, y -0.38..0.38 (both arm bases, the cards, the whiteboard, the toys) fitted inside the
 image whatever its size, centred. Image "up" is +x (away from the robot), image "left" is +y (the

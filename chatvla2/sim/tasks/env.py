@@ -8,7 +8,7 @@
 Observation: {"images": [RGB uint8 (H, W, 3)] (the top camera; an empty list with
 render_images=False), "state": (14,) float32 (left 6 joints rad + gripper width m, then right),
 "instruction": str}. Action: (14,) joint targets in the same layout, clipped to the X5's limits
-(drivers/profiles.py). One step is 1/50 s (model.md: 50 Hz). The arms move through an
+(drivers/profiles.py). One step is 1/50 s (docs/reference/model.md: 50 Hz). The arms move through an
 `ArmBackend` (backend.py): `KinematicBackend` by default (fast: faster than real time, no ptys),
 or `DriverBackend` (driver_backend.py: simulated arms on ptys through the drivers, in real time);
 the environment reads both the same way and judges grasps on the state the backend returns.
@@ -43,7 +43,7 @@ from chatvla2.sim.tasks.world import World, arm_poses
 TASKS = {math_game.TASK: math_game.make_scene, toy_placement.TASK: toy_placement.make_scene}
 DEFAULT_SIZE = (252, 308)  # the small preset's image (contract/config.py: 308x252, 99 tokens)
 MAX_STEPS = 750  # 15 s at 50 Hz: about twice the expert's longest episode
-START_STATE = np.zeros(14)  # both arms at the SDK's all-zero home (arx.md), grippers closed
+START_STATE = np.zeros(14)  # both arms at the SDK's all-zero home (docs/reference/arx.md), grippers closed
 
 
 def make_scene(task: str, split: str, seed: int, **options):

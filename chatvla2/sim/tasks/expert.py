@@ -1,10 +1,10 @@
 """The scripted expert: 14-D joint-target trajectories at 50 Hz for both tasks.
 
-model.md: the ARX setup runs **14-D state and action** (two arms x (6 joints + gripper)) at
+docs/reference/model.md: the ARX setup runs **14-D state and action** (two arms x (6 joints + gripper)) at
 **50 Hz**; the gripper dimension is the finger width in metres, 0..0.088 (drivers/profiles.py).
 The expert plans in the world frame and solves the joints with kinematics.inverse_world at a few
 waypoints, joined by minimum-jerk segments in joint space (smooth, rate-limit friendly: each
-segment's peak speed is at most half of the X5's joint and gripper speed limits, arx.md), so the
+segment's peak speed is at most half of the X5's joint and gripper speed limits, docs/reference/arx.md), so the
 kinematic backend tracks every target exactly.
 
 A pick: reach above the prop with the gripper opening (0.04 m above its top, vertical gripper),

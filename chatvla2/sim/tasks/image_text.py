@@ -1,4 +1,4 @@
-"""Image-text samples for stage-1 co-training (model.md, "Two-stage training": image-text and robot
+"""Image-text samples for stage-1 co-training (docs/reference/model.md, "Two-stage training": image-text and robot
 data co-trained 1:3, with math and scene QA among the image-text sets).
 
 The images are the tasks' own top-camera scenes (arms at home), so the questions are about what
@@ -9,7 +9,7 @@ open form), and a placement point (RoboPoint-style).
 Splits, the same discipline as the robot episodes (splits.py): a sample's split decides how the
 image looks (fonts, table tops, boards, inks, light, shelf: exactly the robot split's looks), and
 the random stream; what is shown is drawn from both splits' vocabularies at once, every operator,
-both operand lists, every toy. That is the point of co-training (model.md, "the key claim"): the
+both operand lists, every toy. That is the point of co-training (docs/reference/model.md, "the key claim"): the
 robot data never shows a minus sign or an avocado, the image-text data does, and the reasoning
 carries it over to the actions. So an in-domain image-text sample may show 56-42 or a pepper, in
 the in-domain look; open-world robot episodes keep their unseen look.

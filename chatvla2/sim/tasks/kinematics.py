@@ -1,7 +1,7 @@
 """ARX X5 forward kinematics, a damped-least-squares inverse kinematics, and the two arms in the
 world frame of the simulated tasks.
 
-Link offsets and joint axes: ../shared/docs/arx.md, "Kinematics" (from the public X5 URDF). arx.md
+Link offsets and joint axes: docs/reference/arx.md, "Kinematics" (from the public X5 URDF). docs/reference/arx.md
 gives the offsets without their frame flips; those come from the same URDF
 (real-stanford/arx5-sdk, models/X5.urdf): joint3 sits at (-0.264, 0, 0) with rpy (-pi, 0, 0), so at
 all-zero the upper arm points backwards and the forearm folds forwards over it (the SDK's
@@ -24,10 +24,10 @@ import numpy as np
 
 from chatvla2.drivers.profiles import X5
 
-# Joint limits of the X5 (drivers/profiles.py, from arx.md "Limits used by the public SDK").
+# Joint limits of the X5 (drivers/profiles.py, from docs/reference/arx.md "Limits used by the public SDK").
 Q_MIN = np.array(X5.position_min)
 Q_MAX = np.array(X5.position_max)
-GRIPPER_MAX_M = X5.gripper.width_m  # 0.088 m (arx.md)
+GRIPPER_MAX_M = X5.gripper.width_m  # 0.088 m (docs/reference/arx.md)
 JOINTS = 6
 
 LEFT_BASE = np.array([0.0, 0.3, 0.0])  # project choice (see the module docstring)
@@ -46,7 +46,7 @@ def _flip_x() -> np.ndarray:
     return np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-# (fixed transform from the parent joint frame, rotation axis) for joints 1..6 (arx.md + X5.urdf).
+# (fixed transform from the parent joint frame, rotation axis) for joints 1..6 (docs/reference/arx.md + X5.urdf).
 _CHAIN = (
     (_translate(0.0, 0.0, 0.0603), "z"),  # joint1 yaw
     (_translate(0.02, 0.0, 0.0402), "y"),  # joint2 pitch
@@ -183,7 +183,7 @@ def inverse(target, q0=None, tilt: float = 0.0, tol: float = 1e-5, max_iter: int
 
 
 # The wrist cannot keep the gripper vertical much above 0.15 m (joint4 reaches its -1.6 rad limit,
-# arx.md): higher waypoints (lifting, carrying) accept the gripper tipped outwards by these steps.
+# docs/reference/arx.md): higher waypoints (lifting, carrying) accept the gripper tipped outwards by these steps.
 TILTS = (0.0, 0.3, 0.6, 0.9)
 
 

@@ -1,4 +1,4 @@
-"""The math matching game (model.md, "Robots, rates and data"; the slides, "Math Matching Game").
+"""The math matching game (docs/reference/model.md, "Robots, rates and data"; the slides, "Math Matching Game").
 
 A whiteboard at the far side of the table shows an expression, two numbers and an operator; three
 cards lie in a row in front of the robot at the left, middle and right. Instruction (the authors'
@@ -22,7 +22,7 @@ the right card the right arm's; the middle card, equally far from both, goes to 
 side away from the episode's other card (the right arm in 1-step episodes), so each arm picks at
 most one card and the arms never cross.
 
-The reasoning at each time step (exactly the authors' template, model.md; `reasoning`):
+The reasoning at each time step (exactly the authors' template, docs/reference/model.md; `reasoning`):
 - 2-step, until the first card counts as picked (grasped and lifted, props.py):
   `On the whiteboard is 7+7. 7+7=14. There are: 8 (left), 4 (middle), and 1 (right). I should pick
   1(right) and 4(middle). First, pick 1 from right.`
@@ -58,7 +58,7 @@ OPERATORS = {IN_DOMAIN: ("+",), OPEN_WORLD: ("+", "-", "x")}
 SLOTS = ("left", "middle", "right")
 
 # Geometry (world frame, kinematics.py; project choices): cards are 7 cm foam tiles, 2 cm thick,
-# grasped across their width (the X5 gripper opens to 0.088 m, arx.md), in a row 0.29 m in front
+# grasped across their width (the X5 gripper opens to 0.088 m, docs/reference/arx.md), in a row 0.29 m in front
 # of the bases, 0.15 m apart; the board lies flat at the far side, where no arm reaches over it.
 CARD_SIZE = 0.07
 CARD_HEIGHT = 0.02

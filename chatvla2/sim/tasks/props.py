@@ -3,7 +3,7 @@ fast kinematic mode.
 
 There is no contact physics: a prop is grasped when a gripper closes on it from above, is carried
 rigidly while the gripper stays closed, and drops onto the surface below when the gripper opens.
-The rules (project choices, sized to the props and the X5 gripper's 0.088 m, arx.md):
+The rules (project choices, sized to the props and the X5 gripper's 0.088 m, docs/reference/arx.md):
 
 - a gripper is "on" a prop when its gripper point (kinematics.py: between the finger tips) is
   within GRASP_XY horizontally of the prop's centre and between GRASP_Z_BELOW above the prop's

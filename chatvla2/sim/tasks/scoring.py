@@ -1,5 +1,5 @@
 """The reasoning texts of both tasks: how the expert writes them and how a generated one is scored,
-the paper's way (model.md, "How the paper scores"; slides, Tables 1 and 2).
+the paper's way (docs/reference/model.md, "How the paper scores"; slides, Tables 1 and 2).
 
 Math matching game: OCR out of 4 and math reasoning out of 2.
   - ocr_numbers 1: both numbers of "On the whiteboard is A?B." are the board's, in order;
@@ -30,7 +30,7 @@ What the parser accepts (strict: one full match of one form, nothing else):
   - a text that matches no form scores 0 on every point (parsed = False); a text that parses but
     gets a field wrong loses only the points of that field.
 
-Math forms (examples from model.md):
+Math forms (examples from docs/reference/model.md):
   A (2 steps, before the first pick): "On the whiteboard is 7+7. 7+7=14. There are: 8 (left),
      4 (middle), and 1 (right). I should pick 1(right) and 4(middle). First, pick 1 from right."
   B (2 steps, after it): "On the whiteboard is 7+7. 7+7=14. There are: 8 (left), 4 (middle), and

@@ -1,6 +1,6 @@
 """The two evaluation settings of the paper, as named splits.
 
-model.md, "How the paper scores": ChatVLA-2 is evaluated "in domain" (what the robot data shows)
+docs/reference/model.md, "How the paper scores": ChatVLA-2 is evaluated "in domain" (what the robot data shows)
 and "open world" (what it never shows: unseen numbers, operators, objects, fonts, backgrounds).
 Every generator here takes one of these names; each task file lists what its splits contain, and
 the two lists never share an operand, an operator outside addition, an object, a font or a

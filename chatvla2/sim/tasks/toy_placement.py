@@ -1,7 +1,7 @@
 """Toy placement (slides, "Spatial Reasoning: Toy Placement"): "Pick the [obj] and place it to
 [place] of the [target]".
 
-The paper ran this task on a Franka at 15 Hz with a side camera (model.md); here it runs on the
+The paper ran this task on a Franka at 15 Hz with a side camera (docs/reference/model.md); here it runs on the
 same bimanual ARX setup and top camera as the math game, at 50 Hz, so one policy and one data
 format serve both tasks (a project choice). The instruction follows the slides' own examples:
 "Pick the banana and place it to the left of the bowl." / "... in front of the tape." / "... behind

@@ -5,7 +5,7 @@ The names come from the slides' toy-placement examples ("Pepper Van Mug Mouse Ca
 Bread ...", "Tape Block Cube Knife Peach Soap Muffin Bowl ...", "avocado", "corn", "brown mug",
 "pink block", "orange bus") and the brief's in-domain set (apple, banana, cup, toy car, duck).
 Which are in-domain and which open-world is our choice (splits.py); the two sets share nothing.
-Sizes are plausible toy sizes; `grasp_width` wider than the X5 gripper's 0.088 m (arx.md) means the
+Sizes are plausible toy sizes; `grasp_width` wider than the X5 gripper's 0.088 m (docs/reference/arx.md) means the
 thing cannot be picked up (a plate, a roll of tape): it can still be a target.
 
 An icon is drawn by `draw(d, w, h)` on a transparent w x h canvas (already supersampled): the

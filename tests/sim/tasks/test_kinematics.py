@@ -11,7 +11,7 @@ from chatvla2.sim.tasks import kinematics as k
 
 
 def test_home_pose_by_hand():
-    # arx.md + X5.urdf at all-zero: joint2 at (0.02, 0, 0.0603 + 0.0402); the upper arm points back
+    # docs/reference/arx.md + X5.urdf at all-zero: joint2 at (0.02, 0, 0.0603 + 0.0402); the upper arm points back
     # 0.264 and flips (rpy -pi), so joint4 = (0.02 - 0.264 + 0.245, 0, 0.1005 + 0.056); joint5 adds
     # (0.06575, +0.001, +0.0825) and joint6 (0.02845, 0, -0.0825) in the flipped frame; the gripper
     # is 0.145 further along x, the second flip undone.

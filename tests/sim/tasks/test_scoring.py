@@ -6,7 +6,7 @@ import pytest
 
 from chatvla2.sim.tasks.scoring import MathTruth, ToyTruth, math_text, score_math, score_toy, toy_text
 
-# model.md's own example: 7+7=14 with the cards 8 (left), 4 (middle), 1 (right).
+# docs/reference/model.md's own example: 7+7=14 with the cards 8 (left), 4 (middle), 1 (right).
 TRUTH = MathTruth(7, "+", 7, 14, ("8", "4", "1"), (("1", "right"), ("4", "middle")))
 FIRST = ("On the whiteboard is 7+7. 7+7=14. There are: 8 (left), 4 (middle), and 1 (right). "
          "I should pick 1(right) and 4(middle). First, pick 1 from right.")
