@@ -20,11 +20,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from chatvla2.drivers.arm import ArmConfig, ARXArm  # noqa: E402
-from chatvla2.drivers.bimanual import BimanualARX  # noqa: E402
-from chatvla2.drivers.controller import ControllerConfig  # noqa: E402
+from chatvla2.drivers.arm import ArmConfig, ARXArm
+from chatvla2.drivers.bimanual import BimanualARX
+from chatvla2.drivers.controller import ControllerConfig
 
 BASE = np.array([0.0, 0.8, 0.8, 0.0, 0.0, 0.0, 0.04])  # mid-range pose (gripper width in m)
 AMPLITUDE = np.array([0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.02])

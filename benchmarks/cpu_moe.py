@@ -26,25 +26,21 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.export_table import time_session  # noqa: E402
-from chatvla2.evaluation.timing import time_runs  # noqa: E402
-from chatvla2.contract.config import PRESETS  # noqa: E402
-from chatvla2.export.calibration_data import record_engine_inputs  # noqa: E402
-from chatvla2.export.cpu_moe import (  # noqa: E402
+from export_table import time_session  # benchmarks/export_table.py: this script's directory is on sys.path
+from chatvla2.evaluation.timing import time_runs
+from chatvla2.contract.config import PRESETS
+from chatvla2.export.calibration_data import record_engine_inputs
+from chatvla2.export.cpu_moe import (
     CUSTOM_TRANSLATIONS, GroupedMoE, OrtMoE, grouped_moe_layers, ort_moe_layers, quantize_moe,
 )
-from chatvla2.export.onnx_export import TraceSpec, engine_specs, trace_to_onnx  # noqa: E402
-from chatvla2.models.loading import load_model  # noqa: E402
-from chatvla2.models.moe import DynamicMoE  # noqa: E402
-from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.export.onnx_export import TraceSpec, engine_specs, trace_to_onnx
+from chatvla2.models.loading import load_model
+from chatvla2.models.moe import DynamicMoE
+from chatvla2.runtime.onnxruntime_session import create_session
 
 
 def layer_spec(module: torch.nn.Module, hidden: int) -> TraceSpec:

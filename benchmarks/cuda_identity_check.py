@@ -16,14 +16,11 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.runtime.tensorrt_engine import capture_graph, d2h  # noqa: E402  (no tensorrt import)
-from chatvla2.runtime.tensorrt_identity import check_cuda, gpu_identity, import_cudart  # noqa: E402
+from chatvla2.runtime.tensorrt_engine import capture_graph, d2h  # no tensorrt import
+from chatvla2.runtime.tensorrt_identity import check_cuda, gpu_identity, import_cudart
 
 
 def strided_copy(cudart, stream, rows: int = 4, row_bytes: int = 64, slots: int = 8, slot: int = 5) -> str:

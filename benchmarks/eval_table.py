@@ -1,4 +1,5 @@
-"""One table from several `chatvla2 eval` JSON lines (files whose last line is `{"task_eval": ...}`):
+"""One table from several `chatvla2 eval` records (`chatvla2 eval ... --json-out FILE`: files whose last line is
+`{"task_eval": ...}`):
 a row per (policy, split) with how many first reasonings parse as the paper's template, the
 paper's ChatVLA-2 row per split, then one JSON line.
 

@@ -3,21 +3,18 @@
     python benchmarks/export_sweep.py --config small --out DIR [--precisions 'fp32;fp16;int8;int4;fp8'] [--moe-forms]
 
 Writes DIR/<precision> bundles (and DIR/moe-gather, DIR/moe-dense at fp32 with --moe-forms),
-then run benchmarks/export_table.py on them for the README's table.
+then run benchmarks/export_table.py on them for docs/benchmarks.md's table.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.export.bundle import export_bundle  # noqa: E402
-from chatvla2.models.loading import load_model  # noqa: E402
-from chatvla2.export.precision import parse_plan  # noqa: E402
+from chatvla2.export.bundle import export_bundle
+from chatvla2.models.loading import load_model
+from chatvla2.export.precision import parse_plan
 
 
 def main() -> int:

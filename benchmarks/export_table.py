@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.contract.bundle import load_manifest  # noqa: E402
-from chatvla2.calibration.predict import engine_feed  # noqa: E402  (inputs at the robot's shapes, shared with predict)
-from chatvla2.evaluation.timing import time_runs  # noqa: E402
-from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.contract.bundle import load_manifest
+from chatvla2.calibration.predict import engine_feed  # inputs at the robot's shapes, shared with predict
+from chatvla2.evaluation.timing import time_runs
+from chatvla2.runtime.onnxruntime_session import create_session
 
 
 def time_session(session, feed: dict, runs: int) -> tuple[float, float]:

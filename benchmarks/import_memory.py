@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SIZES = {
     # ~150M parameters: 12 layers of width 768 (intermediate 3072), a 32k vocabulary, a 12-deep ViT.
@@ -48,6 +47,7 @@ def directory_bytes(path: Path) -> int:
 def write_sources(size: str, work: Path, with_head: bool) -> tuple[Path, Path | None, float]:
     import torch
 
+    sys.path.insert(0, str(ROOT))  # tests/models/hf_qwen2vl.py: tests is not an installed package
     from tests.models.hf_qwen2vl import QWEN2VL_2B_TEXT, QWEN2VL_2B_VISION, write_dexvla_head, write_tiny_qwen2vl
 
     spec = SIZES[size] or dict(text=QWEN2VL_2B_TEXT, vision=QWEN2VL_2B_VISION, shard="2GB",

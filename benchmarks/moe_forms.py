@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.export.calibration_data import record_engine_inputs  # noqa: E402
-from chatvla2.models.loading import load_model  # noqa: E402
-from chatvla2.export.onnx_export import engine_specs, save_onnx, trace_to_onnx  # noqa: E402
-from benchmarks.export_table import time_session  # noqa: E402
-from chatvla2.runtime.onnxruntime_session import create_session  # noqa: E402
+from chatvla2.export.calibration_data import record_engine_inputs
+from chatvla2.models.loading import load_model
+from chatvla2.export.onnx_export import engine_specs, save_onnx, trace_to_onnx
+from export_table import time_session  # benchmarks/export_table.py: this script's directory is on sys.path
+from chatvla2.runtime.onnxruntime_session import create_session
 
 
 def main() -> int:

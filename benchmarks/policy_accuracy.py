@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.calibration.observations import observations  # noqa: E402
-from chatvla2.calibration.sweep import DEFAULT_HELD_OUT, action_errors, token_agreement  # noqa: E402
-from chatvla2.contract.bundle import load_manifest  # noqa: E402
-from chatvla2.export.thresholds import policy_budget_for  # noqa: E402
-from chatvla2.models.loading import load_model  # noqa: E402
-from chatvla2.runtime.policy import Policy  # noqa: E402
+from chatvla2.calibration.observations import observations
+from chatvla2.calibration.sweep import action_errors, token_agreement
+from chatvla2.calibration.sweep_config import DEFAULT_HELD_OUT
+from chatvla2.contract.bundle import load_manifest
+from chatvla2.export.thresholds import policy_budget_for
+from chatvla2.models.loading import load_model
+from chatvla2.runtime.policy import Policy
 
 
 def main() -> int:

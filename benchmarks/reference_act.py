@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from chatvla2.contract.scene import sample_observation  # noqa: E402
-from chatvla2.models.loading import load_model  # noqa: E402
+from chatvla2.contract.scene import sample_observation
+from chatvla2.models.loading import load_model
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "decode_per_token", "action_head", "total")
 

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from chatvla2.sim.tasks.env import TaskEnv  # noqa: E402
-from chatvla2.sim.tasks.episode import generate_episode  # noqa: E402
+from chatvla2.sim.tasks.env import TaskEnv
+from chatvla2.sim.tasks.episode import generate_episode
 
 TASKS = ("math_game", "toy_placement")
 SPLITS = ("in_domain", "open_world")

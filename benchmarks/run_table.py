@@ -1,5 +1,5 @@
 """`chatvla2 run --robot sim` for each bundle and reasoning cadence; one markdown table of the runs'
-summaries (the README's runtime table). Each run is the real command: two simulated arms over
+summaries (the runtime table of docs/benchmarks.md). Each run is the real command: two simulated arms over
 their ptys, the 50 Hz loop, the policy on ONNX Runtime.
 
     .venv/bin/python benchmarks/run_table.py BUNDLE [BUNDLE ...] [--duration 30] [-- extra run args]

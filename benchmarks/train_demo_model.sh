@@ -6,7 +6,7 @@
 #
 # Steps (the 2-core CPU figures are in checkpoints/chatvla2-demo/TRAINING.md):
 #   1. data: 600 in-domain math-game episodes (seeds 100000.., disjoint from the evaluation's
-#      seeds 0..) and 3,000 math image-text samples in each split's look (image_text.py: both
+#      seeds 0..) and 3,000 math image-text samples in each split's look (chatvla2/sim/tasks/image_text.py: both
 #      splits' operands and every operator, in that split's fonts, boards and tables): ~8 min, 6 GB;
 #   2. the recipe: stage 1 co-trains everything (image-text : robot = 1:3), stage 2 trains the
 #      action head on robot frames with the VLM frozen;
@@ -49,7 +49,7 @@ train robot_only_stage2 --stage 2 --init "$RUNS/robot_only_stage1" $ROBOT --step
 for run in stage2 o_only_stage2 robot_only_stage2; do
   for split in in_domain open_world; do
     $B eval --task math_game --split "$split" --episodes "$EPISODES" --seed 0 --checkpoint "$RUNS/$run/checkpoint" \
-      | tail -n 1 > "$RUNS/eval/$run-$split.json" &
+      --json-out "$RUNS/eval/$run-$split.json" > "$RUNS/eval/$run-$split.txt" &
   done
   wait
 done

@@ -1,4 +1,7 @@
-"""The `chatvla2` front door: fast help without torch, clear errors (the demo end to end: tests/calibration/test_demo.py)."""
+"""The `chatvla2` front door: fast help without torch; each command's options from its config dataclass,
+built once and handed to its `main`; user errors as one line (exit 2), bugs with their traceback;
+an option typo answered with the command's usage and the closest option (the demo end to end:
+tests/evaluation/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -94,3 +97,88 @@ def test_run_help_documents_the_feedback_timeout_defaults():
     text = " ".join(result.stdout.split())
     assert "--feedback-timeout S" in text
     assert "default 0.05 s for --robot arx" in text and "0.2 s for --robot sim" in text
+
+
+# ------------------------------------------------------------------------------- options and errors
+def _every_command() -> list[list[str]]:
+    from chatvla2.cli import COMMANDS
+
+    return [[name, *([step] if step else [])] for name, command in COMMANDS.items()
+            for step in (command.steps or [None])]
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_every_command_builds_its_options_from_its_config(command, capsys):
+    """Each command's --help comes from its config dataclass (contract/command_config.py)."""
+    from chatvla2.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert f"usage: chatvla2 {' '.join(command)}" in capsys.readouterr().out
+
+
+def test_the_config_is_built_once_and_handed_to_main(monkeypatch):
+    """`chatvla2 demo --episodes 2`: `demo.main` gets a DemoConfig, the flags' values in it and the
+    other fields at their defaults."""
+    from chatvla2.cli import main
+    from chatvla2.evaluation import demo
+    from chatvla2.evaluation.demo_config import DemoConfig
+
+    seen = []
+    monkeypatch.setattr(demo, "main", lambda config: seen.append(config) or 0)
+    assert main(["demo", "--episodes", "2", "--split", "in_domain"]) == 0
+    assert seen == [DemoConfig(episodes=2, split="in_domain")]
+
+
+def test_a_user_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    from chatvla2.cli import main
+    from chatvla2.contract.errors import InvalidInput
+    from chatvla2.sim import cli as sim_cli
+
+    def refuse(config):
+        raise InvalidInput("--faults: the user can fix this")
+
+    monkeypatch.setattr(sim_cli, "sim_arm_main", refuse)
+    assert main(["sim-arm"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["chatvla2 sim-arm: error: --faults: the user can fix this"]
+
+
+def test_an_option_the_config_refuses_is_one_line_and_exit_2(capsys):
+    """Validation in the config's __post_init__, before the command runs."""
+    from chatvla2.cli import main
+
+    assert main(["demo", "--episodes", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["chatvla2 demo: error: --episodes must be an integer >= 1, got 0"]
+
+
+def test_another_error_is_a_bug_and_keeps_its_traceback():
+    """A ValueError that is not a user error (contract/errors.py) is not turned into one line."""
+    code = ("import sys; from chatvla2.sim import cli\n"
+            "def broken(config): raise ValueError('a bug deep inside')\n"
+            "cli.sim_arm_main = broken\n"
+            "from chatvla2.cli import main; raise SystemExit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "sim-arm"], capture_output=True, text=True, timeout=120)
+    assert result.returncode not in (0, 2), result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "ValueError: a bug deep inside"
+
+
+@pytest.mark.parametrize("argv, usage, hint", [
+    (["run", "bundle", "--duraton", "3"], "usage: chatvla2 run", "(did you mean --duration?)"),
+    (["demo", "--episdoes", "2"], "usage: chatvla2 demo", "(did you mean --episodes?)"),
+    (["calibrate", "predict", "--config", "paper", "--no-mesure"], "usage: chatvla2 calibrate predict",
+     "(did you mean --no-measure?)"),
+])
+def test_an_option_typo_gives_the_commands_usage_and_the_closest_option(argv, usage, hint):
+    result = run_cli(*argv, block_torch=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert ": error: unrecognized arguments: " in last and last.endswith(hint), last
+
+
+def test_an_unknown_option_with_nothing_close_gets_no_guess():
+    result = run_cli("demo", "--duraton", "3", block_torch=True)
+    assert result.returncode == 2 and result.stderr.startswith("usage: chatvla2 demo")
+    assert result.stderr.strip().splitlines()[-1] == "chatvla2 demo: error: unrecognized arguments: --duraton 3"

@@ -12,29 +12,31 @@ that rate each stage reached. Prints a table, then one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from chatvla2.calibration.bench_config import BenchConfig
 from chatvla2.calibration.compute_roofline import COMPUTE_STAGES, faster_rates, measure_gemm_rates, stage_rooflines
 from chatvla2.calibration.roofline import decode_traffic, measure_bandwidth
 from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import INSTRUCTION
 from chatvla2.contract.stage_timer import STAGES
 from chatvla2.runtime.camera import StaticCamera
-from chatvla2.runtime.policy import Policy, check_threads
+from chatvla2.runtime.policy import Policy
 
 
-def bench_policy(bundle: Path, args: argparse.Namespace) -> dict:
-    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads, spin=getattr(args, "spin", False))
+def bench_policy(bundle: Path, config: BenchConfig) -> dict:
+    policy = Policy.from_bundle(bundle, backend=config.backend, engines_dir=config.engines, threads=config.threads,
+                                spin=config.spin)
     observation = {"images": StaticCamera(policy.num_views).read(), "instruction": INSTRUCTION,
                    "state": np.zeros(policy.state_dim, np.float32), "seed": 0}
-    policy.warmup(observation, args.warmup)
-    runs = [policy.infer(observation) for _ in range(args.runs)]
+    policy.warmup(observation, config.warmup)
+    runs = [policy.infer(observation) for _ in range(config.runs)]
     stages = {k: latency_stats([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
     prompt_tokens = len(policy.prompt(INSTRUCTION)[0])
     policy.close()
@@ -46,7 +48,7 @@ def bench_shapes(manifest: dict, prompt_tokens: int) -> dict[str, dict[str, list
     """Per engine, the input shapes of the bench's own prompt: a dimension the manifest declares
     as "prompt_length" (or, for the prefill of the cpu target's shared language graph, "tokens")
     at the prompt's length, the others at the manifest's opt shapes."""
-    from chatvla2.calibration.predict import opt_shapes
+    from chatvla2.calibration.graph_count import opt_shapes
 
     out = {}
     for name, entry in manifest["engines"].items():
@@ -68,28 +70,28 @@ def compute_rooflines(bundle: Path, manifest: dict, runtime: dict, rates: dict) 
     return stage_rooflines(bundle, manifest, runtime["stages"], rates, bench_shapes(manifest, runtime["prompt_tokens"]))
 
 
-def reference_config(model_name: str, args: argparse.Namespace) -> tuple[ModelConfig, str]:
+def reference_config(model_name: str, config: BenchConfig) -> tuple[ModelConfig, str]:
     """The configuration `--reference` builds (calibration.reference_timing), without torch for a
     preset; and how to name it."""
-    if args.checkpoint:
+    if config.checkpoint:
         from chatvla2.models.checkpoint import read_checkpoint_config  # the reference needs models/ anyway
 
-        return read_checkpoint_config(args.checkpoint), f"--checkpoint {args.checkpoint}"
-    name = args.config or model_name
-    return get_config(name), f"--config {name}" if args.config else f"the preset {name!r} (the bundle's model name)"
+        return read_checkpoint_config(config.checkpoint), f"--checkpoint {config.checkpoint}"
+    name = config.preset or model_name
+    return get_config(name), f"--config {name}" if config.preset else f"the preset {name!r} (the bundle's model name)"
 
 
-def check_reference_matches(bundle: Path, args: argparse.Namespace) -> None:
+def check_reference_matches(bundle: Path, config: BenchConfig) -> None:
     """The reference must be the bundle's model: the same configuration, field for field (timing
     another model's eager reference against this bundle would be a meaningless speed-up)."""
     manifest = load_manifest(bundle, verify_hashes=False)
     ours = bundle_model_config(bundle, manifest)
-    theirs, source = reference_config(ours.name, args)
+    theirs, source = reference_config(ours.name, config)
     if theirs != ours:
         differences = _config_differences(ours.to_dict(), theirs.to_dict())
         shown = "; ".join(f"{k}: bundle {a!r}, reference {b!r}" for k, a, b in differences[:3])
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
-        raise ValueError(f"{bundle}: the reference ({source}) is not the bundle's model: {shown}{more}")
+        raise InvalidInput(f"{bundle}: the reference ({source}) is not the bundle's model: {shown}{more}")
 
 
 def _config_differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -109,40 +111,30 @@ def composed_step_ms(stages: dict, tokens: int) -> dict:
     return {"every": round(reuse + tokens * stages["decode_per_token"]["p50_ms"], 3), "reuse": round(reuse, 3)}
 
 
-def main(args: argparse.Namespace) -> int:
-    bundles = [*args.bundles, *args.bundle_options]
-    if not bundles:
-        raise ValueError("no bundle given: chatvla2 bench --bundle DIR [--bundle DIR ...]")
-    for name in ("runs", "tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    check_threads(args.threads)
-    if args.bandwidth is not None and not (np.isfinite(args.bandwidth) and args.bandwidth > 0):
-        raise ValueError(f"--bandwidth must be a positive number of GB/s, got {args.bandwidth}")
-    if args.reference:
-        for bundle in map(Path, bundles):
-            check_reference_matches(bundle, args)
+def main(config: BenchConfig) -> int:
+    bundles = config.bundle_paths  # the options checked themselves (bench_config.py)
+    if config.reference:
+        for bundle in bundles:
+            check_reference_matches(bundle, config)
     bandwidth = measure_bandwidth()
-    if args.bandwidth:
-        bandwidth["given"] = args.bandwidth
-    roof_gbs = args.bandwidth or bandwidth["gemv"]
-    gemm_rates = measure_gemm_rates(args.threads)
+    if config.bandwidth:
+        bandwidth["given"] = config.bandwidth
+    roof_gbs = config.bandwidth or bandwidth["gemv"]
+    gemm_rates = measure_gemm_rates(config.threads)
     results, references, manifests = [], {}, []
-    for bundle in map(Path, bundles):
+    for bundle in bundles:
         manifest = load_manifest(bundle)
         entry = {"bundle": str(bundle), "model": manifest["model_config"]["name"], "plan": manifest.get("plan"),
-                 "runtime": bench_policy(bundle, args)}
-        entry["runtime"]["step_ms"] = composed_step_ms(entry["runtime"]["stages"], args.tokens)
-        if args.reference:
+                 "runtime": bench_policy(bundle, config)}
+        entry["runtime"]["step_ms"] = composed_step_ms(entry["runtime"]["stages"], config.tokens)
+        if config.reference:
             # The PyTorch reference needs torch and models/ (the export extra); one per model.
             from chatvla2.calibration.reference_timing import time_reference
 
-            key = (args.config or entry["model"], args.checkpoint)
+            key = (config.preset or entry["model"], config.checkpoint)
             if key not in references:
-                references[key] = time_reference(entry["model"], args)
-                references[key]["step_ms"] = composed_step_ms(references[key]["stages"], args.tokens)
+                references[key] = time_reference(entry["model"], config)
+                references[key]["step_ms"] = composed_step_ms(references[key]["stages"], config.tokens)
             entry["reference"] = references[key]
             entry["speedup"] = {k: round(entry["reference"]["step_ms"][k] / v, 3) for k, v in entry["runtime"]["step_ms"].items()}
         roof = decode_traffic(bundle, manifest)
@@ -157,13 +149,13 @@ def main(args: argparse.Namespace) -> int:
         manifests.append((bundle, manifest))
     # the GEMM rates again after the bundles (the faster of the two per precision), then the
     # compute roofline of each bundle's compute-bound stages against them
-    gemm_rates = faster_rates(gemm_rates, measure_gemm_rates.__wrapped__(args.threads))
+    gemm_rates = faster_rates(gemm_rates, measure_gemm_rates.__wrapped__(config.threads))
     for entry, (bundle, manifest) in zip(results, manifests):
         entry["compute_roofline"] = compute_rooflines(bundle, manifest, entry["runtime"], gemm_rates)
-    print(format_bench(results, args.tokens, gemm_rates))
-    line = json.dumps({"bench": results, "tokens": args.tokens, "spin": getattr(args, "spin", False), "bandwidth_gbs": bandwidth, "gemm_gflops": gemm_rates})
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
+    print(format_bench(results, config.tokens, gemm_rates))
+    line = json.dumps({"bench": results, "tokens": config.tokens, "spin": config.spin, "bandwidth_gbs": bandwidth, "gemm_gflops": gemm_rates})
+    if config.json_out:
+        Path(config.json_out).write_text(line + "\n")
     print(line, flush=True)
     return 0
 

@@ -25,7 +25,6 @@ The file (`.npz`, no pickles), format `chatvla2-capture` version 1:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -34,28 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from chatvla2.calibration.capture_config import DEFAULT_DECODE_CALLS, CaptureConfig, check_reasoning_tokens
 from chatvla2.calibration.observations import observations
+from chatvla2.contract.errors import InvalidInput, MissingFile
 
 FORMAT = "chatvla2-capture"
 VERSION = 1
 ENGINES = ("vision", "prefill", "decode", "action_head")
-DEFAULT_DECODE_CALLS = 8
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", metavar="NAME", help="a preset, initialised from --seed (tests, untrained)")
-    source.add_argument("--checkpoint", metavar="DIR", help="a trained checkpoint")
-    parser.add_argument("--observations", required=True, metavar="SOURCE",
-                        help="sim:TASK:SPLIT:FIRST-LAST, a dataset directory, or several joined by '+'")
-    parser.add_argument("--out", required=True, metavar="FILE", help="the .npz to write")
-    parser.add_argument("--decode-calls", type=int, default=DEFAULT_DECODE_CALLS, metavar="N",
-                        help="decode steps kept per observation for quantization, spread over its reasoning (default %(default)s)")
-    parser.add_argument("--min-tokens", type=int, default=0, metavar="N",
-                        help="no end of reasoning before N tokens (an untrained model would stop at once; default %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=None, metavar="N", help="reasoning token cap (default: the model's)")
-    parser.add_argument("--stride", type=int, default=25, help="a dataset's frames: every S-th (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="the preset's initialisation and the diffusion noise")
 
 
 def model_fingerprint(model) -> str:
@@ -72,10 +56,7 @@ def capture(model, source: str, decode_calls: int = DEFAULT_DECODE_CALLS, min_to
     """The capture's arrays (module docstring) for `model` on the observations of `source`."""
     from chatvla2.export.torch_engine import torch_policy
 
-    if decode_calls < 1:
-        raise ValueError(f"--decode-calls must be >= 1, got {decode_calls}")
-    if min_tokens < 0 or (max_tokens is not None and max_tokens < max(1, min_tokens)):
-        raise ValueError(f"reasoning tokens: --min-tokens {min_tokens} and --max-tokens {max_tokens} make no range")
+    check_reasoning_tokens(decode_calls, min_tokens, max_tokens)
     found = observations(source, model.cfg, stride=stride)
     head = model.cfg.action_head
     policy = torch_policy(model)
@@ -168,7 +149,7 @@ def calibration_inputs(calls: list) -> dict[str, np.ndarray]:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-class CaptureError(ValueError):
+class CaptureError(InvalidInput):
     pass
 
 
@@ -176,7 +157,7 @@ def load_capture(path: str | Path) -> tuple[dict[str, Any], Any]:
     """(meta, the open npz). A file that is not a capture is a one-line CaptureError."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"capture file not found: {path}")
+        raise MissingFile(f"capture file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
         meta = json.loads(str(data["meta"]))
@@ -224,9 +205,9 @@ def check_out_path(path: str | Path) -> Path:
     """A capture's target: a .npz in an existing directory (checked before any work is done)."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise ValueError(f"--out {path}: write a .npz file")
+        raise InvalidInput(f"--out {path}: write a .npz file")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"--out {path}: no directory {path.parent}")
+        raise MissingFile(f"--out {path}: no directory {path.parent}")
     return path
 
 
@@ -242,19 +223,19 @@ def write_capture(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def main(args: argparse.Namespace) -> int:
+def main(config: CaptureConfig) -> int:
     from chatvla2.models.loading import load_model
 
-    out = check_out_path(args.out)
-    if args.checkpoint and not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {args.checkpoint}")
-    model = load_model(args.config, args.checkpoint, seed=args.seed)
-    arrays = capture(model, args.observations, args.decode_calls, args.min_tokens, args.max_tokens, args.seed,
-                     args.stride, model_source=args.checkpoint or f"preset {args.config} seed {args.seed}")
+    out = check_out_path(config.out)
+    if config.checkpoint and not Path(config.checkpoint).is_dir():
+        raise MissingFile(f"checkpoint directory not found: {config.checkpoint}")
+    model = load_model(config.preset, config.checkpoint, seed=config.seed)
+    arrays = capture(model, config.observations, config.decode_calls, config.min_tokens, config.max_tokens, config.seed,
+                     config.stride, model_source=config.checkpoint or f"preset {config.preset} seed {config.seed}")
     write_capture(out, arrays)
     meta = json.loads(str(arrays["meta"]))
     size = out.stat().st_size
-    print(f"captured {len(meta['observations'])} observations of {args.observations}: calls "
+    print(f"captured {len(meta['observations'])} observations of {config.observations}: calls "
           + ", ".join(f"{k} {v}" for k, v in meta["calls"].items()) + f"; {out} ({size / 2**20:.1f} MB)")
     print(json.dumps({"capture": {"out": str(out), "bytes": size, **{k: meta[k] for k in ("model", "source", "calls")}}}))
     return 0

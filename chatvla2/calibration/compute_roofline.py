@@ -14,7 +14,7 @@ graph must do / this machine's measured GEMM rate at the precision each product 
   a process; `chatvla2 bench` measures before and after its bundles and keeps the faster per
   precision (`faster_rates`: on a shared machine one of the two may find the cores busy).
 - `count_stage_flops(path, entry, num_experts, top_k)`: the FLOPs the graph must do, from
-  `calibration.predict.count_graph` (MatMul, Gemm, Einsum, Conv, classed fp32/fp16/int8/fp8) with
+  `calibration.graph_count.count_graph` (MatMul, Gemm, Einsum, Conv, classed fp32/fp16/int8/fp8) with
   two corrections: the MoE layers count the routed experts only (top_k of num_experts per token):
   a dense-form graph computes every expert for every token, so each expert product found there
   (the 3 x num_experts products beside a router, see `_dense_expert_products`) counts
@@ -45,6 +45,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from chatvla2.calibration.graph_count import count_graph, node_flops, opt_shapes, quantized_operand_class, typed_graph
+from chatvla2.contract.errors import MissingFile
 
 COMPUTE_STAGES = ("vision", "prefill", "action_head")
 # (M, K, N): a ViT block's MLP at ~400 patches, a prefill's expert at ~128 tokens, a wide product.
@@ -199,11 +202,9 @@ def count_stage_flops(path: str | Path, entry: dict, num_experts: int, top_k: in
     "routed_flops" (top_k of them), "num_experts", "top_k"} (a gather form's experts are counted as
     written, not broken out), ops_added (the ONNX Runtime operators counted beside count_graph's),
     unshaped (products not counted: no shape)."""
-    from chatvla2.calibration.predict import count_graph
-
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"graph not found: {path}")
+        raise MissingFile(f"graph not found: {path}")
     graph, shape, elem_type = _shaped_graph(path, entry, shapes)
     try:
         base = count_graph(path, entry, num_experts, top_k, shapes)
@@ -241,7 +242,7 @@ def count_stage_flops(path: str | Path, entry: dict, num_experts: int, top_k: in
     dense_flops = defaultdict(float)
     for node in dense:
         extra = _extra_node_flops(node, shape, elem_type, num_experts, top_k)
-        value, flop_class = (extra[0], extra[1]) if extra else (_node_flops_of(node, shape), None)
+        value, flop_class = (extra[0], extra[1]) if extra else (node_flops(node, shape), None)
         if value is not None:
             dense_flops[flop_class or _product_class(node, graph, elem_type)] += value
     graph_by_class = defaultdict(float, standard)
@@ -268,8 +269,6 @@ def count_stage_flops(path: str | Path, entry: dict, num_experts: int, top_k: in
 
 
 def _bound_shapes(entry: dict, shapes: dict | None) -> dict:
-    from chatvla2.calibration.predict import opt_shapes
-
     bound = {**opt_shapes(entry), **(shapes or {})} if entry else dict(shapes or {})
     return {k: list(map(int, v)) for k, v in bound.items() if all(isinstance(d, int) for d in v)}
 
@@ -288,8 +287,6 @@ def _shaped_graph(path: Path, entry: dict, shapes: dict | None):
     shapes inferred: ONNX's inference, or ONNX Runtime's symbolic inference where the graph has
     com.microsoft operators. Returns (graph, shape(name), elem_type(name))."""
     import onnx
-
-    from chatvla2.calibration.predict import typed_graph
 
     model = onnx.load(str(path), load_external_data=False)
     infer = _symbolic_shapes if graph_has_contrib(model.graph) else None
@@ -329,17 +326,11 @@ def _symbolic_shapes(model):
         return None
 
 
-def _node_flops_of(node, shape) -> int | None:
-    from chatvla2.calibration.predict import _node_flops
-
-    return _node_flops(node, shape)
-
-
 def _standard_flops(graph, shape, elem_type) -> tuple[dict, int]:
     by_class, unshaped = defaultdict(float), 0
     for node in graph.node:
         if node.op_type in _PRODUCTS and node.domain in ("", "ai.onnx"):
-            value = _node_flops_of(node, shape)
+            value = node_flops(node, shape)
             if value is None:
                 unshaped += 1
             else:
@@ -350,8 +341,6 @@ def _standard_flops(graph, shape, elem_type) -> tuple[dict, int]:
 def _product_class(node, graph, elem_type) -> str:
     """count_graph's classing: int8/fp8 when both operands come out of DequantizeLinear of that
     type, otherwise the output's float type."""
-    from chatvla2.calibration.predict import quantized_operand_class
-
     producer = {out: n for n in graph.node for out in n.output}
     a, b = (quantized_operand_class(name, producer, elem_type) for name in node.input[:2])
     if a == b and a in ("int8", "fp8"):

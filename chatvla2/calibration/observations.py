@@ -23,6 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.errors import InvalidInput, MissingFile
+from chatvla2.contract.names import UnknownChoice
 
 SIM_PREFIX = "sim:"
 
@@ -39,21 +41,21 @@ def parse_seed_range(text: str, source: str) -> range:
         a = int(first)
         b = int(last) if sep else a
     except ValueError:
-        raise ValueError(f"observation source {source!r}: seeds must be FIRST-LAST or one seed, got {text!r}") from None
+        raise InvalidInput(f"observation source {source!r}: seeds must be FIRST-LAST or one seed, got {text!r}") from None
     if a < 0 or b < a:
-        raise ValueError(f"observation source {source!r}: seeds {text!r} are not an increasing range of seeds >= 0")
+        raise InvalidInput(f"observation source {source!r}: seeds {text!r} are not an increasing range of seeds >= 0")
     return range(a, b + 1)
 
 
 def observations(source: str, cfg: ModelConfig, stride: int = 25, limit: int | None = None) -> list[Observation]:
     """The observations of `source` (module docstring) at the model's image size; at most `limit`."""
     if not source or not source.strip():
-        raise ValueError("no observation source given")
+        raise InvalidInput("no observation source given")
     found: list[Observation] = []
     for part in source.split("+"):
         found.extend(_one_source(part.strip(), cfg, stride))
     if not found:
-        raise ValueError(f"observation source {source!r} gave no observations")
+        raise InvalidInput(f"observation source {source!r} gave no observations")
     return found[:limit] if limit else found
 
 
@@ -70,12 +72,12 @@ def _simulated(source: str, cfg: ModelConfig) -> Iterator[Observation]:
 
     fields = source[len(SIM_PREFIX):].split(":")
     if len(fields) != 3:
-        raise ValueError(f"observation source {source!r}: write sim:TASK:SPLIT:FIRST-LAST (e.g. sim:math_game:in_domain:0-15)")
+        raise InvalidInput(f"observation source {source!r}: write sim:TASK:SPLIT:FIRST-LAST (e.g. sim:math_game:in_domain:0-15)")
     task, split, seeds = fields
     if task not in TASKS:
-        raise ValueError(f"observation source {source!r}: unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        raise UnknownChoice(f"observation source {source!r}: unknown task {task!r}; tasks: {', '.join(TASKS)}")
     if split not in SPLITS:
-        raise ValueError(f"observation source {source!r}: unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        raise UnknownChoice(f"observation source {source!r}: unknown split {split!r}; splits: {', '.join(SPLITS)}")
     env = TaskEnv(task, split, cfg.vision.image_height, cfg.vision.image_width)
     for seed in parse_seed_range(seeds, source):
         observation, _ = env.reset(seed=seed)
@@ -88,9 +90,9 @@ def _recorded(source: str, cfg: ModelConfig, stride: int) -> Iterator[Observatio
 
     path = Path(source)
     if not path.is_dir():
-        raise FileNotFoundError(f"observation source {source!r}: not sim:TASK:SPLIT:SEEDS and no such dataset directory")
+        raise MissingFile(f"observation source {source!r}: not sim:TASK:SPLIT:SEEDS and no such dataset directory")
     if stride < 1:
-        raise ValueError(f"--stride must be >= 1, got {stride}")
+        raise InvalidInput(f"--stride must be >= 1, got {stride}")
     reader = DatasetReader(path)
     root = path.resolve()
     for i in range(reader.num_episodes):
@@ -110,5 +112,5 @@ def check_disjoint(calibration_ids: list[str], evaluation_ids: list[str]) -> Non
     shared = sorted(set(calibration_ids) & set(evaluation_ids))
     if shared:
         more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
-        raise ValueError(f"calibration and evaluation observations overlap: {', '.join(shared[:3])}{more}; "
+        raise InvalidInput(f"calibration and evaluation observations overlap: {', '.join(shared[:3])}{more}; "
                          "measure accuracy on other seeds or episodes")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from chatvla2.contract.errors import InvalidInput
+
 KNOBS = ("steps", "tokens", "every")
 
 
@@ -44,13 +46,13 @@ def _knobs(text: str, where: str) -> tuple[str, dict]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if key not in KNOBS or not sep:
-            raise ValueError(f"plan {where!r}: unknown setting {part!r}; settings: {', '.join(k + '=N' for k in KNOBS)}")
+            raise InvalidInput(f"plan {where!r}: unknown setting {part!r}; settings: {', '.join(k + '=N' for k in KNOBS)}")
         try:
             knobs[key] = int(value)
         except ValueError:
-            raise ValueError(f"plan {where!r}: {key} must be an integer, got {value!r}") from None
+            raise InvalidInput(f"plan {where!r}: {key} must be an integer, got {value!r}") from None
         if knobs[key] < 1:
-            raise ValueError(f"plan {where!r}: {key} must be >= 1, got {knobs[key]}")
+            raise InvalidInput(f"plan {where!r}: {key} must be >= 1, got {knobs[key]}")
     return head.strip(), knobs
 
 
@@ -65,7 +67,7 @@ def parse_plans(text: str) -> list[Plan]:
         if named is not None:
             name, items, knobs = named
             if not items:
-                raise ValueError(f"plan {name!r}: give engine=precision items after '{name}:'")
+                raise InvalidInput(f"plan {name!r}: give engine=precision items after '{name}:'")
             plans.append(Plan(name, parse_plan(",".join(items)), **knobs))
             named = None
 
@@ -80,7 +82,7 @@ def parse_plans(text: str) -> list[Plan]:
             named = [name.strip(), [first] if first else [], knobs]
         elif "=" in item.split("+")[0]:
             if named is None:
-                raise ValueError(f"plan item {item!r}: an engine=precision item needs a NAME: before it")
+                raise InvalidInput(f"plan item {item!r}: an engine=precision item needs a NAME: before it")
             engine_item, knobs = _knobs(item, item)
             named[1].append(engine_item)
             named[2].update(knobs)
@@ -91,9 +93,9 @@ def parse_plans(text: str) -> list[Plan]:
             plans.append(Plan(precision + suffix, parse_plan(precision), **knobs))
     close_named()
     if not plans:
-        raise ValueError("--plans: no plan given")
+        raise InvalidInput("--plans: no plan given")
     names = [p.name for p in plans]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"--plans: {', '.join(duplicates)} given twice")
+        raise InvalidInput(f"--plans: {', '.join(duplicates)} given twice")
     return plans

@@ -9,10 +9,9 @@ reason the same.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
+from chatvla2.calibration.bench_config import BenchConfig
 from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.scene import INSTRUCTION
 from chatvla2.export.torch_engine import torch_policy
@@ -22,12 +21,12 @@ from chatvla2.runtime.camera import StaticCamera
 MOE_FORMS = ("gather", "dense")
 
 
-def time_reference(model_name: str, args: argparse.Namespace) -> dict:
+def time_reference(model_name: str, config: BenchConfig) -> dict:
     import torch
 
-    model = load_model(getattr(args, "config", None) or model_name, getattr(args, "checkpoint", None), seed=0)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    model = load_model(config.preset or model_name, config.checkpoint, seed=0)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     observation = {"images": StaticCamera(model.cfg.vision.num_views).read(), "instruction": INSTRUCTION,
                    "state": np.zeros(model.cfg.action_head.state_dim, np.float32), "seed": 0}
     # Eager PyTorch at its best per stage: the `gather` MoE form copies each token's experts (fast
@@ -36,8 +35,8 @@ def time_reference(model_name: str, args: argparse.Namespace) -> dict:
     by_form = {}
     for form in MOE_FORMS:
         policy = torch_policy(model, prefill_moe=form, decode_moe=form)
-        policy.warmup(observation, args.warmup)
-        runs = [policy.infer(observation) for _ in range(args.runs)]
+        policy.warmup(observation, config.warmup)
+        runs = [policy.infer(observation) for _ in range(config.runs)]
         by_form[form] = {"tokens": runs[0]["tokens"], "stages": {
             key: latency_stats([r["timings"][key] for r in runs]) for key in runs[0]["timings"]}}
     stages, chosen = {}, {}

@@ -49,7 +49,7 @@ def _best_time(fn, repeats: int) -> float:
 
 
 def decode_traffic(bundle: Path, manifest: dict) -> dict:
-    from chatvla2.calibration.predict import opt_shapes
+    from chatvla2.calibration.graph_count import opt_shapes
 
     entry = manifest["engines"]["decode"]
     # The whole static cache: key_cache and value_cache, or one input per layer (the cpu target's

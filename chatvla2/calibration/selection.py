@@ -21,19 +21,20 @@ A budget no plan meets is an error naming the closest plans and what each misses
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from chatvla2.calibration.sweep_report import predicted_step_ms, step_ms
+from chatvla2.calibration.selection_config import SELECT_TARGETS, SelectConfig
 from chatvla2.calibration.targets import TARGETS
+from chatvla2.contract.errors import InvalidInput, MissingFile
+from chatvla2.contract.names import UnknownChoice
 
-# The devices predict knows, each with its architecture as export/precision.py's TARGETS name it;
-# and this machine's CPU, which runs every graph (ONNX Runtime).
+# The devices predict knows, each with its architecture as export/precision.py's TARGETS name it
+# (SELECT_TARGETS adds this machine's CPU, which runs every graph: ONNX Runtime).
 ARCHITECTURE = {name: target.arch for name, target in TARGETS.items()}
-SELECT_TARGETS = (*ARCHITECTURE, "cpu")
 METRICS = {
     "action_deg": "worst joint error, degrees",
     "gripper_mm": "worst gripper error, mm",
@@ -46,13 +47,6 @@ METRICS = {
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("report", metavar="REPORT", help="a sweep directory or its report.json")
-    parser.add_argument("--budget", required=True, help='e.g. "action_deg<=0.5,token_agreement>=0.99,success_drop<=2"')
-    parser.add_argument("--target", required=True, help=f"where the plan runs: {', '.join(SELECT_TARGETS)}")
-    parser.add_argument("--bundle", metavar="DIR", help="record the chosen plan in this bundle's manifest")
-
-
 def parse_budget(text: str) -> list[tuple[str, str, float]]:
     conditions = []
     for item in text.split(","):
@@ -60,13 +54,13 @@ def parse_budget(text: str) -> list[tuple[str, str, float]]:
             continue
         match = _CONDITION.match(item)
         if not match:
-            raise ValueError(f"--budget: cannot read {item.strip()!r}; write METRIC<=VALUE or METRIC>=VALUE")
+            raise InvalidInput(f"--budget: cannot read {item.strip()!r}; write METRIC<=VALUE or METRIC>=VALUE")
         metric, op, value = match.groups()
         if metric not in METRICS:
-            raise ValueError(f"--budget: unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
+            raise UnknownChoice(f"--budget: unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
         conditions.append((metric, op, float(value)))
     if not conditions:
-        raise ValueError("--budget: no condition given")
+        raise InvalidInput("--budget: no condition given")
     return conditions
 
 
@@ -75,13 +69,13 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "report.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no sweep report at {path} (run `chatvla2 calibrate sweep` first)")
+        raise MissingFile(f"no sweep report at {path} (run `chatvla2 calibrate sweep` first)")
     try:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not a sweep report ({exc})") from None
+        raise InvalidInput(f"{path}: not a sweep report ({exc})") from None
     if not isinstance(report, dict) or not isinstance(report.get("plans"), list) or "reference" not in report:
-        raise ValueError(f"{path}: not a sweep report (no plans / reference)")
+        raise InvalidInput(f"{path}: not a sweep report (no plans / reference)")
     return report
 
 
@@ -133,21 +127,21 @@ def distance(plan: dict, conditions) -> tuple[int, float]:
 def select(report: dict, conditions, target: str) -> dict[str, Any]:
     """{"chosen", "next_best", "excluded" (faster plans the budget ruled out), "latency_source"}."""
     if target not in SELECT_TARGETS:
-        raise ValueError(f"unknown target {target!r}; targets: {', '.join(SELECT_TARGETS)}")
+        raise UnknownChoice(f"unknown target {target!r}; targets: {', '.join(SELECT_TARGETS)}")
     if any(name == "success_drop" for name, _, _ in conditions) and "task" not in report["reference"]:
-        raise ValueError("--budget success_drop: the sweep measured no task level (sweep with --task and a trained --checkpoint)")
+        raise InvalidInput("--budget success_drop: the sweep measured no task level (sweep with --task and a trained --checkpoint)")
     runnable = [p for p in report["plans"] if "policy" in p and runs_on(p, target)]
     if not runnable:
-        raise ValueError(f"no plan of the sweep runs on {target}")
+        raise InvalidInput(f"no plan of the sweep runs on {target}")
     timed = [p for p in runnable if latency(p, target) is not None]
     if not timed:
-        raise ValueError(f"the sweep has no latency for {target} (predicted bounds missing: sweep with --targets {target})")
+        raise InvalidInput(f"the sweep has no latency for {target} (predicted bounds missing: sweep with --targets {target})")
     timed.sort(key=lambda p: latency(p, target))
     passing = [p for p in timed if not misses(p, conditions)]
     if not passing:
         closest = sorted(timed, key=lambda p: distance(p, conditions))[:3]
         listed = "; ".join(f"{p['name']}: " + ", ".join(misses(p, conditions)) for p in closest)
-        raise ValueError(f"no plan that runs on {target} meets the budget; closest: {listed}")
+        raise InvalidInput(f"no plan that runs on {target} meets the budget; closest: {listed}")
     chosen = passing[0]
     faster = [p for p in timed if latency(p, target) < latency(chosen, target)]
     return {"chosen": chosen, "next_best": passing[1] if len(passing) > 1 else None,
@@ -207,22 +201,20 @@ def record_in_bundle(bundle: str | Path, record: dict) -> None:
     steps = bundle_model_config(bundle, manifest).scheduler.inference_steps
     wanted_steps = record["ddim_steps"] or steps
     if exported != record["plan"] or steps != wanted_steps:
-        raise ValueError(f"{bundle}: its engines are {exported} with {steps} DDIM steps, the chosen plan is {record['plan']} "
+        raise InvalidInput(f"{bundle}: its engines are {exported} with {steps} DDIM steps, the chosen plan is {record['plan']} "
                          f"with {wanted_steps}; use the sweep's bundle {record['sweep_bundle']} or export at that plan")
     write_deployment(bundle, record)
 
 
-def main(args: argparse.Namespace) -> int:
-    conditions = parse_budget(args.budget)
-    if args.target not in SELECT_TARGETS:
-        raise ValueError(f"unknown target {args.target!r}; targets: {', '.join(SELECT_TARGETS)}")
-    report = load_report(args.report)
-    choice = select(report, conditions, args.target)
-    for line in explain(report, choice, args.target, conditions):
+def main(config: SelectConfig) -> int:
+    conditions = parse_budget(config.budget)  # checked by SelectConfig, as the target
+    report = load_report(config.report)
+    choice = select(report, conditions, config.target)
+    for line in explain(report, choice, config.target, conditions):
         print(line)
-    record = deployment_record(choice, args.target, conditions, str(Path(args.report).resolve()))
-    if args.bundle:
-        record_in_bundle(args.bundle, record)
-        print(f"recorded in {Path(args.bundle) / 'manifest.json'} (chatvla2 run follows it)")
+    record = deployment_record(choice, config.target, conditions, str(Path(config.report).resolve()))
+    if config.bundle:
+        record_in_bundle(config.bundle, record)
+        print(f"recorded in {Path(config.bundle) / 'manifest.json'} (chatvla2 run follows it)")
     print(json.dumps(record))
     return 0

@@ -38,7 +38,6 @@ Accuracy measured here holds on TensorRT (the same graphs); CPU latency does not
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from contextlib import contextmanager
@@ -51,120 +50,61 @@ import numpy as np
 from chatvla2.calibration.capture import capture, engine_calls, load_capture, model_fingerprint, policy_cases, quantization_inputs, write_capture
 from chatvla2.calibration.observations import check_disjoint
 from chatvla2.calibration.plans import Plan, parse_plans
+from chatvla2.calibration.sweep_config import SweepConfig
+from chatvla2.contract.embodiment import DIM, GRIPPER_INDICES
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.evaluation.timing import latency_stats, time_runs
 
-DEFAULT_PLANS = "fp32,fp16,int8,int4,fp8"
-DEFAULT_CALIBRATION = "sim:math_game:in_domain:5000-5011+sim:math_game:open_world:5000-5011"
-DEFAULT_HELD_OUT = "sim:math_game:in_domain:0-7+sim:math_game:open_world:0-7"
 ENGINES = ("vision", "prefill", "decode", "action_head")
-GRIPPER_DIMS = (6, 13)  # the 14-D bimanual ARX layout: left 6 joints + gripper, right likewise
 RESULTS = "results"
 REFERENCE = "_reference"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", metavar="NAME", help="a preset, initialised from --seed (untrained)")
-    source.add_argument("--checkpoint", metavar="DIR", help="a trained checkpoint")
-    parser.add_argument("--plans", default=DEFAULT_PLANS, help="plans (calibration/plans.py; default %(default)s)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the report directory (resumed if it exists)")
-    parser.add_argument("--calibration", default=DEFAULT_CALIBRATION, metavar="SOURCE|FILE",
-                        help="observations that set the quantization scales (default %(default)s)")
-    parser.add_argument("--held-out", default=DEFAULT_HELD_OUT, metavar="SOURCE|FILE",
-                        help="observations accuracy is measured on (default %(default)s)")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per engine and per policy (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--task", help="also measure the paper's task scores (math_game, toy_placement)")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per split at the task level (default %(default)s)")
-    parser.add_argument("--splits", default="in_domain,open_world")
-    parser.add_argument("--episode-seed", type=int, default=0, help="the task level's first episode seed")
-    parser.add_argument("--targets", default="orin,thor,h100", help="devices to predict a lower bound for")
-    parser.add_argument("--min-tokens", type=int, default=0, help="no end of reasoning before N tokens (untrained presets)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="the reference's reasoning cap (default: the model's)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime and torch threads")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # --- the sweep ------------------------------------------------------------------------------------
 
 
-def sweep(args: argparse.Namespace, log=print) -> dict[str, Any]:
+def sweep(config: SweepConfig, log=print) -> dict[str, Any]:
     from chatvla2.models.loading import load_model
 
-    plans = parse_plans(args.plans)
-    _check_args(args)
-    out = Path(args.out)
+    plans = parse_plans(config.plans)  # the options checked themselves (sweep_config.py); the checkpoint:
+    if config.checkpoint and not Path(config.checkpoint).is_dir():
+        raise MissingFile(f"checkpoint directory not found: {config.checkpoint}")
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).mkdir(exist_ok=True)
-    if args.threads:
+    if config.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    model = load_model(args.config, args.checkpoint, seed=args.seed)
+        torch.set_num_threads(config.threads)
+    model = load_model(config.preset, config.checkpoint, seed=config.seed)
     fingerprint = model_fingerprint(model)
-    calibration = _capture(model, args.calibration, out / "captures" / "calibration.npz", fingerprint, args, log)
-    held_out = _capture(model, args.held_out, out / "captures" / "held_out.npz", fingerprint, args, log)
+    calibration = _capture(model, config.calibration, out / "captures" / "calibration.npz", fingerprint, config, log)
+    held_out = _capture(model, config.held_out, out / "captures" / "held_out.npz", fingerprint, config, log)
     check_disjoint([o["id"] for o in calibration[0]["observations"]], [o["id"] for o in held_out[0]["observations"]])
 
-    reference = _cached(out, REFERENCE, {"model_sha256": fingerprint, "task": _task_key(args)},
-                        lambda: _reference(model, held_out, args, log), log)
+    reference = _cached(out, REFERENCE, {"model_sha256": fingerprint, "task": config.task_key},
+                        lambda: _reference(model, held_out, config, log), log)
     results = []
-    for plan in _progress(plans, args):
-        key = {"plan": plan.to_dict(), "model_sha256": fingerprint, "task": _task_key(args), "runs": args.runs}
+    for plan in _progress(plans, config):
+        key = {"plan": plan.to_dict(), "model_sha256": fingerprint, "task": config.task_key, "runs": config.runs}
         results.append(_cached(out, _file_name(plan.name), key,
-                               lambda plan=plan: _measure_plan(model, plan, calibration, held_out, reference, args, out, log), log))
-    report = {"model": model.cfg.name, "model_source": args.checkpoint or f"preset {args.config} seed {args.seed}",
+                               lambda plan=plan: _measure_plan(model, plan, calibration, held_out, reference, config, out, log), log))
+    report = {"model": model.cfg.name, "model_source": config.checkpoint or f"preset {config.preset} seed {config.seed}",
               "model_sha256": fingerprint, "machine": _machine(), "calibration": calibration[0]["source"],
               "held_out": held_out[0]["source"], "held_out_observations": len(held_out[0]["observations"]),
-              "runs": args.runs, "reference": reference, "plans": results}
+              "runs": config.runs, "reference": reference, "plans": results}
     from chatvla2.calibration.sweep_report import write_report
 
     write_report(report, out)
     return report
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("runs", "episodes"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.checkpoint and not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {args.checkpoint}")
-    if args.task:
-        from chatvla2.sim.tasks.env import TASKS
-        from chatvla2.sim.tasks.splits import check_split
-
-        if args.task not in TASKS:
-            raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
-        for split in _splits(args):
-            check_split(split)
-    from chatvla2.calibration.targets import parse_targets
-
-    parse_targets(_targets(args))
-
-
-def _splits(args) -> list[str]:
-    return [s.strip() for s in args.splits.split(",") if s.strip()]
-
-
-def _targets(args) -> list[str]:
-    return [t.strip() for t in args.targets.split(",") if t.strip()]
-
-
-def _task_key(args) -> dict | None:
-    if not args.task:
-        return None
-    return {"task": args.task, "splits": _splits(args), "episodes": args.episodes, "seed": args.episode_seed}
-
-
 def _file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_=+" else "_" for c in name)
 
 
-def _progress(plans: list[Plan], args):
-    if args.quiet:
+def _progress(plans: list[Plan], config):
+    if config.quiet:
         return plans
     from tqdm import tqdm
 
@@ -198,7 +138,7 @@ def _machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__}
 
 
-def _capture(model, given: str, default_path: Path, fingerprint: str, args, log) -> tuple[dict, Any]:
+def _capture(model, given: str, default_path: Path, fingerprint: str, config, log) -> tuple[dict, Any]:
     """(meta, data) of a capture file, or of `given` as a source captured into `default_path`."""
     path = Path(given)
     if given.endswith(".npz"):
@@ -207,16 +147,16 @@ def _capture(model, given: str, default_path: Path, fingerprint: str, args, log)
         meta = None
         if default_path.is_file():
             meta, data = load_capture(default_path)
-            same = (meta["source"], meta["model_sha256"], meta["min_reasoning_tokens"]) == (given, fingerprint, args.min_tokens)
+            same = (meta["source"], meta["model_sha256"], meta["min_reasoning_tokens"]) == (given, fingerprint, config.min_tokens)
             meta = meta if same else None
         if meta is None:
             log(f"capturing {given}")
             default_path.parent.mkdir(parents=True, exist_ok=True)
-            write_capture(default_path, capture(model, given, min_tokens=args.min_tokens, max_tokens=args.max_tokens,
-                                                seed=args.seed, progress=not args.quiet))
+            write_capture(default_path, capture(model, given, min_tokens=config.min_tokens, max_tokens=config.max_tokens,
+                                                seed=config.seed, progress=not config.quiet))
             meta, data = load_capture(default_path)
     if meta["model_sha256"] != fingerprint:
-        raise ValueError(f"{given}: captured from another model ({meta['model']}, weights {meta['model_sha256'][:12]}), "
+        raise InvalidInput(f"{given}: captured from another model ({meta['model']}, weights {meta['model_sha256'][:12]}), "
                          f"not this one ({model.cfg.name}, {fingerprint[:12]})")
     return meta, data
 
@@ -224,7 +164,7 @@ def _capture(model, given: str, default_path: Path, fingerprint: str, args, log)
 # --- the reference ---------------------------------------------------------------------------------
 
 
-def _reference(model, held_out, args, log) -> dict:
+def _reference(model, held_out, config, log) -> dict:
     """The PyTorch eager modules' latency per engine and the policy step's, on the held-out inputs;
     the task scores of the PyTorch policy with --task."""
     from chatvla2.export.torch_engine import torch_policy
@@ -235,20 +175,20 @@ def _reference(model, held_out, args, log) -> dict:
     engines = {}
     for name in ENGINES:
         inputs, _ = engine_calls(data, meta, name)[0]
-        engines[name] = {"latency": _time(lambda: policy.engines[name].run(inputs), args.warmup, args.runs)}
+        engines[name] = {"latency": _time(lambda: policy.engines[name].run(inputs), config.warmup, config.runs)}
     cases = policy_cases(data, meta)
-    step = _policy_latency(policy, cases, 1, args)
+    step = _policy_latency(policy, cases, 1, config)
     result = {"engines": engines, "policy": {"latency": step}}
-    if args.task:
+    if config.task:
         log("task level: the PyTorch reference")
-        result["task"] = _task_level(policy, f"PyTorch {model.cfg.name}", Plan("reference", {}), args)
+        result["task"] = _task_level(policy, f"PyTorch {model.cfg.name}", Plan("reference", {}), config)
     return result
 
 
 # --- one plan --------------------------------------------------------------------------------------
 
 
-def _measure_plan(model, plan: Plan, calibration, held_out, reference, args, out: Path, log) -> dict:
+def _measure_plan(model, plan: Plan, calibration, held_out, reference, config, out: Path, log) -> dict:
     from chatvla2.runtime.policy import Policy
 
     result: dict[str, Any] = {"plan": plan.to_dict(), "name": plan.name}
@@ -266,20 +206,20 @@ def _measure_plan(model, plan: Plan, calibration, held_out, reference, args, out
                           for name, e in manifest["engines"].items()})
     meta, data = held_out
     cases = policy_cases(data, meta)
-    policy = Policy.from_bundle(bundle, backend="onnxruntime", threads=args.threads)
+    policy = Policy.from_bundle(bundle, backend="onnxruntime", threads=config.threads)
     try:
         _apply_reasoning_limits(policy, meta, plan.tokens)
-        result["engines"] = _engine_level(policy, plan, held_out, args, model.cfg.scheduler.inference_steps)
+        result["engines"] = _engine_level(policy, plan, held_out, config, model.cfg.scheduler.inference_steps)
         result["policy"] = _policy_accuracy(policy, cases, plan)
-        result["policy"]["latency"] = _policy_latency(policy, cases, plan.every, args)
-        if args.task:
+        result["policy"]["latency"] = _policy_latency(policy, cases, plan.every, config)
+        if config.task:
             log(f"{plan.name}: task level")
-            result["task"] = _task_level(policy, f"bundle {plan.name}", plan, args)
+            result["task"] = _task_level(policy, f"bundle {plan.name}", plan, config)
             result["task"]["success_drop_pp"] = _success_drop(reference["task"], result["task"])
     finally:
         policy.close()
     tokens = int(np.median([len(c["reasoning_ids"]) for c in cases]))
-    result["predicted"] = _predicted(bundle, plan, args, max(1, min(tokens, plan.tokens or tokens)))
+    result["predicted"] = _predicted(bundle, plan, config, max(1, min(tokens, plan.tokens or tokens)))
     misses = _budget_misses(result)
     result.update(ok=not misses, status="within budgets" if not misses else "misses: " + "; ".join(misses))
     log(f"{plan.name}: {result['status']}; step p50 {result['policy']['latency']['p50_ms']:.1f} ms")
@@ -331,7 +271,7 @@ def _time(run, warmup: int, runs: int) -> dict:
     return latency_stats(time_runs(run, warmup, runs))
 
 
-def _engine_level(policy, plan: Plan, held_out, args, reference_steps: int) -> dict:
+def _engine_level(policy, plan: Plan, held_out, config, reference_steps: int) -> dict:
     from chatvla2.export.parity import compare
     from chatvla2.export.thresholds import budget_for
 
@@ -357,7 +297,7 @@ def _engine_level(policy, plan: Plan, held_out, args, reference_steps: int) -> d
             "precision": precision, "calls": len(calls), **worst.to_dict(),
             "budget": {"cosine_min": budget.cosine_min, "relative_error_max": budget.relative_error_max},
             "within_budget": within,
-            "latency": _time(lambda: engine.run(first), args.warmup, args.runs),
+            "latency": _time(lambda: engine.run(first), config.warmup, config.runs),
         }
     return engines
 
@@ -365,7 +305,7 @@ def _engine_level(policy, plan: Plan, held_out, args, reference_steps: int) -> d
 def action_errors(actions: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """(worst joint error in degrees, worst gripper error in mm) of an unnormalised chunk."""
     error = np.abs(np.asarray(actions, np.float64) - np.asarray(reference, np.float64))
-    grippers = [d for d in GRIPPER_DIMS if d < error.shape[-1]] if error.shape[-1] == 14 else []
+    grippers = list(GRIPPER_INDICES) if error.shape[-1] == DIM else []  # the 14-D layout's gripper widths
     joints = [d for d in range(error.shape[-1]) if d not in grippers]
     joint_deg = float(np.degrees(error[..., joints]).max(initial=0.0))
     gripper_mm = float((error[..., grippers] * 1000).max(initial=0.0)) if grippers else 0.0
@@ -413,17 +353,17 @@ def _policy_accuracy(policy, cases: list[dict], plan: Plan) -> dict:
     }
 
 
-def _policy_latency(policy, cases: list[dict], every: int, args) -> dict:
+def _policy_latency(policy, cases: list[dict], every: int, config) -> dict:
     """The step over the held-out observations, cycled for `--runs` after `--warmup`. With a cadence
     of N: the mean over N queries (one full, N-1 reusing the reasoning)."""
     def observation(i):
         c = cases[i % len(cases)]
         return {"images": c["images"], "instruction": c["instruction"], "state": c["state"], "noise": c["noise"]}
 
-    for i in range(args.warmup):
+    for i in range(config.warmup):
         policy.infer(observation(i))
     full, reused = [], []
-    for i in range(args.runs):
+    for i in range(config.runs):
         result = policy.infer(observation(i))
         full.append(result["timings"]["total"])
         if every > 1:
@@ -437,14 +377,16 @@ def _policy_latency(policy, cases: list[dict], every: int, args) -> dict:
     return stats
 
 
-def _task_level(policy, name: str, plan: Plan, args) -> dict:
-    from chatvla2.evaluation.task_eval import evaluate, options_from
+def _task_level(policy, name: str, plan: Plan, config) -> dict:
+    from chatvla2.evaluation.eval_config import EvalConfig
+    from chatvla2.evaluation.task_eval import evaluate
 
     splits = {}
-    for split in _splits(args):
-        record = evaluate(options_from(task=args.task, split=split, episodes=args.episodes, seed=args.episode_seed,
-                                       mode="fast", reason_every=plan.every),
-                          policy=(policy, name))
+    for split in config.split_list:
+        # the model's source names what is measured; `policy` is what runs
+        episodes = EvalConfig(task=config.task, split=split, episodes=config.episodes, seed=config.episode_seed,
+                              mode="fast", reason_every=plan.every, preset=config.preset, checkpoint=config.checkpoint)
+        record = evaluate(episodes, policy=(policy, name))
         splits[split] = {"summary": record["summary"], "paper": record["paper"]}
     return {"splits": splits}
 
@@ -458,13 +400,13 @@ def _success_drop(reference: dict, measured: dict) -> float:
     return round(rate(reference) - rate(measured), 3)
 
 
-def _predicted(bundle: Path, plan: Plan, args, tokens: int) -> dict:
+def _predicted(bundle: Path, plan: Plan, config, tokens: int) -> dict:
     """The lower-bound step on each target (calibration/predict.py) at the reference's median
     reasoning length on the held-out observations (capped by the plan); with a cadence of N, the
     mean over N queries."""
     from chatvla2.calibration.predict import predict_bundle
 
-    predicted = predict_bundle(bundle, _targets(args), tokens=tokens)
+    predicted = predict_bundle(bundle, config.target_list, tokens=tokens)
     targets = {}
     for target, step in predicted["step_ms"].items():
         every, reuse = step["every"], step["reuse"]
@@ -492,17 +434,17 @@ def _budget_misses(result: dict) -> list[str]:
     return misses
 
 
-def main(args: argparse.Namespace) -> int:
-    report = sweep(args, log=_log(args))
-    out = Path(args.out)
+def main(config: SweepConfig) -> int:
+    report = sweep(config, log=_log(config))
+    out = Path(config.out)
     print((out / "report.md").read_text())
     print(json.dumps({"sweep": {"out": str(out), "report": str(out / "report.json"), "pareto": str(out / "pareto.png"),
                                 "plans": {p["name"]: {k: p.get(k) for k in ("ok", "status")} for p in report["plans"]}}}))
     return 0
 
 
-def _log(args):
-    if args.quiet:
+def _log(config):
+    if config.quiet:
         return lambda line: None
     from tqdm import tqdm
 

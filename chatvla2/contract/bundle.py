@@ -8,6 +8,9 @@ Schema (version 1):
   "schema_version": 1,
   "model_config": {...},                     # contract.config.ModelConfig.to_dict()
   "moe_implementation": {"prefill": "dense", "decode": "gather"},
+  "plan_rule": "cpu-auto: ...",              # cpu target only: how the plan was chosen (a rule, no timing),
+  "cpu_isa": "generic",                      #   the class of CPU it was made for and the bits of its
+  "int8_weight_bits": 7,                     #   int8 weights (export/cpu_target.py CPU_ISAS)
   "engines": {
     "decode": {
       "file": "decode.onnx",
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.errors import InvalidInput, MissingFile
 
 MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FILE = "embeddings.safetensors"  # the token embedding table ("token_embedding")
@@ -58,7 +62,7 @@ ENGINE_NAMES = ("vision", "prefill", "decode", "action_head")
 PROMPT_TEMPLATE = "per view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>; then the instruction and a newline"
 
 
-class BundleError(ValueError):
+class BundleError(InvalidInput):
     """A bundle that cannot be used: missing, malformed, or not what its manifest says."""
 
 
@@ -79,7 +83,7 @@ def load_manifest(bundle: str | Path, verify_hashes: bool = True, runtime: bool 
     bundle = Path(bundle)
     path = bundle / MANIFEST_FILE
     if not bundle.is_dir():
-        raise FileNotFoundError(f"bundle directory not found: {bundle}")
+        raise MissingFile(f"bundle directory not found: {bundle}")
     if not path.is_file():
         raise BundleError(f"{bundle}: not a bundle (no {MANIFEST_FILE})")
     try:

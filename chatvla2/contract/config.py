@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatvla2.contract.embodiment import ACTION_DIM, STATE_DIM
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import unknown_name
 
 
@@ -41,12 +43,12 @@ class VisionConfig:
     def __post_init__(self) -> None:
         unit = self.patch_size * self.spatial_merge_size
         if self.image_height % unit or self.image_width % unit:
-            raise ValueError(
+            raise InvalidInput(
                 f"image size {self.image_height}x{self.image_width} must be a multiple of "
                 f"patch_size * spatial_merge_size = {unit}"
             )
         if self.width % self.heads:
-            raise ValueError(f"vision width {self.width} is not divisible by {self.heads} heads")
+            raise InvalidInput(f"vision width {self.width} is not divisible by {self.heads} heads")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -83,7 +85,7 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k={self.top_k} must be between 1 and num_experts={self.num_experts}")
+            raise InvalidInput(f"top_k={self.top_k} must be between 1 and num_experts={self.num_experts}")
 
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers
@@ -111,11 +113,11 @@ class LanguageConfig:
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not divisible by {self.heads} heads")
+            raise InvalidInput(f"hidden {self.hidden} is not divisible by {self.heads} heads")
         if self.heads % self.kv_heads:
-            raise ValueError(f"{self.heads} query heads cannot share {self.kv_heads} key/value heads")
+            raise InvalidInput(f"{self.heads} query heads cannot share {self.kv_heads} key/value heads")
         if 2 * sum(self.mrope_section) != self.head_dim:
-            raise ValueError(
+            raise InvalidInput(
                 f"mrope_section {self.mrope_section} must add up to head_dim/2 = {self.head_dim // 2}"
             )
 
@@ -136,8 +138,8 @@ class ActionHeadConfig:
     heads: int = 16
     mlp_ratio: float = 4.0
     chunk_size: int = 50
-    action_dim: int = 14
-    state_dim: int = 14
+    action_dim: int = ACTION_DIM  # the robot's (contract/embodiment.py): 14
+    state_dim: int = STATE_DIM
     # Blocks i >= reason_start_layer (and the final layer) take c_reason; earlier blocks take c_obs.
     # None means depth // 2, the paper's choice.
     reason_start_layer: int | None = None
@@ -152,11 +154,11 @@ class ActionHeadConfig:
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
-            raise ValueError(f"action head width {self.width} is not divisible by {self.heads} heads")
+            raise InvalidInput(f"action head width {self.width} is not divisible by {self.heads} heads")
         if not 0 <= self.reason_start <= self.depth:
-            raise ValueError(f"reason_start_layer {self.reason_start} is outside 0..{self.depth}")
+            raise InvalidInput(f"reason_start_layer {self.reason_start} is outside 0..{self.depth}")
         if self.condition not in CONDITION_FORMS:
-            raise ValueError(f"unknown action head condition {self.condition!r}; choose from {CONDITION_FORMS}")
+            raise InvalidInput(f"unknown action head condition {self.condition!r}; choose from {CONDITION_FORMS}")
 
     @property
     def reason_start(self) -> int:
@@ -176,11 +178,11 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.beta_schedule != "squaredcos_cap_v2":
-            raise ValueError(f"unsupported beta_schedule {self.beta_schedule!r}: only squaredcos_cap_v2")
+            raise InvalidInput(f"unsupported beta_schedule {self.beta_schedule!r}: only squaredcos_cap_v2")
         if self.prediction_type != "epsilon":
-            raise ValueError(f"unsupported prediction_type {self.prediction_type!r}: only epsilon")
+            raise InvalidInput(f"unsupported prediction_type {self.prediction_type!r}: only epsilon")
         if not 1 <= self.inference_steps <= self.train_steps:
-            raise ValueError(f"inference_steps must be in 1..{self.train_steps}")
+            raise InvalidInput(f"inference_steps must be in 1..{self.train_steps}")
 
 
 PROMPT_FORMATS = ("plain", "qwen2vl-chat")
@@ -202,7 +204,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose from {PROMPT_FORMATS}")
+            raise InvalidInput(f"unknown prompt_format {self.prompt_format!r}; choose from {PROMPT_FORMATS}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,20 +218,20 @@ class ModelConfig:
         unknown or missing field, a section that is not an object, a value of the wrong type (a
         string or a bool for an int, a non-finite float), a size that is not positive."""
         if not isinstance(data, dict):
-            raise ValueError(f"model config must be a JSON object, found {type(data).__name__}")
+            raise InvalidInput(f"model config must be a JSON object, found {type(data).__name__}")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"model config: unknown field {unknown[0]}")
+            raise InvalidInput(f"model config: unknown field {unknown[0]}")
         for section in ("vision", "language", "action_head"):
             if section not in data:
-                raise ValueError(f"model config is missing the section {section!r}")
+                raise InvalidInput(f"model config is missing the section {section!r}")
         language = _section(data["language"], "language")
         language["moe"] = _build(MoEConfig, _section(language.get("moe", {}), "language.moe"), "language.moe")
         for name in ("name", "tokenizer", "prompt_format"):
             if name in data and not isinstance(data[name], str):
-                raise ValueError(f"model config: {name} must be a string, got {data[name]!r}")
+                raise InvalidInput(f"model config: {name} must be a string, got {data[name]!r}")
         if "name" not in data:
-            raise ValueError("model config is missing the field 'name'")
+            raise InvalidInput("model config is missing the field 'name'")
         return cls(
             name=data["name"],
             vision=_build(VisionConfig, _section(data["vision"], "vision"), "vision"),
@@ -250,7 +252,7 @@ _FLOAT_MAY_BE_ZERO = {"load_balancing_weight"}
 
 def _section(values: Any, where: str) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise ValueError(f"model config: {where} must be an object, found {type(values).__name__}")
+        raise InvalidInput(f"model config: {where} must be an object, found {type(values).__name__}")
     return dict(values)
 
 
@@ -258,7 +260,7 @@ def _build(kind: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"model config: unknown field {where}.{unknown[0]}")
+        raise InvalidInput(f"model config: unknown field {where}.{unknown[0]}")
     hints = typing.get_type_hints(kind)
     checked = {}
     for name, value in values.items():
@@ -266,7 +268,7 @@ def _build(kind: type, values: dict[str, Any], where: str) -> Any:
     try:
         return kind(**checked)
     except (TypeError, ArithmeticError) as exc:  # belt and braces: a combination __post_init__ cannot use
-        raise ValueError(f"model config: invalid {where} ({exc})") from None
+        raise InvalidInput(f"model config: invalid {where} ({exc})") from None
 
 
 def _typed(value: Any, hint: Any, where: str, name: str) -> Any:
@@ -279,29 +281,29 @@ def _typed(value: Any, hint: Any, where: str, name: str) -> Any:
         args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"model config: {where} must be a list of integers, got {value!r}")
+            raise InvalidInput(f"model config: {where} must be a list of integers, got {value!r}")
         if not (len(args) == 2 and args[1] is Ellipsis) and len(value) != len(args):
-            raise ValueError(f"model config: {where} must have {len(args)} values, got {len(value)}")
+            raise InvalidInput(f"model config: {where} must have {len(args)} values, got {len(value)}")
         return tuple(_typed(v, args[0], f"{where}[{i}]", "[]") for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"model config: {where} must be true or false, got {value!r}")
+            raise InvalidInput(f"model config: {where} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"model config: {where} must be an integer, got {value!r}")
+            raise InvalidInput(f"model config: {where} must be an integer, got {value!r}")
         if value < (0 if name in _MAY_BE_ZERO else 1):
-            raise ValueError(f"model config: {where} must be {'>= 0' if name in _MAY_BE_ZERO else 'a positive integer'}, got {value}")
+            raise InvalidInput(f"model config: {where} must be {'>= 0' if name in _MAY_BE_ZERO else 'a positive integer'}, got {value}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"model config: {where} must be a finite number, got {value!r}")
+            raise InvalidInput(f"model config: {where} must be a finite number, got {value!r}")
         if value < 0 or (value == 0 and name not in _FLOAT_MAY_BE_ZERO):
-            raise ValueError(f"model config: {where} must be {'>= 0' if name in _FLOAT_MAY_BE_ZERO else 'positive'}, got {value}")
+            raise InvalidInput(f"model config: {where} must be {'>= 0' if name in _FLOAT_MAY_BE_ZERO else 'positive'}, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"model config: {where} must be a string, got {value!r}")
+            raise InvalidInput(f"model config: {where} must be a string, got {value!r}")
         return value
     return value
 

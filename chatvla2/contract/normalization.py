@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chatvla2.contract.embodiment import DIM
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.drivers.profiles import get_profile
 
 # Smallest range / standard deviation used, so a constant dimension does not divide by zero.
@@ -28,12 +30,12 @@ class NormalizationStats:
         for name in ("action_min", "action_max", "state_mean", "state_std"):
             value = np.asarray(getattr(self, name), dtype=np.float32)
             if value.ndim != 1 or not np.all(np.isfinite(value)):
-                raise ValueError(f"normalization: {name} must be a finite 1-D array")
+                raise InvalidInput(f"normalization: {name} must be a finite 1-D array")
             object.__setattr__(self, name, value)
         if self.action_min.shape != self.action_max.shape:
-            raise ValueError("normalization: action_min and action_max differ in length")
+            raise InvalidInput("normalization: action_min and action_max differ in length")
         if self.state_mean.shape != self.state_std.shape:
-            raise ValueError("normalization: state_mean and state_std differ in length")
+            raise InvalidInput("normalization: state_mean and state_std differ in length")
 
     @property
     def action_dim(self) -> int:
@@ -48,9 +50,9 @@ class NormalizationStats:
         value is an error naming it (a NaN joint reading must never reach the policy)."""
         state = np.asarray(state, dtype=np.float32)
         if state.ndim == 0 or state.shape[-1] != self.state_dim:
-            raise ValueError(f"state has shape {state.shape}, expected (..., {self.state_dim})")
+            raise InvalidInput(f"state has shape {state.shape}, expected (..., {self.state_dim})")
         if not np.all(np.isfinite(state)):
-            raise ValueError(f"state has non-finite values: {state.tolist()}")
+            raise InvalidInput(f"state has non-finite values: {state.tolist()}")
         return (state - self.state_mean) / np.maximum(self.state_std, EPSILON)
 
     def normalize_actions(self, actions) -> np.ndarray:
@@ -76,12 +78,12 @@ class NormalizationStats:
             data = json.loads(path.read_text())
             return cls(**{k: data[k] for k in ("action_min", "action_max", "state_mean", "state_std")})
         except FileNotFoundError:
-            raise FileNotFoundError(f"normalization statistics not found: {path}") from None
+            raise MissingFile(f"normalization statistics not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: invalid normalization statistics ({exc!r})") from None
+            raise InvalidInput(f"{path}: invalid normalization statistics ({exc!r})") from None
 
     @classmethod
-    def arx_bimanual(cls, dim: int = 14, profile: str = "x5") -> "NormalizationStats":
+    def arx_bimanual(cls, dim: int = DIM, profile: str = "x5") -> "NormalizationStats":
         """Defaults for an untrained model on ARX arms: actions span the profile's joint limits and
         gripper width (drivers/profiles.py), the state is centred on the middle of the range with a
         quarter of it as its deviation."""
@@ -89,7 +91,7 @@ class NormalizationStats:
         per_arm = len(arm.action_low)
         arms = dim // per_arm
         if arms * per_arm != dim:
-            raise ValueError(f"{dim} is not a whole number of {per_arm}-D ARX arms")
+            raise InvalidInput(f"{dim} is not a whole number of {per_arm}-D ARX arms")
         low = np.tile(arm.action_low, arms)
         high = np.tile(arm.action_high, arms)
         return cls(low, high, (low + high) / 2, (high - low) / 4)

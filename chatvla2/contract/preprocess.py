@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from chatvla2.contract.config import VisionConfig
+from chatvla2.contract.errors import InvalidInput
 
 # OpenAI CLIP's statistics, used by Qwen2-VL's image processor.
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -49,7 +50,7 @@ def preprocess_images(frames, cfg: VisionConfig, out: np.ndarray | None = None) 
     shape or pixel type is an error naming the view."""
     frames = list(frames)
     if len(frames) != cfg.num_views:
-        raise ValueError(f"expected {cfg.num_views} camera view(s), got {len(frames)}")
+        raise InvalidInput(f"expected {cfg.num_views} camera view(s), got {len(frames)}")
     shape = pixels_shape(cfg)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
@@ -58,9 +59,9 @@ def preprocess_images(frames, cfg: VisionConfig, out: np.ndarray | None = None) 
     for i, frame in enumerate(frames):
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 2 or frame.shape[1] < 2:
-            raise ValueError(f"camera view {i}: expected an (H, W, 3) RGB image of at least 2 x 2 pixels, got shape {frame.shape}")
+            raise InvalidInput(f"camera view {i}: expected an (H, W, 3) RGB image of at least 2 x 2 pixels, got shape {frame.shape}")
         if frame.dtype != np.uint8:
-            raise ValueError(f"camera view {i}: expected uint8 pixels (0..255), got {frame.dtype}")
+            raise InvalidInput(f"camera view {i}: expected uint8 pixels (0..255), got {frame.dtype}")
         resized = resize_bilinear(frame, cfg.image_height, cfg.image_width) / 255.0
         out[i] = ((resized - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1)
     return out

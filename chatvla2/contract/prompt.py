@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.tokenizer import TextTokenizer
 
 
@@ -49,7 +50,7 @@ def prompt_token_ids(
         raise ValueError(f"unknown prompt_format {prompt_format!r}")
     im_start = tokenizer.backend.token_to_id(IM_START)
     if im_start is None:
-        raise ValueError(f"prompt_format qwen2vl-chat needs the special token {IM_START!r}; the tokenizer has none")
+        raise InvalidInput(f"prompt_format qwen2vl-chat needs the special token {IM_START!r}; the tokenizer has none")
     im_end, text = tokenizer.eos_id, tokenizer.encode
     return (
         [im_start] + text("system\n" + DEFAULT_SYSTEM_PROMPT) + [im_end] + text("\n")
@@ -96,5 +97,5 @@ def build_prompt(tokenizer: TextTokenizer, instruction: str, cfg: ModelConfig) -
     vision = cfg.vision
     ids = prompt_token_ids(tokenizer, instruction, vision.num_views, vision.tokens_per_view, cfg.prompt_format)
     if len(ids) >= cfg.language.max_cache_len:
-        raise ValueError(f"the prompt takes {len(ids)} tokens, the KV cache holds {cfg.language.max_cache_len}")
+        raise InvalidInput(f"the prompt takes {len(ids)} tokens, the KV cache holds {cfg.language.max_cache_len}")
     return ids, mrope_position_ids(ids, tokenizer.image_pad_id, vision.merged_grid)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from chatvla2.contract.errors import InvalidInput, MissingFile
+
 # Special tokens, named as in Qwen2-VL so the same prompt layout serves both tokenizers.
 PAD = "<|endoftext|>"
 EOS = "<|im_end|>"
@@ -60,7 +62,7 @@ class TextTokenizer:
     def _id(self, token: str) -> int:
         token_id = self.backend.token_to_id(token)
         if token_id is None:
-            raise ValueError(f"tokenizer has no special token {token!r}")
+            raise InvalidInput(f"tokenizer has no special token {token!r}")
         return token_id
 
     def encode(self, text: str) -> list[int]:
@@ -76,11 +78,11 @@ class TextTokenizer:
     def from_file(cls, path: str | Path) -> "TextTokenizer":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
+            raise MissingFile(f"tokenizer file not found: {path}")
         try:
             backend = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises its own Exception type on bad JSON
-            raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from None
+            raise InvalidInput(f"{path}: not a valid tokenizer.json ({exc})") from None
         tokenizer = cls(backend)
         for token in SPECIAL_TOKENS:
             tokenizer._id(token)

@@ -9,9 +9,12 @@ import threading
 import numpy as np
 
 from chatvla2.drivers.arm import ARXArm
+from chatvla2.drivers.errors import DriverInvalidInput
+from chatvla2.drivers.profiles import ARM_DIMS
 from chatvla2.drivers.shutdown import ShutdownReport
 
-SIDES = ("left", "right")
+SIDES = ("left", "right")  # the order of the 14-D vector (contract/embodiment.py composes the same)
+PER_ARM = len(ARM_DIMS)  # 7 values per arm: joints 1..6, then the gripper width (profiles.py)
 
 
 class BimanualARX:
@@ -78,12 +81,12 @@ class BimanualARX:
         """14 values: left (6 joints, gripper width), right (same). Returns what was sent after clipping.
         Both arms are checked before either gets its target."""
         a = np.asarray(action, dtype=float).reshape(-1)
-        if a.shape != (14,):
+        if a.shape != (len(SIDES) * PER_ARM,):
             raise ValueError(f"a bimanual ARX action has 14 values, got shape {np.shape(action)}")
         for arm in (self.left, self.right):
             if arm.fault is not None:
                 raise arm.fault
-        return np.concatenate([self.left.send_action(a[:7]), self.right.send_action(a[7:])])
+        return np.concatenate([self.left.send_action(a[:PER_ARM]), self.right.send_action(a[PER_ARM:])])
 
     def damping(self) -> None:
         """Both arms damp even if one of them fails to (a pulled cable): then the first error is raised."""
@@ -112,7 +115,7 @@ def _refuse_same_device(left: ARXArm, right: ARXArm) -> None:
         same = _device_id(a.port) is not None and _device_id(a.port) == _device_id(b.port)
     if same:
         where = a.port if a.port == b.port else f"{a.port} and {b.port} are the same device ({os.path.realpath(a.port)})"
-        raise ValueError(f"left and right arms must be on different adapters: {where}")
+        raise DriverInvalidInput(f"left and right arms must be on different adapters: {where}")
 
 
 def _device_id(port: str) -> tuple | None:

@@ -19,6 +19,8 @@ import time
 import numpy as np
 
 from chatvla2.drivers.arm import ArmConfig, ARXArm
+from chatvla2.drivers.arm_command_config import ArmCommandConfig
+from chatvla2.drivers.errors import DriverDeviceError, DriverUserError
 from chatvla2.drivers.motor_frames import JOINT_NAMES, MotorReading
 from chatvla2.drivers.stop_signals import StopSignals
 
@@ -27,12 +29,16 @@ HOME_TIMEOUT_S = 30.0
 HOME_TOLERANCE_RAD = 0.02
 
 
-class MotorsNotAnswering(OSError):
+class MotorsNotAnswering(DriverDeviceError):
     pass
 
 
-class ArmNotDisabled(OSError):
+class ArmNotDisabled(DriverDeviceError):
     """The command ended but the arm was not (confirmed) disabled."""
+
+
+class HomeNotReached(DriverUserError, TimeoutError):
+    """The arm did not reach the home pose in time."""
 
 
 def format_table(arm: ARXArm, readings: dict[int, MotorReading]) -> str:
@@ -63,23 +69,26 @@ def _report(arm: ARXArm, readings: dict[int, MotorReading], port: str) -> int:
     return 0
 
 
-def arm_main(args) -> int:
-    """`args.port`: the adapter (`chatvla2 arm --sim` goes through `sim.cli.arm_with_sim_main`,
+def arm_main(config: ArmCommandConfig) -> int:
+    """`config.port`: the adapter (`chatvla2 arm --sim` goes through `sim.cli.arm_with_sim_main`,
     which starts a simulated arm and passes its pty here)."""
-    port = args.port
-    arm = ARXArm(ArmConfig(port, profile=args.profile, velocity_scale=HOME_VELOCITY_SCALE if args.action == "home" else 1.0))
+    port = config.port
+    arm_config = ArmConfig(port, profile=config.profile, velocity_scale=HOME_VELOCITY_SCALE if config.action == "home" else 1.0)
+    if config.feedback_timeout_s is not None:
+        arm_config = arm_config.with_feedback_timeout(config.feedback_timeout_s)
+    arm = ARXArm(arm_config)
     if not arm.profile.verified:
         print(f"warning: the {arm.profile.name} profile is unverified (assembled by analogy with the X5)", file=sys.stderr)
     with StopSignals() as stops:
-        if args.action == "status":  # nothing is enabled: a stop only changes the exit code
+        if config.action == "status":  # nothing is enabled: a stop only changes the exit code
             try:
                 code = _report(arm, arm.read_motors(), port)
             finally:
                 arm.link.close()
             return _stopped(stops, None) if stops.requested else code
-        if args.action == "enable":
+        if config.action == "enable":
             return _enable(arm, port, stops)
-        return _enabled_then_disabled(arm, args.action, stops)
+        return _enabled_then_disabled(arm, config.action, stops)
 
 
 def _enable(arm: ARXArm, port: str, stops: StopSignals) -> int:
@@ -148,5 +157,5 @@ def _home(arm: ARXArm, stops: StopSignals) -> None:
             print(f"home reached in {time.monotonic() - start:.1f} s (largest joint error {error:.3f} rad)", flush=True)
             return
         if time.monotonic() - start > HOME_TIMEOUT_S:
-            raise TimeoutError(f"home not reached within {HOME_TIMEOUT_S:.0f} s (largest joint error {error:.3f} rad)")
+            raise HomeNotReached(f"home not reached within {HOME_TIMEOUT_S:.0f} s (largest joint error {error:.3f} rad)")
         stops.sleep(0.02)

@@ -7,3 +7,11 @@ from __future__ import annotations
 
 class DriverUserError(Exception):
     """A driver problem the user can fix; its message is one line that names what was wrong."""
+
+
+class DriverInvalidInput(DriverUserError, ValueError):
+    """A driver option or combination of options that is not accepted (two arms on one adapter)."""
+
+
+class DriverDeviceError(DriverUserError, OSError):
+    """An arm or adapter that is absent, refuses, or stops answering."""

@@ -9,9 +9,10 @@ A fault latches the arm into damping until disconnect.
 from __future__ import annotations
 
 from chatvla2.drivers.damiao import DamiaoState
+from chatvla2.drivers.errors import DriverDeviceError
 
 
-class ArmFault(OSError):
+class ArmFault(DriverDeviceError):
     """Base of every arm fault."""
 
     def __init__(self, message: str, motor_id: int | None = None) -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from chatvla2.drivers import damiao
 from chatvla2.drivers import ec_a4310 as ec
-from chatvla2.drivers.profiles import ArmProfile
+from chatvla2.drivers.profiles import ARM_DIMS, ArmProfile
 
-JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
+JOINT_NAMES = ARM_DIMS  # motor index -> name: joints 1..6, then the gripper (profiles.py)
 
 
 @dataclass(frozen=True)

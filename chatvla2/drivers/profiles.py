@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from chatvla2.drivers.damiao import DamiaoRanges
 from chatvla2.drivers.ec_a4310 import EcRanges
+from chatvla2.drivers.errors import DriverUserError
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,17 @@ class GripperCalibration:
         return abs(self.width_to_angle(self.speed_max_m_s))
 
 
+# One arm, whatever its profile: its joints 1..6 and its gripper, in motor order (motor_frames.py) and in
+# the order of the arm's state and action (joint positions in rad, then the gripper width in m). The
+# robot the policy drives is two of these (contract/embodiment.py composes the pair).
+ARM_JOINTS = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6")
+ARM_GRIPPER = "gripper"
+ARM_DIMS = ARM_JOINTS + (ARM_GRIPPER,)
+
+
 @dataclass(frozen=True)
 class ArmProfile:
-    """One ARX arm: 6 joints + gripper. Joint arrays are in joint order 1..6."""
+    """One ARX arm: 6 joints + gripper (ARM_DIMS). Joint arrays are in joint order 1..6."""
 
     name: str
     joint_ids: tuple[int, ...]
@@ -78,7 +87,7 @@ class ArmProfile:
     kd: tuple[float, ...]
     damping_kd: tuple[float, ...]
     gripper: GripperCalibration
-    home: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # docs/reference/arx.md: SDK reset_to_home is all-zero
+    home: tuple[float, ...] = (0.0,) * len(ARM_JOINTS)  # docs/reference/arx.md: SDK reset_to_home is all-zero
     temperature_max_c: float = 80.0  # project choice: host-side over-temperature threshold
     verified: bool = True  # False: a profile assembled by analogy, not from a datasheet
 
@@ -142,7 +151,7 @@ R5 = replace(X5, name="r5", verified=False)
 PROFILES: dict[str, ArmProfile] = {p.name: p for p in (X5, L5, R5)}
 
 
-class UnknownProfileError(LookupError):
+class UnknownProfileError(DriverUserError, LookupError):
     pass
 
 

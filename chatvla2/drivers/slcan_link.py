@@ -33,6 +33,8 @@ import can
 import serial
 from can.interfaces.slcan import slcanBus
 
+from chatvla2.drivers.errors import DriverDeviceError
+
 Frame = tuple[int, bytes]  # (CAN id, data)
 
 _BEL = 0x07
@@ -41,7 +43,7 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_LINE = 64  # longest valid SLCAN line is T + 8 + 1 + 16 + 4 = 30 characters
 
 
-class LinkError(OSError):
+class LinkError(DriverDeviceError):
     """The link to an arm failed."""
 
 

@@ -3,24 +3,27 @@ the drivers, on the paper's math matching game (or toy placement).
 
     chatvla2 demo [--checkpoint DIR] [--task math_game|toy_placement] [--split both|in_domain|open_world]
                   [--episodes N] [--seed S] [--plan PLAN] [--backend auto|onnxruntime|tensorrt]
-                  [--mode driver|fast] [--gif FILE] [--cache DIR]
+                  [--mode driver|fast] [--gif FILE] [--json-out FILE] [--cache DIR]
 
 1. Export: the checkpoint (default: the shipped one, `checkpoints/chatvla2-demo`) becomes an ONNX
    bundle at the plan, checked by export's parity tests, and is cached under
-   CACHE/bundles/<plan>-<sha256 of the checkpoint's files>: only the first run exports, and a
-   changed checkpoint or plan exports again. CACHE: --cache, else $CHATVLA2_CACHE, else
-   $XDG_CACHE_HOME/chatvla2-edge (~/.cache/chatvla2-edge). The default plan, `auto`, is the cpu
-   target's (each engine at its fastest CPU precision within its parity budget: ONNX Runtime's
-   MoE, dynamic int8, int4 MatMulNBits) where TensorRT is not installed, else fp32 for TensorRT.
+   CACHE/bundles/<plan>[-<cpu class>]-<sha256 of the checkpoint's files>: only the first run
+   exports, and a changed checkpoint, plan or CPU class exports again. CACHE: --cache, else
+   $CHATVLA2_CACHE, else $XDG_CACHE_HOME/chatvla2-edge (~/.cache/chatvla2-edge). The default plan,
+   `auto`, is the cpu target's where TensorRT is not installed (a rule, `export.cpu_target.AUTO_RULE`:
+   each engine the first of int8, fp32 within its parity budget, for the `generic` CPU class, so the
+   same plan on every machine; ONNX Runtime's MoE, dynamic int8), else fp32 for TensorRT.
    `cpu` / `cpu:PLAN` name a cpu-target plan, anything else a TensorRT one (fp32, int8, ...).
 2. Run: for each split, N episodes (seeds S .. S+N-1) through the runtime's `Policy` on the
    bundle's engines, the actions going through the ARX drivers to two simulated arms behind
    pseudo-terminals, in real time at 50 Hz (`--mode driver`, `evaluation.task_eval.evaluate`: the
    same loop `chatvla2 eval` runs). Each episode prints its reasoning, the picks, the outcome and
    per-stage latency as it ends.
-3. At the end: the paper-style table of every split run, the ChatVLA-2 paper's row beside each, a
-   GIF of the first episode (the camera view with the reasoning in force written under it) and
-   where it is, then one JSON line.
+3. At the end, what a person reads: the paper-style table of every split run, the ChatVLA-2
+   paper's row beside each, and where the GIF of the first episode (the camera view with the
+   reasoning in force written under it) and the record are. The record (`--json-out`, default
+   demo_output/demo.json: the settings, the bundle, every query's reasoning; tens of kB) is one
+   JSON line in that file, not on the terminal.
 
 It lives in calibration/ because it is the task evaluation with an export in front of it:
 calibration is the layer that may use export, sim and the runtime together.
@@ -28,44 +31,20 @@ calibration is the layer that may use export, sim and the runtime together.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from chatvla2.evaluation.episode_gif import EpisodeGif
-from chatvla2.evaluation.task_eval import MODES, evaluate, format_episode, format_table, load_policy, options_from
-from chatvla2.contract.config import field_default
-from chatvla2.sim.tasks.splits import SPLITS
+from chatvla2.evaluation.demo_config import DemoConfig
+from chatvla2.evaluation.eval_config import EvalConfig
+from chatvla2.evaluation.task_eval import evaluate, format_episode, format_table, load_policy, write_record
+from chatvla2.contract.errors import MissingFile
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO / "checkpoints" / "chatvla2-demo"
-BOTH = "both"
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """`chatvla2 demo`'s arguments and their defaults (the front door reads them from here)."""
-
-    checkpoint: str | None = None  # None: the shipped checkpoint
-    task: str = "math_game"
-    split: str = BOTH
-    episodes: int = 3  # per split
-    seed: int = 0
-    plan: str = "auto"
-    backend: str = "auto"
-    mode: str = "driver"
-    query_every: int = 20
-    gif: str = "demo_output/demo.gif"
-    cache: str | None = None
-    threads: int | None = None
-
-
-def default(name: str):
-    return field_default(DemoOptions, name)
 
 
 def cache_root(given: str | None) -> Path:
@@ -90,7 +69,7 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
     for name in CHECKPOINT_FILES:
         path = checkpoint / name
         if not path.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no {name} (not a checkpoint directory)")
+            raise MissingFile(f"{checkpoint}: no {name} (not a checkpoint directory)")
         digest.update(name.encode() + b"\0")
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -112,18 +91,21 @@ def resolve_plan(plan_text: str) -> tuple[str, dict]:
     return "tensorrt", parse_plan(plan_text)
 
 
-def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> tuple[Path, bool]:
-    """(bundle directory, whether it was exported now): the cached export of `checkpoint` at the plan."""
+def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print, cpu_isa: str | None = None) -> tuple[Path, bool]:
+    """(bundle directory, whether it was exported now): the cached export of `checkpoint` at the plan
+    (a cpu plan: for the CPU class `cpu_isa`, default `generic`; export.cpu_target.CPU_ISAS)."""
     from chatvla2.contract.bundle import BundleError, load_manifest
+    from chatvla2.export.cpu_target import resolve_cpu_isa
 
     target, plan = resolve_plan(plan_text)  # an unknown plan fails before anything is loaded
+    cpu_isa = resolve_cpu_isa(cpu_isa) if target == "cpu" else None
     shown = {e: "|".join(p) if isinstance(p, tuple) else p for e, p in plan.items()}
     key = "_".join(f"{engine}-{precision}" for engine, precision in sorted(plan.items()) if isinstance(precision, str))
     if any(isinstance(p, tuple) for p in plan.values()):
         key = "auto"  # the cpu target's candidates: resolved by the export, recorded in its manifest
     elif len(set(plan.values())) == 1:
         key = next(iter(plan.values()))
-    key = f"cpu-{key}" if target == "cpu" else key
+    key = f"cpu-{key}-{cpu_isa}" if target == "cpu" else key  # the CPU class sets the int8 graphs
     bundle = cache / "bundles" / f"{key}-{checkpoint_fingerprint(checkpoint)[:16]}"
     if bundle.is_dir():
         try:
@@ -136,69 +118,55 @@ def cached_bundle(checkpoint: Path, plan_text: str, cache: Path, log=print) -> t
 
     model = load_model(None, str(checkpoint), seed=0)
     log(f"exporting {checkpoint} ({model.cfg.name}) for {target} at plan {shown} to {bundle} (once; later runs reuse it)")
-    export_bundle(model, bundle, plan, log=lambda line: None, replace=bundle.exists(), target=target)
+    export_bundle(model, bundle, plan, log=lambda line: None, replace=bundle.exists(), target=target,
+                  cpu_isa=cpu_isa)
     return bundle, True
 
 
-def check(args: argparse.Namespace) -> None:
-    from chatvla2.sim.tasks.env import TASKS
-
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
-    if args.split != BOTH and args.split not in SPLITS:
-        raise ValueError(f"unknown split {args.split!r}; splits: {BOTH}, {', '.join(SPLITS)}")
-    if not isinstance(args.episodes, int) or args.episodes < 1:
-        raise ValueError(f"--episodes must be an integer >= 1, got {args.episodes!r}")
-    if args.mode not in MODES:
-        raise ValueError(f"unknown mode {args.mode!r}; modes: {', '.join(MODES)}")
-    if args.backend == "torch":
-        raise ValueError("--backend torch: the demo runs the exported bundle (auto, onnxruntime or tensorrt); "
-                         "`chatvla2 eval --checkpoint` runs the PyTorch reference")
-    if not str(args.gif).lower().endswith(".gif"):
-        raise ValueError(f"--gif {args.gif}: write a .gif file")
-
-
-def main(args: argparse.Namespace) -> int:
-    values = {name: default(name) for name in DemoOptions.__dataclass_fields__}
-    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
-    args = argparse.Namespace(**values)
-    check(args)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_CHECKPOINT
+def main(config: DemoConfig) -> int:
+    checkpoint = Path(config.checkpoint) if config.checkpoint else SHIPPED_CHECKPOINT
     if not checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
+        raise MissingFile(f"checkpoint directory not found: {checkpoint}")
     started = time.perf_counter()
-    bundle, exported = cached_bundle(checkpoint, args.plan, cache_root(args.cache))
+    bundle, exported = cached_bundle(checkpoint, config.plan, cache_root(config.cache), cpu_isa=config.cpu_isa)
     export_s = time.perf_counter() - started
     from chatvla2.contract.bundle import export_target, load_manifest
 
     manifest = load_manifest(bundle, verify_hashes=False)
     resolved = manifest["plan"]
+    rule = f" ({manifest['plan_rule']}; for {manifest['cpu_isa']} CPUs)" if "plan_rule" in manifest else ""
     print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s): "
-          f"{export_target(manifest)} target, plan {resolved}", flush=True)
+          f"{export_target(manifest)} target, plan {resolved}{rule}", flush=True)
 
-    splits = list(SPLITS) if args.split == BOTH else [args.split]
+    splits = config.splits
     gif = EpisodeGif()
-    gif_episode = (splits[0], args.seed)
-    where = ("simulated ARX arms on pseudo-terminals through the drivers, real time" if args.mode == "driver"
+    gif_episode = (splits[0], config.seed)
+    where = ("simulated ARX arms on pseudo-terminals through the drivers, real time" if config.mode == "driver"
              else "kinematic arms (fast mode, no drivers)")
     results = []
-    eval_args = options_from(task=args.task, bundle=str(bundle), backend=args.backend, mode=args.mode,
-                             query_every=args.query_every, episodes=args.episodes, seed=args.seed, threads=args.threads)
-    policy = load_policy(eval_args)
+    episodes = EvalConfig(task=config.task, split=splits[0], bundle=str(bundle), backend=config.backend, mode=config.mode,
+                          query_every=config.query_every, episodes=config.episodes, seed=config.seed,
+                          threads=config.threads)
+    policy = load_policy(episodes)
     try:
         for split in splits:
-            print(f"\n== {args.task} {split}: {args.episodes} episode(s) from seed {args.seed}, {where} ==", flush=True)
+            print(f"\n== {config.task} {split}: {config.episodes} episode(s) from seed {config.seed}, {where} ==", flush=True)
 
             def record(seed: int, step: int, image, reasoning: str, split=split) -> None:
                 if (split, seed) == gif_episode:
-                    gif.add(step, image, reasoning, caption=f"{args.task} {split} seed {seed}")
+                    gif.add(step, image, reasoning, caption=f"{config.task} {split} seed {seed}")
 
-            result = evaluate(options_from(eval_args, split=split),
-                              on_episode=lambda r: print(format_episode(r, args.task), flush=True),
+            result = evaluate(replace(episodes, split=split),
+                              on_episode=lambda r: print(format_episode(r, config.task), flush=True),
                               on_step=record, policy=policy)
             results.append(result)
     finally:
         policy[0].close()
+    gif_path = gif.save(config.gif).resolve()
+    record_path = write_record(config.json_out, {"demo": {
+        "checkpoint": str(checkpoint), "bundle": str(bundle), "exported": exported, "export_s": round(export_s, 2),
+        "plan": config.plan, "resolved_plan": resolved, "gif": str(gif_path), "results": results}})
+    # What a person reads, last: the table, then where the GIF and the record are.
     print("\nscores read from each episode's first query (the reasoning written at the start of the task)")
     print(format_table(*results))
     for r in results:
@@ -206,10 +174,7 @@ def main(args: argparse.Namespace) -> int:
             t = r["driver_timing"]
             print(f"{r['split']}: driver {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during "
                   f"inference, lateness p99 {t['lateness_p99_ms']} ms, {r['summary']['arm_faults']} arm fault(s)")
-    gif_path = gif.save(args.gif)
-    print(f"GIF of {args.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path.resolve()}")
-    print(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(json.dumps({"demo": {"checkpoint": str(checkpoint), "bundle": str(bundle), "exported": exported,
-                               "export_s": round(export_s, 2), "plan": args.plan, "resolved_plan": resolved, "gif": str(gif_path.resolve()),
-                               "results": results}}), flush=True)
+    print(f"record (JSON, every episode and query): {record_path.resolve()}")
+    print(f"GIF of {config.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path}")
+    print(f"demo finished in {time.perf_counter() - started:.1f} s", flush=True)
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-CONTROL_HZ = 50  # the arms' control rate (docs/reference/arx.md): the GIF plays in robot time
+from chatvla2.contract.embodiment import CONTROL_HZ  # the GIF plays in robot time
 
 
 class EpisodeGif:

@@ -2,7 +2,7 @@
 
     chatvla2 eval --task math_game|toy_placement --split in_domain|open_world --episodes N [--seed S]
                   (--checkpoint DIR | --config NAME | --bundle DIR) [--backend auto|onnxruntime|tensorrt|torch]
-                  [--mode fast|driver] [--query-every K] [--max-steps T]
+                  [--mode fast|driver] [--query-every K] [--max-steps T] [--json-out FILE]
 
 The policy: `--checkpoint` / `--config` run the PyTorch model (`models.loading.load_model`, a
 preset with seed 0 as `chatvla2 export` builds it) through `export.torch_engine.torch_policy`, the
@@ -43,22 +43,21 @@ The table gives the averages over the episodes and successes/N, with the paper's
 the split beside it.
 
 Output: a header, one block per episode (the expert's reasoning for the first observation, the
-policy's first reasoning, the scores, the picks, the outcome, per-stage latency medians), the
-paper-style table, then one JSON line (last) with the settings, the summary, the per-stage latency
-over every query (p50/p99 ms) and every episode's record.
+policy's first reasoning, the scores, the picks, the outcome, per-stage latency medians), then what
+a person reads last: the paper-style table and where the record went. The record, one JSON line
+`{"task_eval": ...}` with the settings, the summary, the per-stage latency over every query
+(p50/p99 ms) and every episode's record (every query's reasoning: tens of kB), goes to the file
+`--json-out` names (evaluation/eval_config.py's default), not to the terminal.
 
 Bad input (an unknown task, split, backend or mode; episodes < 1; not exactly one of --checkpoint,
---config, --bundle; a model whose actions or state are not 14-D; K outside 1..chunk) is a
-one-line ValueError.
+--config, --bundle: `EvalConfig` refuses it; a model whose actions or state are not 14-D; K
+outside 1..chunk) is a one-line user error (contract/errors.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,18 +65,14 @@ import numpy as np
 
 from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
-from chatvla2.contract.config import ModelConfig, field_default, get_config
+from chatvla2.contract.config import ModelConfig, get_config
+from chatvla2.contract.embodiment import ACTION_DIM, STATE_DIM
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.stage_timer import STAGES
 from chatvla2.drivers.faults import ArmFault
-from chatvla2.runtime.engine import BACKENDS
-from chatvla2.runtime.numbers import is_whole_number
-from chatvla2.sim.tasks.env import MAX_STEPS, TASKS, TaskEnv
-from chatvla2.sim.tasks.splits import SPLITS, check_split
+from chatvla2.evaluation.eval_config import EvalConfig
+from chatvla2.sim.tasks.env import TaskEnv
 
-ACTION_DIM = 14  # two arms x (6 joints + gripper): what the simulated tasks take
-TORCH_BACKEND = "torch"
-EVAL_BACKENDS = (*BACKENDS, TORCH_BACKEND)
-MODES = ("fast", "driver")
 MATH, TOY = "math_game", "toy_placement"
 
 # The paper's ChatVLA-2 figures (docs/reference/model.md, "How the paper scores"): averages and successes/N.
@@ -93,146 +88,47 @@ SCORE_LABELS = {"ocr": "OCR (/4)", "math": "math reasoning (/2)", "object_recogn
                 "spatial_affordance": "spatial affordance"}
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """`chatvla2 eval`'s arguments and their defaults (`add_eval_arguments` reads them from here)."""
-
-    task: str | None = None  # required
-    split: str | None = None  # required
-    episodes: int | None = None  # required
-    seed: int = 0
-    checkpoint: str | None = None
-    config: str | None = None
-    bundle: str | None = None
-    backend: str = "auto"
-    mode: str = "fast"
-    query_every: int = 20
-    reason_every: int = 1  # fresh reasoning every N-th query; the last one's reused in between
-    max_steps: int = MAX_STEPS
-    engines: str | None = None
-    threads: int | None = None
-
-
-def _default(name: str):
-    return field_default(EvalOptions, name)
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """`chatvla2 eval`'s arguments. Names are checked by `main` (one-line ValueErrors), not by
-    argparse choices, so the CLI and a direct `main(Namespace)` refuse the same way."""
-    parser.add_argument("--task", required=True, help=f"the task: {', '.join(TASKS)}")
-    parser.add_argument("--split", required=True, help=f"the split: {', '.join(SPLITS)}")
-    parser.add_argument("--episodes", type=int, required=True, help="how many episodes (seeds S .. S+N-1)")
-    parser.add_argument("--seed", type=int, default=_default("seed"),
-                        help="the first episode's seed (default %(default)s); episode i uses seed S + i")
-    source = parser.add_argument_group("the policy (exactly one)")
-    source.add_argument("--checkpoint", metavar="DIR", default=_default("checkpoint"), help="a checkpoint: the PyTorch model")
-    source.add_argument("--config", metavar="NAME", default=_default("config"),
-                        help="a named preset (seed 0, as export builds it): the PyTorch model")
-    source.add_argument("--bundle", metavar="DIR", default=_default("bundle"), help="an exported bundle: the runtime's engines")
-    parser.add_argument("--backend", default=_default("backend"),
-                        help=f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on "
-                             f"{TORCH_BACKEND}, a bundle on auto, onnxruntime or tensorrt)")
-    parser.add_argument("--mode", default=_default("mode"),
-                        help="fast (kinematic arms) or driver (simulated arms on ptys through the drivers, "
-                             "real time) (default %(default)s)")
-    parser.add_argument("--query-every", type=int, default=_default("query_every"), metavar="K",
-                        help="query the policy every K control steps, executing the chunk's first K actions "
-                             "(default %(default)s)")
-    parser.add_argument("--reason-every", type=int, default=_default("reason_every"), metavar="N",
-                        help="fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=_default("max_steps"), metavar="T",
-                        help="end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)")
-    parser.add_argument("--engines", metavar="DIR", default=_default("engines"),
-                        help="prebuilt TensorRT engines (default BUNDLE/engines)")
-    parser.add_argument("--threads", type=int, default=_default("threads"), help="ONNX Runtime intra-op threads")
-
-
-def options_from(args: argparse.Namespace | None = None, **overrides) -> argparse.Namespace:
-    """A namespace with every option: EvalOptions' defaults, then `args`, then `overrides`."""
-    values = {f.name: f.default for f in dataclasses.fields(EvalOptions)}
-    values.update({k: v for k, v in vars(args or argparse.Namespace()).items() if k in values})
-    values.update(overrides)
-    return argparse.Namespace(**values)
-
-
-# --- checks ----------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not is_whole_number(value) or value < minimum:
-        raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_options(args: argparse.Namespace, source_given: bool = False) -> None:
-    """Everything that needs no model: a one-line ValueError for the first problem. `source_given`:
-    the caller brings the policy (no --checkpoint, --config or --bundle then)."""
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; tasks: {', '.join(TASKS)}")
-    check_split(args.split)
-    _check_int("episodes", args.episodes, 1)
-    _check_int("seed", args.seed, 0)
-    _check_int("query_every", args.query_every, 1)
-    _check_int("reason_every", args.reason_every, 1)
-    _check_int("max_steps", args.max_steps, 1)
-    if args.mode not in MODES:
-        raise ValueError(f"unknown mode {args.mode!r}; modes: {', '.join(MODES)}")
-    if args.backend not in EVAL_BACKENDS:
-        raise ValueError(f"unknown backend {args.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
-    given = [f"--{name}" for name in ("checkpoint", "config", "bundle") if getattr(args, name)]
-    if not source_given and len(given) != 1:
-        what = "none" if not given else " and ".join(given)
-        raise ValueError(f"give exactly one of --checkpoint, --config, --bundle (got {what})")
-    if args.bundle and args.backend == TORCH_BACKEND:
-        raise ValueError(f"--backend {TORCH_BACKEND} runs --checkpoint or --config; a bundle runs on auto, onnxruntime or tensorrt")
-    if not args.bundle and args.backend not in ("auto", TORCH_BACKEND):
-        raise ValueError(f"--backend {args.backend} runs a --bundle; --checkpoint/--config run on {TORCH_BACKEND}")
-    if args.threads is not None:
-        _check_int("threads", args.threads, 1)
-
-
-def model_config(args: argparse.Namespace) -> ModelConfig:
+def model_config(config: EvalConfig) -> ModelConfig:
     """The model's configuration, read without loading weights (a bundle's manifest, unhashed)."""
-    if args.bundle:
-        return bundle_model_config(args.bundle, load_manifest(args.bundle, verify_hashes=False))
-    if args.checkpoint:
+    if config.bundle:
+        return bundle_model_config(config.bundle, load_manifest(config.bundle, verify_hashes=False))
+    if config.checkpoint:
         from chatvla2.models.checkpoint import read_checkpoint_config
 
-        return read_checkpoint_config(args.checkpoint)
-    return get_config(args.config)
+        return read_checkpoint_config(config.checkpoint)
+    return get_config(config.preset)
 
 
-def check_model(cfg: ModelConfig, args: argparse.Namespace) -> None:
+def check_model(cfg: ModelConfig, config: EvalConfig) -> None:
     head = cfg.action_head
-    where = args.bundle or args.checkpoint or f"the preset {args.config!r}"
-    if head.action_dim != ACTION_DIM or head.state_dim != ACTION_DIM:
-        raise ValueError(f"{where}: the model has {head.action_dim}-D actions and {head.state_dim}-D state; "
+    where = config.bundle or config.checkpoint or f"the preset {config.preset!r}"
+    if head.action_dim != ACTION_DIM or head.state_dim != STATE_DIM:
+        raise InvalidInput(f"{where}: the model has {head.action_dim}-D actions and {head.state_dim}-D state; "
                          f"the tasks need {ACTION_DIM} (two arms x 6 joints + gripper)")
-    if args.query_every > head.chunk_size:
-        raise ValueError(f"--query-every {args.query_every} is longer than the model's action chunk ({head.chunk_size})")
+    if config.query_every > head.chunk_size:
+        raise InvalidInput(f"--query-every {config.query_every} is longer than the model's action chunk ({head.chunk_size})")
 
 
-def load_policy(args: argparse.Namespace):
+def load_policy(config: EvalConfig):
     """(policy, its name for the table). torch and models/ are imported only for the PyTorch path."""
-    if args.bundle:
+    if config.bundle:
         from chatvla2.runtime.policy import Policy
 
-        policy = Policy.from_bundle(args.bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads)
-        manifest = load_manifest(args.bundle, verify_hashes=False)
+        policy = Policy.from_bundle(config.bundle, backend=config.backend, engines_dir=config.engines, threads=config.threads)
+        manifest = load_manifest(config.bundle, verify_hashes=False)
         plan = manifest.get("plan") or {}
         values = set(plan.values())
         precision = values.pop() if len(values) == 1 else ",".join(f"{k}={v}" for k, v in sorted(plan.items())) or "?"
-        return policy, f"bundle {Path(args.bundle).name} ({policy.config.name}, {precision})"
+        return policy, f"bundle {Path(config.bundle).name} ({policy.config.name}, {precision})"
     from chatvla2.export.torch_engine import torch_policy
     from chatvla2.models.loading import load_model
 
-    if args.threads:
+    if config.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    model = load_model(args.config, args.checkpoint, seed=0)
-    name = f"PyTorch {model.cfg.name}" + (f" ({args.checkpoint})" if args.checkpoint else "")
+        torch.set_num_threads(config.threads)
+    model = load_model(config.preset, config.checkpoint, seed=0)
+    name = f"PyTorch {model.cfg.name}" + (f" ({config.checkpoint})" if config.checkpoint else "")
     return torch_policy(model), name
 
 
@@ -315,30 +211,28 @@ def _stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(float(np.median([t[k] for t in timings])) * 1000, 3) for k in timings[0]}
 
 
-def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], None] | None = None,
+def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | None = None,
              on_step: StepHook | None = None, policy=None) -> dict[str, Any]:
-    """Check the input, run the episodes; the JSON record (printing nothing). `on_episode` sees each
+    """Run the episodes (the config checked itself); the JSON record (printing nothing). `on_episode` sees each
     episode's record as it finishes, `on_step` every control step (StepHook). `policy`: an already
     loaded (policy, name) to use instead of loading one from the arguments (closed by the caller)."""
-    args = options_from(args)
-    check_options(args, source_given=policy is not None)
-    split = check_split(args.split)
-    cfg = model_config(args) if policy is None else policy[0].config
-    check_model(cfg, args)
+    split = config.split
+    cfg = model_config(config) if policy is None else policy[0].config
+    check_model(cfg, config)
     owned = policy is None
-    policy, name = load_policy(args) if owned else policy
+    policy, name = load_policy(config) if owned else policy
     height, width = cfg.vision.image_height, cfg.vision.image_width
     backend = None
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        if args.mode == "driver":
+        if config.mode == "driver":
             from chatvla2.sim.tasks.driver_backend import DriverBackend
 
             backend = DriverBackend()
-        env = TaskEnv(args.task, split, height, width, backend=backend, max_steps=args.max_steps)
-        for i in range(args.episodes):
-            records.append(run_episode(env, policy, args.seed + i, args.query_every, on_step, args.reason_every))
+        env = TaskEnv(config.task, split, height, width, backend=backend, max_steps=config.max_steps)
+        for i in range(config.episodes):
+            records.append(run_episode(env, policy, config.seed + i, config.query_every, on_step, config.reason_every))
             if on_episode is not None:
                 on_episode(records[-1])
     finally:
@@ -348,17 +242,17 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
             policy.close()
     timings = [t for r in records for t in r.pop("_timings")]
     successes = sum(r["success"] for r in records)
-    summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[args.task]}
+    summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[config.task]}
     summary.update(successes=successes, episodes=len(records), success_rate=round(successes / len(records), 4),
                    parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
     result = {
-        "task": args.task, "split": split, "seed": args.seed, "episodes": args.episodes, "mode": args.mode,
-        "query_every": args.query_every, "reason_every": args.reason_every, "max_steps": args.max_steps,
+        "task": config.task, "split": split, "seed": config.seed, "episodes": config.episodes, "mode": config.mode,
+        "query_every": config.query_every, "reason_every": config.reason_every, "max_steps": config.max_steps,
         "policy": name, "model": cfg.name, "backend": policy.backend,
         "providers": sorted(set(policy.providers.values())),
         "image": [height, width], "views": cfg.vision.num_views,
         "summary": summary,
-        "paper": PAPER[(args.task, split)],
+        "paper": PAPER[(config.task, split)],
         "latency": {k: latency_stats([t[k] for t in timings]) for k in timings[0]},
         "queries": len(timings),
         "wall_s": round(time.perf_counter() - started, 3),
@@ -371,6 +265,15 @@ def evaluate(args: argparse.Namespace, on_episode: Callable[[dict[str, Any]], No
 
 
 # --- output ------------------------------------------------------------------------------------------
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> Path:
+    """The machine-readable record as one JSON line in `path` (its folder made): the terminal keeps
+    what a person reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record) + "\n")
+    return path
 
 
 def _text(text: str, limit: int = 160) -> str:
@@ -409,16 +312,14 @@ def format_table(*results: dict[str, Any]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def main(args: argparse.Namespace) -> int:
-    args = options_from(args)
-    check_options(args)  # bad input before anything prints
-    cfg = model_config(args)
-    check_model(cfg, args)
+def main(config: EvalConfig) -> int:
+    cfg = model_config(config)  # bad input (the config checked itself) before anything prints
+    check_model(cfg, config)
     views = f" (the top camera in each of {cfg.vision.num_views} views)" if cfg.vision.num_views > 1 else ""
-    print(f"eval {args.task} {args.split}: {args.episodes} episode(s) from seed {args.seed}, a query every "
-          f"{args.query_every} steps, {args.mode} mode, images {cfg.vision.image_width}x{cfg.vision.image_height}{views}",
+    print(f"eval {config.task} {config.split}: {config.episodes} episode(s) from seed {config.seed}, a query every "
+          f"{config.query_every} steps, {config.mode} mode, images {cfg.vision.image_width}x{cfg.vision.image_height}{views}",
           flush=True)
-    result = evaluate(args, on_episode=lambda record: print(format_episode(record, args.task), flush=True))
+    result = evaluate(config, on_episode=lambda record: print(format_episode(record, config.task), flush=True))
     print(f"policy: {result['policy']} [{result['backend']}: {', '.join(result['providers'])}]; "
           f"{result['queries']} queries in {result['wall_s']:.1f} s")
     print("scores read from each episode's first query (the reasoning written at the start of the task)")
@@ -427,5 +328,6 @@ def main(args: argparse.Namespace) -> int:
         t = result["driver_timing"]
         print(f"driver: {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during inference, "
               f"lateness p99 {t['lateness_p99_ms']} ms, {result['summary']['arm_faults']} arm fault(s)")
-    print(json.dumps({"task_eval": result}), flush=True)
+    record = write_record(config.json_out, {"task_eval": result})
+    print(f"record (JSON, every episode and query): {record.resolve()}", flush=True)
     return 0

@@ -28,7 +28,7 @@ import onnx
 from safetensors.numpy import save_file
 
 from chatvla2.export.calibration_data import EngineInputs, record_engine_inputs
-from chatvla2.export.cpu_target import cpu_quantize, shares_language
+from chatvla2.export.cpu_target import CPU_ISAS, check_parity_measurable, cpu_quantize, plan_rule, resolve_cpu_isa, shares_language
 from chatvla2.export.lint import assert_tensorrt_compatible
 from chatvla2.contract.bundle import (
     EMBEDDINGS_FILE,
@@ -57,6 +57,7 @@ from chatvla2.export.thresholds import budget_for
 from chatvla2.contract.prompt import prompt_token_ids
 import chatvla2.models as models_package
 from chatvla2.contract.scene import INSTRUCTION
+from chatvla2.contract.names import UnknownChoice
 from chatvla2.models.vla import ChatVLA2
 from chatvla2.runtime.onnxruntime_session import create_session
 
@@ -187,11 +188,14 @@ def export_bundle(
     replace: bool = False,
     enforce_budgets: bool = True,
     target: str = "tensorrt",
+    cpu_isa: str | None = None,
 ) -> dict:
     """Export `model` to the bundle directory `out` following `plan` ({engine: precision}).
     target: "tensorrt" (Q/DQ graphs TensorRT parses, linted) or "cpu" (ONNX Runtime's CPU
-    operators, `export.cpu_target`; a plan entry may then be a tuple of precisions, fastest first:
-    the first that meets the engine's parity budget is kept).
+    operators, `export.cpu_target`; a plan entry may then be a tuple of precisions, cheapest first:
+    the first that meets the engine's parity budget is kept, a rule recorded as the manifest's
+    `plan_rule`). cpu_isa (cpu target): the class of CPU the bundle is for (`cpu_target.CPU_ISAS`,
+    `native`, None: `generic`), which sets the int8 weights' bits; recorded as `cpu_isa`.
     Returns the manifest. Raises ParityError / LintError without leaving anything behind.
     replace: an existing bundle at `out` may be replaced (see the module docstring).
 
@@ -200,11 +204,14 @@ def export_bundle(
     enforce_budgets=False: a missed parity budget is recorded in the manifest, not raised
     (`chatvla2 calibrate sweep` measures every plan and marks the ones that miss; the budget's
     verdict is in each engine's "parity" entry, "within_budget")."""
+    if target == "cpu":  # an unknown class, or one whose parity this CPU cannot measure, fails before any work
+        cpu_isa = resolve_cpu_isa(cpu_isa)
+        check_parity_measurable(cpu_isa)
     out = prepare_target(out, replace)
     model = model.eval()
     with staged_directory(out, before_swap=lambda target: check_replaceable(target, replace)) as staging:
         manifest = _assemble(model, staging, plan, moe, calibration, seed, log, calibration_samples, trace_cache,
-                             enforce_budgets, target)
+                             enforce_budgets, target, cpu_isa)
         write_manifest(staging, manifest)
     return manifest
 
@@ -249,10 +256,14 @@ def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint:
 
 
 def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibration_samples, trace_cache,
-              enforce_budgets: bool = True, target: str = "tensorrt") -> dict:
+              enforce_budgets: bool = True, target: str = "tensorrt", cpu_isa: str | None = None) -> dict:
     if target not in EXPORT_TARGETS:
-        raise ValueError(f"unknown export target {target!r}; choose from {', '.join(EXPORT_TARGETS)}")
+        raise UnknownChoice(f"unknown export target {target!r}; choose from {', '.join(EXPORT_TARGETS)}")
     cpu = target == "cpu"
+    if cpu:  # the rule is read from the plan as given, before its candidates are resolved below
+        cpu_isa = resolve_cpu_isa(cpu_isa)
+        rule = plan_rule(plan)
+        log(f"plan rule: {rule}; for {cpu_isa} CPUs (int8 weights in {CPU_ISAS[cpu_isa]} bits)")
     # The cpu target's int8/int4 need no calibration: activations are quantized per call (dynamic).
     needs_calibration = not cpu and any(p in ("int8", "fp8", "int4") for p in plan.values())
     if calibration is None and needs_calibration:
@@ -301,13 +312,13 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
             return parities(candidate)[served[0]]
 
         final_path = staging / f"{name}.onnx"
-        # A cpu plan entry may list candidates, fastest first: the first within its budget(s) is kept.
+        # A cpu plan entry may list candidates, cheapest first: the first within its budget(s) is kept.
         candidates = plan[served[0]] if isinstance(plan[served[0]], (tuple, list)) else (plan[served[0]],)
         for precision in candidates:
             budgets = {engine: budget_for(precision, engine) for engine in served}
             budget = budgets[served[0]]
             if cpu:
-                graph, report = cpu_quantize(fp32_path, precision)
+                graph, report = cpu_quantize(fp32_path, precision, cpu_isa)
             elif precision == "fp32":
                 graph, report = onnx.load(str(fp32_path)), ConversionReport(method="traced fp32")
             elif precision == "fp16":
@@ -372,6 +383,8 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         "moe_implementation": moe_forms,
         "plan": dict(plan),
         "target": target,
+        # cpu: how the plan was chosen (a rule, no timing) and the CPU class it was chosen for.
+        **({"plan_rule": rule, "cpu_isa": cpu_isa, "int8_weight_bits": CPU_ISAS[cpu_isa]} if cpu else {}),
         "targets": ["cpu"] if cpu else plan_targets(plan),
         "engines": engines,
         "embeddings": EMBEDDINGS_FILE,

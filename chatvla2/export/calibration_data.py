@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.contract.scene import INSTRUCTION, math_game_frame
 from chatvla2.export.torch_engine import torch_policy
 from chatvla2.models.vla import ChatVLA2
@@ -82,23 +83,23 @@ def load_engine_inputs(path: str | Path, expected: dict[str, dict[str, tuple]]) 
     sample's shape (symbolic dims as strings). Errors name the first missing or misshapen array."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"calibration file not found: {path}")
+        raise MissingFile(f"calibration file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a file that is not an npz
-        raise ValueError(f"{path}: not an .npz of engine inputs ({exc})") from None
+        raise InvalidInput(f"{path}: not an .npz of engine inputs ({exc})") from None
     result: EngineInputs = {}
     for engine, inputs in expected.items():
         result[engine] = {}
         for name, shape in inputs.items():
             key = f"{engine}.{name}"
             if key not in data:
-                raise ValueError(f"{path}: missing {key!r}")
+                raise InvalidInput(f"{path}: missing {key!r}")
             array = data[key]
             static_tail = [d for d in shape[1:]]
             if array.ndim != len(shape) or any(
                 isinstance(d, int) and d != a for d, a in zip(static_tail, array.shape[1:])
             ):
-                raise ValueError(f"{path}: {key} has shape {array.shape}, one sample is {tuple(shape)}")
+                raise InvalidInput(f"{path}: {key} has shape {array.shape}, one sample is {tuple(shape)}")
             result[engine][name] = array
     return result

@@ -3,7 +3,7 @@
 A traced `models.language.RMSNorm` is seven elementary nodes (Pow, ReduceMean, Add, Sqrt,
 Reciprocal, Mul, Mul) that ONNX Runtime 1.32's graph optimizer does not fuse (its
 SimplifiedLayerNormFusion matches a Div, not rsqrt's Reciprocal + Mul). A decode step is
-dispatch-bound (README "The cpu target": ~420 kernels per token at `small`, most of them small), so
+dispatch-bound (docs/benchmarks.md, "The cpu target": ~420 kernels per token at `small`, most of them small), so
 the language graph writes each norm as one `SimplifiedLayerNormalization` node, ONNX Runtime's
 RMSNorm kernel: y = x / sqrt(mean(x^2) + epsilon) * scale, over the last axis, in float32
 (stash_type 1). It is an ONNX Runtime operator registered in the default ONNX domain (version 1),

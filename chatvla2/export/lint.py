@@ -9,7 +9,6 @@ sources live in `export/tensorrt_rules.py`; this file applies them.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +19,8 @@ from onnx import TensorProto, numpy_helper
 
 from chatvla2.export import tensorrt_rules as rules
 from chatvla2.contract.bundle import BundleError, engine_file, export_target, load_manifest
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.export.lint_config import LintConfig
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 
@@ -36,7 +37,7 @@ class Finding:
         return f"{self.severity:<7} {self.node} ({self.op_type}) [{self.rule}] {self.message}"
 
 
-class LintError(ValueError):
+class LintError(InvalidInput):
     """A graph the target TensorRT would refuse; the message lists every offending node."""
 
 
@@ -453,9 +454,9 @@ def lint_bundle(
     return results
 
 
-def main(args: argparse.Namespace) -> int:
-    # `--tensorrt-version` where the CLI offers it; TensorRT 10.3 (JetPack 6) otherwise.
-    results = lint_bundle(args.bundle, tensorrt_version=getattr(args, "tensorrt_version", None) or rules.DEFAULT_VERSION)
+def main(config: LintConfig) -> int:
+    # the rules of TensorRT 10.3 (JetPack 6), the most restrictive target
+    results = lint_bundle(config.bundle, tensorrt_version=rules.DEFAULT_VERSION)
     failed = False
     for name, findings in results.items():
         bad = errors(findings)

@@ -8,6 +8,7 @@ import numpy as np
 from onnxruntime import InferenceSession
 import torch
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.export.thresholds import ParityBudget
 
 
@@ -27,7 +28,7 @@ class ParityResult:
         }
 
 
-class ParityError(ValueError):
+class ParityError(InvalidInput):
     pass
 
 

@@ -25,6 +25,7 @@ import onnx
 
 from chatvla2.export.graph_passes import deduplicate_initializers
 from chatvla2.contract.bundle import ENGINE_NAMES
+from chatvla2.contract.names import UnknownChoice
 from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 
 if TYPE_CHECKING:  # export.parity imports torch; parse_plan's callers need not
@@ -63,7 +64,7 @@ def parse_plan(text: str) -> dict[str, str]:
     text = text.strip()
     if "=" not in text:
         if text not in PRECISIONS:
-            raise ValueError(f"unknown precision {text!r}; choose from {', '.join(PRECISIONS)} or a plan per engine")
+            raise UnknownChoice(f"unknown precision {text!r}; choose from {', '.join(PRECISIONS)} or a plan per engine")
         if text == "int4":
             return dict(INT4_PLAN)
         return dict.fromkeys(ENGINE_NAMES, text)
@@ -80,9 +81,9 @@ def per_engine_plan(text: str, precisions, unknown: str, aliases: dict[str, tupl
         engine, _, precision = item.partition("=")
         engine, precision = engine.strip(), precision.strip()
         if engine not in ENGINE_NAMES and engine not in aliases:
-            raise ValueError(f"precision plan: unknown engine {engine!r}; engines: {', '.join([*ENGINE_NAMES, *aliases])}")
+            raise UnknownChoice(f"precision plan: unknown engine {engine!r}; engines: {', '.join([*ENGINE_NAMES, *aliases])}")
         if precision not in precisions:
-            raise ValueError(f"precision plan: {unknown} {precision!r} for {engine}; choose from {', '.join(precisions)}")
+            raise UnknownChoice(f"precision plan: {unknown} {precision!r} for {engine}; choose from {', '.join(precisions)}")
         plan.update(dict.fromkeys(aliases.get(engine, (engine,)), precision))
     return plan
 

@@ -16,7 +16,6 @@ backend checks against). A bad bundle is reported before TensorRT is needed or u
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -25,7 +24,9 @@ from typing import Any
 
 from chatvla2.export.lint import LintError, errors, lint_bundle
 from chatvla2.contract.bundle import BundleError, engine_file, load_manifest, sha256_file
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.staging import staged_directory
+from chatvla2.export.build_config import BuildConfig
 from chatvla2.runtime.tensorrt_identity import (
     ENGINES_JSON,
     TensorRTUnavailable,
@@ -38,7 +39,7 @@ from chatvla2.runtime.tensorrt_identity import (
 Shape = tuple[int, ...]
 
 
-class BuildError(ValueError):
+class BuildError(InvalidInput):
     """TensorRT refused a graph (a problem of the bundle); the message lists every parser error."""
 
 
@@ -141,9 +142,9 @@ def build_engines(bundle: Path, out: Path, workspace_gb: float, timing_cache: Pa
         trt, missing = None, exc
     manifest, profiles = _verified_bundle(bundle, trt.__version__ if trt else None)
     if workspace_gb <= 0:
-        raise ValueError(f"--workspace must be positive, got {workspace_gb}")
+        raise InvalidInput(f"--workspace must be positive, got {workspace_gb}")
     if out.exists() and not (out / ENGINES_JSON).is_file() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not an engines directory: refusing to replace it")
+        raise InvalidInput(f"{out} exists and is not an engines directory: refusing to replace it")
     if missing is not None:
         raise missing
     gpu = gpu_identity()
@@ -188,11 +189,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def main(args: argparse.Namespace) -> int:
-    timing_cache = Path(args.timing_cache) if getattr(args, "timing_cache", None) else None
-    record = build_engines(Path(args.bundle), Path(args.out), float(getattr(args, "workspace", 4.0)), timing_cache)
+def main(config: BuildConfig) -> int:
+    timing_cache = Path(config.timing_cache) if config.timing_cache else None
+    record = build_engines(Path(config.bundle), Path(config.out), float(config.workspace), timing_cache)
     print(f"TensorRT {record['tensorrt_version']} on {record['gpu_name']} (SM {record['compute_capability']})")
     for name, entry in record["engines"].items():
         print(f"  {name:<12} {entry['file']:<24} {entry['build_seconds']:8.1f} s")
-    print(f"wrote {Path(args.out) / ENGINES_JSON}")
+    print(f"wrote {Path(config.out) / ENGINES_JSON}")
     return 0

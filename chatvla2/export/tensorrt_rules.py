@@ -17,6 +17,8 @@ import re
 
 from onnx import TensorProto
 
+from chatvla2.contract.errors import InvalidInput
+
 Version = tuple[int, int]
 
 DEFAULT_VERSION = "10.3"  # JetPack 6's TensorRT: the oldest target, so the most restrictive
@@ -30,7 +32,7 @@ def parse_version(version: str | Version | None) -> Version:
         return (int(version[0]), int(version[1]))
     match = re.match(r"^\s*(\d+)\.(\d+)", str(version))
     if not match:
-        raise ValueError(f"TensorRT version {version!r} is not MAJOR.MINOR[.PATCH...]")
+        raise InvalidInput(f"TensorRT version {version!r} is not MAJOR.MINOR[.PATCH...]")
     return (int(match.group(1)), int(match.group(2)))
 
 

@@ -23,7 +23,7 @@ class ParityBudget:
 
 
 # fp32 is the same arithmetic reordered: cosine >= 0.99999 (issue #3). The low-precision budgets
-# were set from what the tiny and small presets measure (README, "Export"), with headroom; a
+# were set from what the tiny and small presets measure (docs/benchmarks.md, "Export: the small preset"), with headroom; a
 # trained model's activations are better conditioned than random weights', not worse.
 BUDGETS: dict[str, ParityBudget] = {
     "fp32": ParityBudget(cosine_min=0.99999, relative_error_max=1e-3),
@@ -58,7 +58,7 @@ class PolicyBudget:
 
 
 # These catch a broken export, not a deployment's tolerance (that is `chatvla2 calibrate select
-# --budget`). Measured by the sweep (README, "Calibration"), worst joint error with the same
+# --budget`). Measured by the sweep (docs/calibration.md), worst joint error with the same
 # reasoning: the untrained tiny preset (random weights amplify the error of o into the actions)
 # fp16 0.19 deg, int8 6.2, int4 11.8, fp8 23.5; int8 calibrated on all-zero inputs 133 deg (the
 # budgets sit ~1.7x above the first, ~3x below the last). The shipped demo model's token agreement:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from chatvla2.contract.bundle import NORMALIZATION_FILE, TOKENIZER_FILE
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.contract.normalization import NormalizationStats
 from chatvla2.contract.staging import staged_directory
 from chatvla2.contract.tokenizer import TextTokenizer
@@ -46,7 +47,7 @@ SAFETENSORS_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
     """A checkpoint that cannot be loaded; the message names the first offending file or tensor."""
 
 
@@ -127,9 +128,9 @@ def read_checkpoint_config(directory: str | Path) -> ModelConfig:
     """A checkpoint's config.json as a ModelConfig (no weights read); errors name the file."""
     path = Path(directory) / CONFIG_FILE
     if not Path(directory).is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+        raise MissingFile(f"checkpoint directory not found: {directory}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {directory}: missing {CONFIG_FILE}")
+        raise MissingFile(f"checkpoint {directory}: missing {CONFIG_FILE}")
     config_data = read_json_object(path)
     version = config_data.pop("format_version", None)
     if version != FORMAT_VERSION:
@@ -186,7 +187,7 @@ def checkpoint_on_meta(directory: str | Path) -> ChatVLA2:
     cfg = read_checkpoint_config(directory)
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise FileNotFoundError(f"checkpoint {directory}: missing {WEIGHTS_FILE}")
+        raise MissingFile(f"checkpoint {directory}: missing {WEIGHTS_FILE}")
     header = read_safetensors_header(weights_path)
     with torch.device("meta"):
         model = ChatVLA2(cfg)
@@ -197,10 +198,10 @@ def checkpoint_on_meta(directory: str | Path) -> ChatVLA2:
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> ChatVLA2:
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+        raise MissingFile(f"checkpoint directory not found: {directory}")
     for name in CHECKPOINT_FILES:
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"checkpoint {directory}: missing {name}")
+            raise MissingFile(f"checkpoint {directory}: missing {name}")
     cfg = read_checkpoint_config(directory)
     tokenizer = TextTokenizer.from_file(directory / TOKENIZER_FILE)
     stats = NormalizationStats.load(directory / NORMALIZATION_FILE)

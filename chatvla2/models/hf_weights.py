@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.models.checkpoint import SAFETENSORS_DTYPES, CheckpointError, read_json_object, read_safetensors_header
 
 SINGLE_FILE = "model.safetensors"
@@ -32,7 +33,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _PREFIXES = (("model.visual.", "visual."), ("model.language_model.", "model."))
 
 
-class SourceError(ValueError):
+class SourceError(InvalidInput):
     """A source directory that cannot be imported; the message names the file or tensor."""
 
 
@@ -103,7 +104,7 @@ class WeightSource:
         if pickles:
             raise SourceError(
                 f"{self.directory}: only pickle weights ({pickles[0]}); they are never unpickled here: "
-                "convert them to safetensors first (README, 'Starting from real weights')"
+                "convert them to safetensors first (docs/model-and-import.md)"
             )
         raise SourceError(f"{self.directory}: no {SINGLE_FILE} or {INDEX_FILE}")
 

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -31,19 +30,22 @@ import torch
 
 from chatvla2.contract.bundle import NORMALIZATION_FILE, TOKENIZER_FILE
 from chatvla2.contract.config import ModelConfig, MoEConfig, get_config
+from chatvla2.contract.embodiment import ARM_DIM
 from chatvla2.contract.normalization import NormalizationStats
 from chatvla2.contract.prompt import IM_START
 from chatvla2.contract.staging import staged_directory
 from chatvla2.contract.tokenizer import TextTokenizer
 from chatvla2.models.checkpoint import CONFIG_FILE, FORMAT_VERSION, SAFETENSORS_DTYPES, WEIGHTS_FILE, checkpoint_on_meta
 from chatvla2.models.hf_weights import SourceError, WeightSource, read_json
+from chatvla2.models.import_config import DTYPE_NAMES, ImportConfig
 from chatvla2.models.import_plan import Fill, check_plan
 from chatvla2.models.import_qwen2vl import language_config, qwen2vl_fills, tied_head_accounted, vision_config
 from chatvla2.models.import_scaledp import PREFIX, head_config, head_fills
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 REPORT_FILE = "IMPORT.json"
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# --dtype (models/import_config.py) -> torch's; None: the source's own.
+DTYPES = dict(zip(DTYPE_NAMES, (None, torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 def find_chat_template(directory: Path) -> str | None:
@@ -72,14 +74,6 @@ def load_tokenizer(directory: Path, vocab_size: int) -> TextTokenizer:
     return tokenizer
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--image-size must be HxW, e.g. 252x308, got {text!r}") from None
-    return height, width
-
-
 def _fresh_head_fills(cfg: ModelConfig, seed: int) -> list[Fill]:
     """No head given: ScaleDP's own initialisation (DiT's, AdaLN-Zero), seeded."""
     from chatvla2.models.action_head import ScaleDP
@@ -90,25 +84,25 @@ def _fresh_head_fills(cfg: ModelConfig, seed: int) -> list[Fill]:
     return [Fill(f"action_head.{name}", (lambda load, t=t: t), note=note) for name, t in head.state_dict().items()]
 
 
-def plan_import(args: argparse.Namespace):
+def plan_import(config: ImportConfig):
     """Everything checked and planned, nothing written: (config, tokenizer, stats, fills, loaders, report)."""
-    qwen_dir = Path(args.qwen2vl)
-    like = get_config(args.like)
+    qwen_dir = Path(config.qwen2vl)
+    like = get_config(config.like)
     hf = read_json(qwen_dir / CONFIG_FILE, "the model's configuration")
-    language = language_config(hf, like.language, MoEConfig(num_experts=args.experts, top_k=args.top_k))
+    language = language_config(hf, like.language, MoEConfig(num_experts=config.experts, top_k=config.top_k))
     vision = like.vision
-    if args.image_size:
-        height, width = parse_image_size(args.image_size)
+    if config.image_hw:
+        height, width = config.image_hw
         vision = replace(vision, image_height=height, image_width=width)
-    if args.views:
-        vision = replace(vision, num_views=args.views)
+    if config.views:
+        vision = replace(vision, num_views=config.views)
     vision = vision_config(hf, vision, language.hidden)
     tokenizer = load_tokenizer(qwen_dir, language.vocab_size)
     source = WeightSource(qwen_dir)
     loaders = {"qwen2vl": source}
     head_cfg, scheduler, head_source = like.action_head, like.scheduler, None
-    if args.head:
-        head_dir = Path(args.head)
+    if config.head:
+        head_dir = Path(config.head)
         head_source = WeightSource(head_dir, strip_prefix=PREFIX)
         head_json = read_json(head_dir / CONFIG_FILE, "the head's configuration") if (head_dir / CONFIG_FILE).is_file() else None
         head_cfg = head_config(head_source, head_json, like.action_head, language.hidden)
@@ -118,9 +112,9 @@ def plan_import(args: argparse.Namespace):
         loaders["head"] = head_source
     cfg = ModelConfig(name=f"{like.name}-qwen2vl", vision=vision, language=language, action_head=head_cfg,
                       scheduler=scheduler, tokenizer="hf", prompt_format="qwen2vl-chat")
-    if args.normalization:
-        stats = NormalizationStats.load(args.normalization)
-    elif head_cfg.action_dim == head_cfg.state_dim and head_cfg.action_dim % 7 == 0:
+    if config.normalization:
+        stats = NormalizationStats.load(config.normalization)
+    elif head_cfg.action_dim == head_cfg.state_dim and head_cfg.action_dim % ARM_DIM == 0:  # whole ARX arms
         stats = NormalizationStats.arx_bimanual(head_cfg.action_dim)
     else:
         raise SourceError(f"a {head_cfg.action_dim}-D head needs --normalization (a normalization.json)")
@@ -129,8 +123,8 @@ def plan_import(args: argparse.Namespace):
 
     with torch.device("meta"):
         expected = {n: tuple(t.shape) for n, t in ChatVLA2(cfg, tokenizer, stats).state_dict().items()}
-    fills = qwen2vl_fills(vision, language, float(hf.get("initializer_range", 0.02)), args.seed)
-    fills += head_fills(head_cfg) if head_source else _fresh_head_fills(cfg, args.seed)
+    fills = qwen2vl_fills(vision, language, float(hf.get("initializer_range", 0.02)), config.seed)
+    fills += head_fills(head_cfg) if head_source else _fresh_head_fills(cfg, config.seed)
     accounted = {"qwen2vl": tied_head_accounted(source, language)}
     sources = {"qwen2vl": set(source.names), **({"head": set(head_source.names)} if head_source else {})}
     check_plan(fills, expected, sources, accounted)
@@ -142,8 +136,8 @@ def plan_import(args: argparse.Namespace):
     report = {
         "format": "chatvla2-import v1",
         "qwen2vl": str(qwen_dir.resolve()),
-        "head": str(Path(args.head).resolve()) if args.head else None,
-        "experts": args.experts, "top_k": args.top_k, "seed": args.seed, "like": args.like,
+        "head": str(Path(config.head).resolve()) if config.head else None,
+        "experts": config.experts, "top_k": config.top_k, "seed": config.seed, "like": config.like,
         "mapped": sum(1 for f in fills if f.origin and not f.note),
         "initialised": {f.target: f.note for f in fills if not f.origin},
         "derived": {f.target: f.note for f in fills if f.origin and f.note},
@@ -191,22 +185,22 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="B", unit_scale=True, desc="writing model.safetensors", disable=not enabled, file=sys.stderr)
 
 
-def import_checkpoint(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    if out.exists() and not args.force:
+def import_checkpoint(config: ImportConfig) -> dict:
+    out = Path(config.out)
+    if out.exists() and not config.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
-    cfg, tokenizer, stats, fills, loaders, expected, report = plan_import(args)
-    dtype = output_dtype(args.dtype, loaders)
+    cfg, tokenizer, stats, fills, loaders, expected, report = plan_import(config)
+    dtype = output_dtype(config.dtype, loaders)
     started = time.perf_counter()
     with staged_directory(out) as staging:
-        config = {"format_version": FORMAT_VERSION, **cfg.to_dict()}
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-        shutil.copyfile(Path(args.qwen2vl) / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        saved = {"format_version": FORMAT_VERSION, **cfg.to_dict()}
+        (staging / CONFIG_FILE).write_text(json.dumps(saved, indent=2, sort_keys=True))
+        shutil.copyfile(Path(config.qwen2vl) / TOKENIZER_FILE, staging / TOKENIZER_FILE)
         stats.save(staging / NORMALIZATION_FILE)
-        template = find_chat_template(Path(args.qwen2vl))
+        template = find_chat_template(Path(config.qwen2vl))
         if template is not None:
             (staging / CHAT_TEMPLATE_FILE).write_text(template)
-        size = write_weights(staging / WEIGHTS_FILE, fills, loaders, expected, dtype, not args.quiet)
+        size = write_weights(staging / WEIGHTS_FILE, fills, loaders, expected, dtype, not config.quiet)
         checkpoint_on_meta(staging)  # what was written reads back against the config
         report.update(dtype=str(dtype).removeprefix("torch."), weight_bytes=size,
                       chat_template=CHAT_TEMPLATE_FILE if template is not None else None,
@@ -215,9 +209,9 @@ def import_checkpoint(args: argparse.Namespace) -> dict:
     return report
 
 
-def main(args: argparse.Namespace) -> int:
-    report = import_checkpoint(args)
-    print(f"imported {report['qwen2vl']}" + (f" + head {report['head']}" if report["head"] else "") + f" -> {args.out}")
+def main(config: ImportConfig) -> int:
+    report = import_checkpoint(config)
+    print(f"imported {report['qwen2vl']}" + (f" + head {report['head']}" if report["head"] else "") + f" -> {config.out}")
     print(f"  {report['mapped']} tensors mapped, {len(report['derived'])} derived, "
           f"{len(report['initialised'])} initialised here, weights {report['dtype']} "
           f"({report['weight_bytes'] / 1e9:.2f} GB) in {report['seconds']} s")
@@ -229,24 +223,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {count:>5} x {note}")
     for name, why in report["not_read"].items():
         print(f"  not read: {name} ({why})")
-    print(f"  details: {Path(args.out) / REPORT_FILE}; `chatvla2 info --checkpoint {args.out}` for the breakdown")
+    print(f"  details: {Path(config.out) / REPORT_FILE}; `chatvla2 info --checkpoint {config.out}` for the breakdown")
     return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from chatvla2.contract.config import PRESETS, field_default
-
-    p.add_argument("--qwen2vl", required=True, metavar="DIR", help="a Hugging Face Qwen2-VL directory (config.json, safetensors, tokenizer.json)")
-    p.add_argument("--head", metavar="DIR", help="a ScaleDP head in DexVLA's layout (safetensors; optional config.json)")
-    p.add_argument("--experts", type=int, default=field_default(MoEConfig, "num_experts"), help="experts per MoE layer (default %(default)s)")
-    p.add_argument("--top-k", type=int, default=field_default(MoEConfig, "top_k"), help="experts per token (default %(default)s)")
-    p.add_argument("--out", required=True, metavar="CHECKPOINT", help="the checkpoint directory to write")
-    p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="weights' dtype (default: the source's)")
-    p.add_argument("--like", default="paper", choices=list(PRESETS),
-                   help="preset for what Qwen2-VL's config does not hold: image size, views, KV cache, head when none is given (default %(default)s)")
-    p.add_argument("--image-size", metavar="HxW", help="camera images' size after resizing (default: the preset's)")
-    p.add_argument("--views", type=int, help="camera views (default: the preset's)")
-    p.add_argument("--normalization", metavar="FILE", help="a normalization.json (default: the ARX bimanual ranges)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the routers' (and a fresh head's) initialisation")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")

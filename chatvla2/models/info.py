@@ -5,11 +5,10 @@ The `paper` preset is built on the meta device: shapes only, no memory.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from chatvla2.contract.config import get_config
+from chatvla2.models.info_config import InfoConfig
 from chatvla2.models.moe import DynamicMoE
 from chatvla2.models.vla import ChatVLA2
 
@@ -57,16 +56,16 @@ def format_count(n: int) -> str:
     return str(n)
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.checkpoint:
+def main(config: InfoConfig) -> int:
+    if config.checkpoint:
         from chatvla2.models.checkpoint import checkpoint_on_meta, weights_dtype
 
         # Shapes from the config, checked against the weights' header; no weight is read, so a
         # paper-scale import (tens of GB) prints as fast as a preset.
-        model = checkpoint_on_meta(args.checkpoint)
-        title = f"checkpoint {args.checkpoint} ({model.cfg.name}, weights {weights_dtype(args.checkpoint)})"
+        model = checkpoint_on_meta(config.checkpoint)
+        title = f"checkpoint {config.checkpoint} ({model.cfg.name}, weights {weights_dtype(config.checkpoint)})"
     else:
-        name = args.config or "tiny"
+        name = config.preset or "tiny"
         model = build_for_counting(name)
         title = f"preset {name}"
     counts = parameter_breakdown(model)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chatvla2.contract.config import MOE_FORMS
+from chatvla2.contract.errors import InvalidInput
 
 # "grouped" is for training only (never exported): each expert runs on just the tokens routed to it.
 IMPLEMENTATIONS = MOE_FORMS + ("grouped",)
@@ -66,7 +67,7 @@ class DynamicMoE(nn.Module):
     @implementation.setter
     def implementation(self, name: str) -> None:
         if name not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown MoE implementation {name!r}; choose from {IMPLEMENTATIONS}")
+            raise InvalidInput(f"unknown MoE implementation {name!r}; choose from {IMPLEMENTATIONS}")
         self._implementation = name
 
     @classmethod

@@ -20,6 +20,8 @@ from torch import nn
 
 from chatvla2.models.action_head import ScaleDP
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.embodiment import ARM_DIM
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.models.language import LanguageModel, write_cache
 from chatvla2.models.moe import load_balancing_loss
 from chatvla2.contract.normalization import NormalizationStats
@@ -58,15 +60,15 @@ class ChatVLA2(nn.Module):
         if tokenizer is None and cfg.tokenizer == "char":
             tokenizer = character_tokenizer()
         if tokenizer is not None and tokenizer.vocab_size > cfg.language.vocab_size:
-            raise ValueError(
+            raise InvalidInput(
                 f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only {cfg.language.vocab_size}"
             )
         self.tokenizer = tokenizer
         head = cfg.action_head
-        if stats is None and head.action_dim == head.state_dim and head.action_dim % 7 == 0:
+        if stats is None and head.action_dim == head.state_dim and head.action_dim % ARM_DIM == 0:  # whole ARX arms
             stats = NormalizationStats.arx_bimanual(head.action_dim)
         if stats is not None and (stats.action_dim, stats.state_dim) != (head.action_dim, head.state_dim):
-            raise ValueError(
+            raise InvalidInput(
                 f"normalization statistics are for {stats.action_dim}-D actions and {stats.state_dim}-D "
                 f"state, the model has {head.action_dim} and {head.state_dim}"
             )

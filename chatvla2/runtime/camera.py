@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import sample_observation
 from chatvla2.runtime.camera_files import FrameFolderSource, VideoFileSource, open_recording_source
 from chatvla2.runtime.camera_opencv import OpenCVCamera
@@ -96,7 +97,7 @@ class MultiCamera:
         if not sources:
             raise ValueError("MultiCamera needs at least one source")
         if not (isinstance(max_age_s, (int, float)) and math.isfinite(max_age_s) and max_age_s > 0):
-            raise ValueError(f"max_age_s must be a number of seconds > 0, got {max_age_s!r}")
+            raise InvalidInput(f"max_age_s must be a number of seconds > 0, got {max_age_s!r}")
         self.sources = [CaptureThread(s, first_frame_timeout_s) if s.blocking else s for s in sources]
         self.max_age_s = float(max_age_s)
         self._last_index: list[int | None] = [None] * len(self.sources)
@@ -177,7 +178,7 @@ def open_cameras(specs: Sequence[str], num_views: int, max_age_s: float = DEFAUL
     one-line CameraError naming its SPEC, the cameras opened before it closed again."""
     specs = list(specs)
     if len(specs) != num_views:
-        raise ValueError(f"the model has {num_views} camera view(s) but {len(specs)} --camera SPEC(s) were given: "
+        raise InvalidInput(f"the model has {num_views} camera view(s) but {len(specs)} --camera SPEC(s) were given: "
                          "give one --camera per view, in the model's view order")
     parsed = [parse_camera_spec(spec) for spec in specs]
     sources = [source_for(spec, view, num_views) for view, spec in enumerate(parsed)]

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatvla2.contract.errors import DeviceError
 
-class CameraError(OSError):
+
+class CameraError(DeviceError):
     """A camera that cannot be opened or read; the message is one line and names the SPEC."""
 
     def __init__(self, message: str):

@@ -23,6 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from chatvla2.contract.errors import InvalidInput
+
 KINDS = ("static", "v4l2", "gst", "file")
 SPEC_SYNTAX = "static | v4l2:INDEX|/dev/PATH[@WxH][@FPS][@FOURCC] | gst:PIPELINE ! appsink | file:PATH[?fps=F&loop=0|1]"
 CAMERA_SPEC_HELP = (
@@ -50,8 +52,8 @@ class CameraSpec:
     loop: bool = False  # file
 
 
-def _bad(text: str, why: str) -> ValueError:
-    return ValueError(f"bad camera SPEC {text!r}: {why} (expected {SPEC_SYNTAX})")
+def _bad(text: str, why: str) -> InvalidInput:
+    return InvalidInput(f"bad camera SPEC {text!r}: {why} (expected {SPEC_SYNTAX})")
 
 
 def parse_camera_spec(text: str) -> CameraSpec:
@@ -65,7 +67,7 @@ def parse_camera_spec(text: str) -> CameraSpec:
             raise _bad(text, "static takes no argument")
         return CameraSpec(text, "static")
     if kind == "sim":
-        raise ValueError(f"camera SPEC {text!r}: a simulated task scene is not available yet as a --camera SPEC; "
+        raise InvalidInput(f"camera SPEC {text!r}: a simulated task scene is not available yet as a --camera SPEC; "
                          "run it with `chatvla2 run --robot sim --task NAME` (its top camera is every view)")
     if kind == "v4l2":
         return _parse_v4l2(text, rest)

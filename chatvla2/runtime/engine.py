@@ -16,10 +16,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from chatvla2.contract.errors import InvalidInput
+
 Dim = int | str
 
 
-class FeedError(ValueError):
+class FeedError(InvalidInput):
     """A feed that does not match the engine's inputs (the message names the tensor)."""
 
 
@@ -34,7 +36,7 @@ class TensorSpec:
         try:
             dtype = np.dtype(entry["dtype"])
         except TypeError:
-            raise ValueError(f"tensor {entry.get('name')!r}: unknown dtype {entry.get('dtype')!r}") from None
+            raise InvalidInput(f"tensor {entry.get('name')!r}: unknown dtype {entry.get('dtype')!r}") from None
         return cls(entry["name"], tuple(entry["shape"]), dtype)
 
     def describe(self, dims: Mapping[str, int] | None = None) -> str:

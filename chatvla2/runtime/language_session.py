@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.engine import EngineSpec, FeedError
 
 
@@ -24,11 +25,11 @@ class LanguageSession(ABC):
         """A prefill graph that outputs the padded cache and a decode graph that reads it."""
         cache = decode.input("key_cache")
         if not all(isinstance(d, int) for d in cache.shape) or len(cache.shape) != 5:
-            raise ValueError(f"decode key_cache must have a static 5-D shape, the manifest says {cache.shape}")
+            raise InvalidInput(f"decode key_cache must have a static 5-D shape, the manifest says {cache.shape}")
         for spec, name in ((prefill, "key_cache"), (prefill, "value_cache"), (decode, "value_cache")):
             other = spec.output(name) if spec is prefill else spec.input(name)
             if tuple(other.shape) != tuple(cache.shape) or other.dtype != cache.dtype:
-                raise ValueError(f"{spec.name} {name} {other.shape} {other.dtype} differs from decode key_cache {cache.shape} {cache.dtype}")
+                raise InvalidInput(f"{spec.name} {name} {other.shape} {other.dtype} differs from decode key_cache {cache.shape} {cache.dtype}")
         self.init_cache(tuple(cache.shape), cache.dtype, int(decode.output("logits").shape[-1]))  # type: ignore[arg-type]
 
     def init_cache(self, shape: tuple[int, ...], dtype: np.dtype, vocab_size: int) -> None:

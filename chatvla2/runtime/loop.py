@@ -3,9 +3,10 @@
     loop = ControlLoop(policy, robot, observe, LoopConfig(rate_hz=50), safety, telemetry)
     summary = loop.run()          # until duration_s, stop(), a watchdog stop or an error
 
-- **Execution thread** (`rate_hz`, default 50): at each tick k it pops the action planned for
-  step k, passes it through `ActionSafety` and sends it. Ticks are on an absolute schedule
-  (t0 + k dt); a late tick skips the steps whose time has passed (counted as `overruns`).
+- **Execution thread** (`rate_hz`, default the robot's control rate, 50: contract/embodiment.py):
+  at each tick k it pops the action planned for step k, passes it through `ActionSafety` and
+  sends it. Ticks are on an absolute schedule (t0 + k dt); a late tick skips the steps whose time
+  has passed (counted as `overruns`).
 - **Inference thread**: starts the next inference early, when the actions left in the plan cover
   no more than the expected latency (the largest of the last `latency_window` latencies times
   `latency_headroom`, plus `latency_margin_s`; the CLI seeds the window with the warm-up runs),
@@ -52,6 +53,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from chatvla2.contract.embodiment import CONTROL_HZ
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.camera_source import StaleCamera
 from chatvla2.runtime.numbers import is_finite_number, is_whole_number
 from chatvla2.runtime.safety import ActionSafety
@@ -85,7 +88,7 @@ INFERENCE_JOIN_MIN_S = 10.0
 
 @dataclass(frozen=True)
 class LoopConfig:
-    rate_hz: float = 50.0
+    rate_hz: float = float(CONTROL_HZ)  # contract/embodiment.py: 50
     duration_s: float | None = None
     chunk_mode: str = "switch"
     ensemble_decay: float = 0.1
@@ -97,32 +100,39 @@ class LoopConfig:
     latency_window: int = 20
 
     def __post_init__(self) -> None:
-        """Every number finite and in range (a NaN or an infinity would reach the JSON summary, which
-        strict parsers reject, and NaN passes every `<` test); messages start with the field's name."""
-        for name in ("rate_hz", "ensemble_decay", "reasoning_reuse_s", "latency_margin_s", "latency_headroom", "hold_s"):
-            value = getattr(self, name)
-            if not is_finite_number(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not 1.0 <= self.rate_hz <= 1000.0:
-            raise ValueError(f"rate_hz must be within 1..1000 Hz, got {self.rate_hz:g}")
-        if self.duration_s is not None:
-            if not is_finite_number(self.duration_s):
-                raise ValueError(f"duration_s must be a finite number of seconds, got {self.duration_s!r} (none: run until stopped)")
-            if self.duration_s <= 0:
-                raise ValueError(f"duration_s must be positive, got {self.duration_s:g}")
-        if self.chunk_mode not in CHUNK_MODES:
-            raise ValueError(f"chunk_mode must be one of {CHUNK_MODES}, got {self.chunk_mode!r}")
-        if self.reasoning not in REASONING_CADENCES:
-            raise ValueError(f"reasoning must be one of {REASONING_CADENCES}, got {self.reasoning!r}")
-        if self.hold_s <= 0:
-            raise ValueError(f"hold_s must be positive, got {self.hold_s:g}")
-        for name in ("ensemble_decay", "reasoning_reuse_s", "latency_margin_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name):g}")
-        if self.latency_headroom < 1:
-            raise ValueError(f"latency_headroom must be >= 1, got {self.latency_headroom:g}")
-        if not is_whole_number(self.latency_window) or self.latency_window < 1:
-            raise ValueError(f"latency_window must be an integer >= 1, got {self.latency_window!r}")
+        check_loop_settings(asdict(self))
+
+
+def check_loop_settings(settings: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """LoopConfig's fields (`settings`, by field name): every number finite and in range (a NaN or an
+    infinity would reach the JSON summary, which strict parsers reject, and NaN passes every `<`
+    test). Each message starts with `name(field)`: the field's own name, or for `chatvla2 run` the
+    option that sets it (runtime/run_config.py)."""
+    s = settings
+    for key in ("rate_hz", "ensemble_decay", "reasoning_reuse_s", "latency_margin_s", "latency_headroom", "hold_s"):
+        if not is_finite_number(s[key]):
+            raise InvalidInput(f"{name(key)} must be a finite number, got {s[key]!r}")
+    if not 1.0 <= s["rate_hz"] <= 1000.0:
+        raise InvalidInput(f"{name('rate_hz')} must be within 1..1000 Hz, got {s['rate_hz']:g}")
+    if s["duration_s"] is not None:
+        if not is_finite_number(s["duration_s"]):
+            raise InvalidInput(f"{name('duration_s')} must be a finite number of seconds, got {s['duration_s']!r} "
+                               "(none: run until stopped)")
+        if s["duration_s"] <= 0:
+            raise InvalidInput(f"{name('duration_s')} must be positive, got {s['duration_s']:g}")
+    if s["chunk_mode"] not in CHUNK_MODES:
+        raise InvalidInput(f"{name('chunk_mode')} must be one of {CHUNK_MODES}, got {s['chunk_mode']!r}")
+    if s["reasoning"] not in REASONING_CADENCES:
+        raise InvalidInput(f"{name('reasoning')} must be one of {REASONING_CADENCES}, got {s['reasoning']!r}")
+    if s["hold_s"] <= 0:
+        raise InvalidInput(f"{name('hold_s')} must be positive, got {s['hold_s']:g}")
+    for key in ("ensemble_decay", "reasoning_reuse_s", "latency_margin_s"):
+        if s[key] < 0:
+            raise InvalidInput(f"{name(key)} must not be negative, got {s[key]:g}")
+    if s["latency_headroom"] < 1:
+        raise InvalidInput(f"{name('latency_headroom')} must be >= 1, got {s['latency_headroom']:g}")
+    if not is_whole_number(s["latency_window"]) or s["latency_window"] < 1:
+        raise InvalidInput(f"{name('latency_window')} must be an integer >= 1, got {s['latency_window']!r}")
 
 
 class ActionPlan:

@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.engine import Engine, EngineSpec, FeedError, check_feed, check_out
 from chatvla2.runtime.language_session import LanguageSession
 from chatvla2.runtime.tensorrt_identity import check_cuda, import_cudart
@@ -48,7 +49,7 @@ class OnnxRuntimeEngine(Engine):
         graph_inputs = [i.name for i in self.session.get_inputs()]
         graph_outputs = [o.name for o in self.session.get_outputs()]
         if sorted(graph_inputs) != sorted(spec.input_names) or sorted(graph_outputs) != sorted(spec.output_names):
-            raise ValueError(
+            raise InvalidInput(
                 f"{self.path.name}: the graph's inputs {graph_inputs} / outputs {graph_outputs} differ from the "
                 f"manifest's {spec.input_names} / {spec.output_names}"
             )

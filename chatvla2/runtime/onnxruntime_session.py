@@ -14,7 +14,7 @@ spinning is 7% faster (47.9 vs 51.2 ms), a gain the robot never sees. `spin=True
 for a computer whose inference has cores to itself (an x86 PC with the arm controllers pinned
 elsewhere): a `small` cpu-target decode step spends most of its time above the bytes' roofline
 waking the second thread for each of its ~70 parallel kernels (int4, 2 threads: 0.96 ms per step
-not spinning, 0.70 spinning, ~0.6 the roofline; README "The cpu target").
+not spinning, 0.70 spinning, ~0.6 the roofline; docs/benchmarks.md, "The cpu target").
 """
 
 from __future__ import annotations

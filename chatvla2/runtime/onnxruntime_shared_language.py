@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.engine import EngineSpec, check_feed
 from chatvla2.runtime.language_session import LanguageSession
 from chatvla2.runtime.onnxruntime_engine import OnnxRuntimeEngine, bind_host_arrays
@@ -27,7 +28,7 @@ def cache_inputs(spec: EngineSpec) -> tuple[list[str], list[str]]:
     values = [name.replace("key_", "value_", 1) for name in keys]
     missing = [name for name in values if name not in spec.input_names]
     if not keys or missing:
-        raise ValueError(f"engine {spec.name!r}: the shared language graph needs key_cache_<i> and value_cache_<i> inputs "
+        raise InvalidInput(f"engine {spec.name!r}: the shared language graph needs key_cache_<i> and value_cache_<i> inputs "
                          f"per layer, it has {', '.join(spec.input_names)}")
     return keys, values
 
@@ -38,7 +39,7 @@ def static_cache_shape(decode: EngineSpec) -> tuple[int, ...]:
     keys, _ = cache_inputs(decode)
     limits = (decode.limits or {}).get(keys[0])
     if limits is None or limits[0] != limits[1] or len(limits[1]) != 4:
-        raise ValueError(f"engine {decode.name!r}: the shared language graph needs a static 4-D {keys[0]} profile, "
+        raise InvalidInput(f"engine {decode.name!r}: the shared language graph needs a static 4-D {keys[0]} profile, "
                          f"the manifest gives {limits}")
     return (len(keys), *limits[1])
 
@@ -52,7 +53,7 @@ class OnnxRuntimeSharedLanguage(LanguageSession):
         self.init_cache(static_cache_shape(decode), decode.input(key_names[0]).dtype, int(decode.output("logits").shape[-1]))
         hidden = decode.input("embeddings").shape[-1]
         if token_embedding.shape != (self.vocab_size, hidden):
-            raise ValueError(f"token embedding table {token_embedding.shape}, the language graph needs ({self.vocab_size}, {hidden})")
+            raise InvalidInput(f"token embedding table {token_embedding.shape}, the language graph needs ({self.vocab_size}, {hidden})")
         self.engine, self.provider = engine, engine.provider
         self.token_embedding = token_embedding
         dtype = decode.input("embeddings").dtype

@@ -44,6 +44,8 @@ from chatvla2.contract.bundle import (
     shared_language,
 )
 from chatvla2.contract.config import ModelConfig
+from chatvla2.contract.errors import InvalidInput, MissingFile
+from chatvla2.contract.names import UnknownChoice
 from chatvla2.contract.normalization import NormalizationStats
 from chatvla2.contract.preprocess import pixels_shape, preprocess_images
 from chatvla2.contract.prompt import build_prompt, next_text_position
@@ -61,7 +63,7 @@ def check_threads(threads: int | None) -> None:
     if threads is None:
         return
     if not is_whole_number(threads) or threads < 1:
-        raise ValueError(f"--threads must be >= 1 (or left out for ONNX Runtime's default), got {threads!r}")
+        raise InvalidInput(f"--threads must be >= 1 (or left out for ONNX Runtime's default), got {threads!r}")
 
 
 def load_embeddings(path: Path, bundle: Path) -> np.ndarray:
@@ -79,7 +81,7 @@ def load_embeddings(path: Path, bundle: Path) -> np.ndarray:
 
 def resolve_backend(backend: str, engines_dir: Path) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        raise UnknownChoice(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
     if importlib.util.find_spec("tensorrt") is not None and (engines_dir / ENGINES_JSON).is_file():
@@ -122,7 +124,7 @@ class Policy:
         manifest = load_manifest(bundle, verify_hashes=verify_hashes, runtime=True)
         config = bundle_model_config(bundle, manifest)
         if engines_dir is not None and not Path(engines_dir).is_dir():
-            raise FileNotFoundError(f"engines directory not found: {engines_dir}")
+            raise MissingFile(f"engines directory not found: {engines_dir}")
         engines_path = Path(engines_dir) if engines_dir else bundle / ENGINES_DIR
         chosen = resolve_backend(backend, engines_path)
         if chosen == "tensorrt" and export_target(manifest) == "cpu":
@@ -206,7 +208,7 @@ class Policy:
         ids, positions = self.prompt(str(observation["instruction"]))
         state = np.asarray(observation["state"], dtype=np.float32)
         if state.shape != (head.state_dim,):
-            raise ValueError(f"state has shape {state.shape}, expected ({head.state_dim},)")
+            raise InvalidInput(f"state has shape {state.shape}, expected ({head.state_dim},)")
         state = self.stats.normalize_state(state).reshape(1, head.state_dim)
         timer.lap("preprocess")
 

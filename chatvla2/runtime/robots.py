@@ -1,7 +1,7 @@
 """The robot the control loop drives, behind `get_state / send_action / damping / disconnect`.
 
 - `BimanualRobot`: the drivers' `BimanualARX` (two ARX arms, two SLCAN adapters) as a 14-D
-  robot: state = left (6 joint positions, gripper width), then right.
+  robot: state = left (6 joint positions, gripper width), then right (contract/embodiment.py).
 - `open_robot(left_port, right_port)`: connects both arms. Simulated arms are the same path on
   ptys (`sim.robot` starts them and passes their device paths).
 - Feedback timeout: no reply from a motor for this long is a CommunicationLost fault (the arm
@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from chatvla2.contract.embodiment import ARMS
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.numbers import is_finite_number
 
 # Above this the arm would run blind too long before damping on a lost link.
@@ -31,7 +33,7 @@ def default_feedback_timeout() -> float:
 
 def check_feedback_timeout(seconds: float) -> float:
     if not is_finite_number(seconds) or not 0 < seconds <= MAX_FEEDBACK_TIMEOUT_S:
-        raise ValueError(f"--feedback-timeout must be within (0, {MAX_FEEDBACK_TIMEOUT_S:g}] seconds, got {seconds!r}")
+        raise InvalidInput(f"--feedback-timeout must be within (0, {MAX_FEEDBACK_TIMEOUT_S:g}] seconds, got {seconds!r}")
     return float(seconds)
 
 
@@ -41,11 +43,13 @@ class BimanualRobot:
         self.after_disconnect = list(after_disconnect)
 
     def get_state(self) -> np.ndarray:
+        """The 14-D state (contract/embodiment.py): per arm in `ARMS` order, its joint positions, then
+        its gripper width."""
         obs = self.robot.get_observation()
-        return np.concatenate([
-            obs["left_joint_positions"], [obs["left_gripper_width"]],
-            obs["right_joint_positions"], [obs["right_gripper_width"]],
-        ]).astype(np.float32)
+        parts: list = []
+        for arm in ARMS:
+            parts += [obs[f"{arm}_joint_positions"], [obs[f"{arm}_gripper_width"]]]
+        return np.concatenate(parts).astype(np.float32)
 
     def send_action(self, action) -> np.ndarray:
         return self.robot.send_action(action)
@@ -90,7 +94,7 @@ def open_robot(left_port: str, right_port: str, profile: str = "x5", disconnect_
 
     try:
         if not left_port or not right_port:
-            raise ValueError("an ARX robot needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
+            raise InvalidInput("an ARX robot needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
         if feedback_timeout_s is None:
             controller = ControllerConfig()
         else:

@@ -26,7 +26,6 @@ simulated arms behind ptys.
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
@@ -36,13 +35,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from chatvla2.drivers.profiles import get_profile
 from chatvla2.drivers.stop_signals import StopSignals, exit_code
-from chatvla2.runtime.camera import MultiCamera, open_cameras, parse_camera_spec
-from chatvla2.runtime.loop import ControlLoop, LoopConfig, Telemetry, format_summary
-from chatvla2.runtime.numbers import is_finite_number
-from chatvla2.runtime.policy import Policy, check_threads
-from chatvla2.runtime.robots import BimanualRobot, check_feedback_timeout, default_feedback_timeout, open_robot
+from chatvla2.runtime.camera import MultiCamera, open_cameras
+from chatvla2.runtime.loop import ControlLoop, Telemetry, format_summary
+from chatvla2.runtime.policy import Policy
+from chatvla2.runtime.robots import BimanualRobot, default_feedback_timeout, open_robot
+from chatvla2.runtime.run_config import RunConfig
 from chatvla2.runtime.safety import ActionSafety
 
 
@@ -85,77 +83,18 @@ class RunStopSignals(StopSignals):
             loop.request_stop(self.name)
 
 
-# LoopConfig's fields and the options that set them (its errors name the field first).
-LOOP_OPTIONS = {
-    "rate_hz": "--rate", "duration_s": "--duration", "chunk_mode": "--chunk-mode", "ensemble_decay": "--ensemble-decay",
-    "reasoning": "--reasoning", "reasoning_reuse_s": "--reasoning-reuse", "latency_margin_s": "--latency-margin",
-    "latency_headroom": "--latency-headroom", "hold_s": "--hold",
-}
+def main(config: RunConfig) -> int:
+    """`chatvla2 run --robot arx`: two real arms on their SLCAN adapters (the config checked them)."""
+    left, right = config.ports
+    timeout = default_feedback_timeout() if config.feedback_timeout is None else config.feedback_timeout
+    return run_policy(config, lambda: open_robot(left, right, config.profile, feedback_timeout_s=timeout),
+                      feedback_timeout_s=timeout)
 
 
-def loop_config(args: argparse.Namespace) -> LoopConfig:
-    try:
-        return LoopConfig(
-            rate_hz=args.rate, duration_s=args.duration, chunk_mode=args.chunk_mode, ensemble_decay=args.ensemble_decay,
-            reasoning=args.reasoning, reasoning_reuse_s=args.reasoning_reuse, latency_margin_s=args.latency_margin,
-            latency_headroom=args.latency_headroom, hold_s=args.hold,
-        )
-    except ValueError as exc:
-        message = str(exc)
-        field = message.split(" ", 1)[0]
-        if field in LOOP_OPTIONS:
-            message = f"{LOOP_OPTIONS[field]} {message.split(' ', 1)[1]}"
-        raise ValueError(message) from None
-
-
-def bundle_argument(args: argparse.Namespace) -> Path:
-    """The bundle, given as the positional argument or as --bundle (not two different ones)."""
-    if args.bundle and args.bundle_option and args.bundle != args.bundle_option:
-        raise ValueError(f"two bundles given ({args.bundle} and --bundle {args.bundle_option}): give one")
-    bundle = args.bundle or args.bundle_option
-    if not bundle:
-        raise ValueError("no bundle given: chatvla2 run --bundle DIR (a directory written by chatvla2 export)")
-    return Path(bundle)
-
-
-def robot_ports(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """--port given twice (left, right), or --left-port / --right-port."""
-    if not args.port:
-        return args.left_port, args.right_port
-    if len(args.port) != 2 or args.left_port or args.right_port:
-        raise ValueError(f"--port is given twice, left then right (got {len(args.port)}), and not with --left-port/--right-port")
-    return args.port[0], args.port[1]
-
-
-def main(args: argparse.Namespace) -> int:
-    """`chatvla2 run --robot arx`: two real arms on their SLCAN adapters."""
-    if args.sim_faults:
-        raise ValueError("simulated faults are for the simulated robot (--robot sim)")
-    left, right = robot_ports(args)
-    if not left or not right:
-        raise ValueError("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
-    timeout = default_feedback_timeout() if args.feedback_timeout is None else check_feedback_timeout(args.feedback_timeout)
-    return run_policy(args, lambda: open_robot(left, right, args.profile, feedback_timeout_s=timeout), feedback_timeout_s=timeout)
-
-
-def check_run_arguments(args: argparse.Namespace) -> LoopConfig:
-    """Everything `run` can check before it loads or starts anything."""
-    config = loop_config(args)
-    if args.max_tokens is not None and args.max_tokens < 0:
-        raise ValueError(f"--max-tokens must be >= 0, got {args.max_tokens}")
-    speed = args.max_joint_speed
-    if not is_finite_number(speed) or speed <= 0:
-        raise ValueError(f"--max-joint-speed must be a positive number of rad/s, got {speed!r}")
-    get_profile(args.profile)  # an unknown profile is named here, before any arm (or simulator) starts
-    check_threads(args.threads)
-    if getattr(args, "feedback_timeout", None) is not None:
-        check_feedback_timeout(args.feedback_timeout)
-    return config
-
-
-def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRobot],
+def run_policy(config: RunConfig, connect_robot: Callable[[], BimanualRobot],
                feedback_timeout_s: float | None = None, open_views: Callable[[int], MultiCamera] | None = None,
-               on_summary: Callable[[dict, str | None], Iterable[str] | None] | None = None) -> int:
+               on_summary: Callable[[dict, str | None], Iterable[str] | None] | None = None,
+               instruction: str | None = None) -> int:
     """Load, warm up, open the cameras, connect, run, stop safely; returns the exit code (module
     docstring). `feedback_timeout_s`: what connect_robot gives the arms, for the report.
     `open_views(num_views)`: the cameras, opened (default: `--camera` SPECs, `static` per view).
@@ -163,33 +102,32 @@ def run_policy(args: argparse.Namespace, connect_robot: Callable[[], BimanualRob
     closed) with the summary and the last reasoning text the policy decoded (None if none); it may
     add fields to the summary (the JSON line) and returns lines printed after the summary table
     (sim/robot.py: a simulated task's outcome and scores). An error in it is one of the summary's
-    errors, not a lost report."""
-    config = check_run_arguments(args)
-    bundle = bundle_argument(args)
-    for spec in args.camera:
-        parse_camera_spec(spec)  # a bad SPEC fails before anything loads
+    errors, not a lost report. `instruction`: the text the policy is given (default the config's)."""
     if open_views is None:
         def open_views(num_views: int) -> MultiCamera:
-            return open_cameras(args.camera or ["static"] * num_views, num_views, max_age_s=args.camera_max_age)
+            return open_cameras(config.camera or ["static"] * num_views, num_views, max_age_s=config.camera_max_age)
     with RunStopSignals() as signals:
-        return _run(args, connect_robot, feedback_timeout_s, config, bundle, signals, open_views, on_summary)
+        return _run(config, connect_robot, feedback_timeout_s, config.bundle_path, signals, open_views, on_summary,
+                    config.instruction_text if instruction is None else instruction)
 
 
-def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Path, signals: RunStopSignals,
-         open_views: Callable[[int], MultiCamera], on_summary=None) -> int:
-    policy = Policy.from_bundle(bundle, backend=args.backend, engines_dir=args.engines, threads=args.threads, spin=getattr(args, "spin", False))
+def _run(config: RunConfig, connect_robot, feedback_timeout_s, bundle: Path, signals: RunStopSignals,
+         open_views: Callable[[int], MultiCamera], on_summary, instruction: str) -> int:
+    loop_settings = config.loop_config()
+    policy = Policy.from_bundle(bundle, backend=config.backend, engines_dir=config.engines, threads=config.threads,
+                                spin=config.spin)
     loop = None
     cameras = None
     try:
-        if args.max_tokens is not None:
-            policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, args.max_tokens)
+        if config.max_tokens is not None:
+            policy.max_reasoning_tokens = min(policy.max_reasoning_tokens, config.max_tokens)
         # Before the arms are enabled: a camera that does not open is a one-line error, nothing moved.
         cameras = open_views(policy.num_views)
         print(f"cameras: {', '.join(cameras.specs)}", flush=True)
 
         def observe(state):
             # StaleCamera (a view too old or frozen) holds the plan: runtime/loop.py
-            return {"images": cameras.images(), "instruction": args.instruction, "state": state, "seed": args.seed}
+            return {"images": cameras.images(), "instruction": instruction, "state": state, "seed": config.seed}
 
         print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
         d = getattr(policy, "deployment", None)  # the plan `calibrate select` recorded, if any
@@ -202,8 +140,8 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
             started = time.perf_counter()
             policy.infer(warm)
             warmup_latencies.append(time.perf_counter() - started)
-        safety = ActionSafety.bimanual_arx(args.rate, args.max_joint_speed, profile=args.profile)
-        telemetry_path = args.telemetry or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        safety = ActionSafety.bimanual_arx(config.rate, config.max_joint_speed, profile=config.profile)
+        telemetry_path = config.telemetry or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
         telemetry = Telemetry(telemetry_path)
         signals.defer()  # from here a signal stops the run the safe way instead of interrupting it
         try:
@@ -215,11 +153,11 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
         summary = None
         damping_sent = None
         try:
-            loop = ControlLoop(policy, robot, observe, config, safety, telemetry)
+            loop = ControlLoop(policy, robot, observe, loop_settings, safety, telemetry)
             loop.latencies.append(warmup_latencies[-1])  # earlier runs include one-off allocations
             signals.attach(loop)
             timeout = "" if feedback_timeout_s is None else f", feedback timeout {feedback_timeout_s * 1000:g} ms"
-            print(f"running on {args.robot} at {args.rate:g} Hz ({config.chunk_mode}, reasoning {config.reasoning}{timeout}); "
+            print(f"running on {config.robot} at {config.rate:g} Hz ({loop_settings.chunk_mode}, reasoning {loop_settings.reasoning}{timeout}); "
                   "Ctrl-C stops", flush=True)
             summary = loop.run()
             damping_sent = _damping_sent_or_none(robot)
@@ -230,7 +168,7 @@ def _run(args, connect_robot, feedback_timeout_s, config: LoopConfig, bundle: Pa
                 disabled = time.monotonic()
                 if summary is not None:
                     summary["interventions"] = _interventions_or_none(robot)
-                    summary["robot"] = {"kind": args.robot, "profile": args.profile,
+                    summary["robot"] = {"kind": config.robot, "profile": config.profile,
                                         "feedback_timeout_s": _feedback_timeout_or_none(robot, feedback_timeout_s)}
                     telemetry.write({"event": "disconnected", "interventions": summary["interventions"],
                                      "signal": signals.name or None, "signal_monotonic_s": _round(signals.received_at),

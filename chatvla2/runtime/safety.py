@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from chatvla2.contract.embodiment import ARMS
 from chatvla2.drivers.profiles import get_profile
 
-# Per-step change limits at 50 Hz: 1.5 rad/s per joint, 0.1 m/s for the gripper (project choice,
+# Per-step change limits at the control rate: 1.5 rad/s per joint, 0.1 m/s for the gripper (project choice,
 # well below the X5's motor limits; raise with --max-joint-speed).
 DEFAULT_JOINT_SPEED = 1.5
 DEFAULT_GRIPPER_SPEED = 0.1
@@ -58,7 +59,8 @@ class ActionSafety:
         arm = get_profile(profile)
         dt = 1.0 / rate_hz
         step = [joint_speed * dt] * arm.num_joints + [gripper_speed * dt]
-        return cls(np.tile(arm.action_low, 2), np.tile(arm.action_high, 2), np.tile(step, 2))
+        arms = len(ARMS)  # the 14-D layout: contract/embodiment.py
+        return cls(np.tile(arm.action_low, arms), np.tile(arm.action_high, arms), np.tile(step, arms))
 
     def reset(self, measured: np.ndarray) -> None:
         """Start from the measured state (clamped into the limits)."""

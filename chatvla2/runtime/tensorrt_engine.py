@@ -34,6 +34,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from chatvla2.contract.bundle import BundleError  # stdlib only
+from chatvla2.contract.errors import MissingFile
 from chatvla2.runtime.engine import Engine, EngineSpec, check_feed, check_out
 from chatvla2.runtime.language_session import LanguageSession
 from chatvla2.runtime.tensorrt_identity import (
@@ -278,7 +279,7 @@ def load_tensorrt(bundle: Path, manifest: dict, specs: dict[str, EngineSpec], en
     """-> ({name: TensorRTEngine}, TensorRTLanguage) after checking ENGINES_JSON."""
     record_path = engines_dir / ENGINES_JSON
     if not record_path.is_file():
-        raise FileNotFoundError(f"no TensorRT engines at {engines_dir} (run: chatvla2 build {bundle} --out {engines_dir})")
+        raise MissingFile(f"no TensorRT engines at {engines_dir} (run: chatvla2 build {bundle} --out {engines_dir})")
     record = json.loads(record_path.read_text())
     check_engine_sources(record, manifest)
     trt, cudart = import_tensorrt(), import_cudart()  # both needed to run engines

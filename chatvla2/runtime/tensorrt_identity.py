@@ -18,6 +18,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from chatvla2.contract.errors import DeviceError, InvalidInput
+
 # Written by `chatvla2 build` next to the engines; read by the backend before loading them.
 ENGINES_JSON = "engines.json"
 # The same pins as pyproject's `tensorrt` extra.
@@ -33,11 +35,11 @@ TENSORRT_HINT = (
 INSTALL_HINT = f"TensorRT engines need the tensorrt module and cuda-python: {TENSORRT_HINT}; {CUDA_PYTHON_HINT}"
 
 
-class TensorRTUnavailable(OSError):
+class TensorRTUnavailable(DeviceError):
     """No usable `tensorrt` / cuda-python module, or no GPU to identify: a setup problem, not a bug."""
 
 
-class EngineMismatch(ValueError):
+class EngineMismatch(InvalidInput):
     """Engines built for another GPU or TensorRT version than the one running them, or from
     another bundle."""
 

@@ -10,8 +10,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
+from chatvla2.drivers.arm_command_config import ArmCommandConfig
 from chatvla2.sim.arm_sim import SimulatedArm
+from chatvla2.sim.sim_arm_config import SimArmConfig
 
 
 def _interrupt(signum, frame) -> None:
@@ -30,13 +33,13 @@ def _install_stop_signals() -> dict[int, object]:
     return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
 
-def sim_arm_main(args) -> int:
-    sim = SimulatedArm(args.profile, args.faults, seed=args.seed)
+def sim_arm_main(config: SimArmConfig) -> int:
+    sim = SimulatedArm(config.profile, config.faults, seed=config.seed)
     previous = _install_stop_signals()
     try:
         sim.start()
         print(sim.device_path, flush=True)
-        faults = f" with faults {args.faults}" if args.faults else ""
+        faults = f" with faults {config.faults}" if config.faults else ""
         print(
             f"simulated ARX {sim.profile.name.upper()} arm{faults} on {sim.device_path} (SLCAN, 1 Mbit/s bus)\n"
             f"try:  chatvla2 arm --port {sim.device_path} status\n"
@@ -58,11 +61,13 @@ def sim_arm_main(args) -> int:
                 signal.signal(sig, handler)
 
 
-def arm_with_sim_main(args) -> int:
+def arm_with_sim_main(config: ArmCommandConfig) -> int:
     """`chatvla2 arm --sim ACTION`: a simulated arm in this process, then the driver's command on
     its pty (the drivers never import the simulator)."""
     from chatvla2.drivers.cli import arm_main
+    from chatvla2.sim.robot import SIM_FEEDBACK_TIMEOUT_S
 
-    with SimulatedArm(args.profile) as sim:
-        args.port = sim.device_path
-        return arm_main(args)
+    # The simulated arm's feedback timeout, as `run --robot sim` uses: the simulator shares the
+    # machine's cores, and a busy machine runs it late (the drivers' 50 ms is for real motors).
+    with SimulatedArm(config.profile) as sim:
+        return arm_main(replace(config, port=sim.device_path, sim=False, feedback_timeout_s=SIM_FEEDBACK_TIMEOUT_S))

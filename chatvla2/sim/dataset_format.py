@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from chatvla2.drivers.bimanual import SIDES
-from chatvla2.drivers.motor_frames import JOINT_NAMES
+from chatvla2.contract.embodiment import DIM_NAMES
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.sim.episode import Episode
 
 FORMAT = "chatvla2-edge/dataset"
@@ -37,7 +37,7 @@ ACTION_KEY = "action"
 REASONING_KEY = "reasoning"
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput):
     """A dataset directory that cannot be read: missing or malformed metadata, a missing, truncated or
     corrupt file, or contents that disagree with the metadata. The message is one line naming the file."""
 
@@ -60,34 +60,34 @@ def episode_record(episode: Any) -> Episode:
     a checked Episode. Raises ValueError saying what is wrong."""
     missing = [name for name in EPISODE_FIELDS if not hasattr(episode, name)]
     if missing:
-        raise ValueError(f"not an episode: {type(episode).__name__} has no {', '.join(missing)}")
+        raise InvalidInput(f"not an episode: {type(episode).__name__} has no {', '.join(missing)}")
     record = Episode(**{name: getattr(episode, name) for name in EPISODE_FIELDS})
     for name in ("task", "split", "instruction"):
         _check_str(f"episode {name}", getattr(record, name), nonempty=name != "instruction")
     record.seed = _check_int("episode seed", record.seed)
     record.fps = _check_int("episode fps", record.fps)
     if record.fps <= 0:
-        raise ValueError(f"episode fps must be positive, got {record.fps}")
+        raise InvalidInput(f"episode fps must be positive, got {record.fps}")
     frames = record.frames
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"episode frames must be a (T, H, W, 3) uint8 array, got {_describe(frames)}")
+        raise InvalidInput(f"episode frames must be a (T, H, W, 3) uint8 array, got {_describe(frames)}")
     steps = frames.shape[0]
     if steps == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
-        raise ValueError(f"episode frames must hold at least one non-empty frame, got shape {frames.shape}")
+        raise InvalidInput(f"episode frames must hold at least one non-empty frame, got shape {frames.shape}")
     for name in ("state", "action"):
         array = getattr(record, name)
         if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 2:
-            raise ValueError(f"episode {name} must be a (T, D) float32 array (no silent rounding: convert it "
+            raise InvalidInput(f"episode {name} must be a (T, D) float32 array (no silent rounding: convert it "
                              f"yourself), got {_describe(array)}")
         if array.shape[0] != steps or array.shape[1] == 0:
-            raise ValueError(f"episode {name} has shape {array.shape}, expected ({steps}, D) for {steps} frames")
+            raise InvalidInput(f"episode {name} has shape {array.shape}, expected ({steps}, D) for {steps} frames")
         if not np.isfinite(array).all():
-            raise ValueError(f"episode {name} holds NaN or infinite values")
+            raise InvalidInput(f"episode {name} holds NaN or infinite values")
     reasoning = record.reasoning
     if isinstance(reasoning, str) or not hasattr(reasoning, "__len__") or len(reasoning) != steps:
-        raise ValueError(f"episode reasoning must be a list of {steps} strings (one per frame), got {_describe(reasoning)}")
+        raise InvalidInput(f"episode reasoning must be a list of {steps} strings (one per frame), got {_describe(reasoning)}")
     if not all(isinstance(text, str) for text in reasoning):
-        raise ValueError("episode reasoning must hold only strings")
+        raise InvalidInput("episode reasoning must hold only strings")
     record.reasoning = list(reasoning)
     return record
 
@@ -95,24 +95,23 @@ def episode_record(episode: Any) -> Episode:
 def checked_sample(sample: Any) -> dict[str, Any]:
     """An image-text sample dict (SAMPLE_FIELDS; other keys are refused, not dropped) -> the same, checked."""
     if not isinstance(sample, dict):
-        raise ValueError(f"an image-text sample is a dict with {', '.join(SAMPLE_FIELDS)}, got {type(sample).__name__}")
+        raise InvalidInput(f"an image-text sample is a dict with {', '.join(SAMPLE_FIELDS)}, got {type(sample).__name__}")
     missing = [key for key in SAMPLE_FIELDS if key not in sample]
     extra = sorted(set(sample) - set(SAMPLE_FIELDS))
     if missing or extra:
-        raise ValueError(f"image-text sample: missing {missing}, unknown {extra}; expected keys {list(SAMPLE_FIELDS)}")
+        raise InvalidInput(f"image-text sample: missing {missing}, unknown {extra}; expected keys {list(SAMPLE_FIELDS)}")
     image = sample["image"]
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3 \
             or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image-text sample image must be an (H, W, 3) uint8 array, got {_describe(image)}")
+        raise InvalidInput(f"image-text sample image must be an (H, W, 3) uint8 array, got {_describe(image)}")
     for key in ("question", "answer", "kind", "split"):
         _check_str(f"image-text sample {key}", sample[key], nonempty=key in ("kind", "split"))
     return {**sample, "seed": _check_int("image-text sample seed", sample["seed"])}
 
 
 def joint_names(dim: int) -> list[str] | None:
-    """Names of the 14-D bimanual vector (left 7, then right 7, as drivers.bimanual); None for other widths."""
-    names = [f"{side}_{joint}" for side in SIDES for joint in JOINT_NAMES]
-    return names if dim == len(names) else None
+    """Names of the 14-D bimanual vector (left 7, then right 7: contract/embodiment.py); None for other widths."""
+    return list(DIM_NAMES) if dim == len(DIM_NAMES) else None
 
 
 def _scalar(dtype: str) -> dict[str, Any]:
@@ -204,15 +203,15 @@ def verify_png(data: Any, shape: tuple[int, int] | None = None) -> None:
 
 def _check_str(what: str, value: Any, nonempty: bool) -> None:
     if not isinstance(value, str) or (nonempty and not value):
-        raise ValueError(f"{what} must be a {'non-empty ' if nonempty else ''}string, got {value!r}")
+        raise InvalidInput(f"{what} must be a {'non-empty ' if nonempty else ''}string, got {value!r}")
 
 
 def _check_int(what: str, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise InvalidInput(f"{what} must be an integer, got {value!r}")
     value = int(value)
     if not -(2 ** 63) <= value < 2 ** 63:
-        raise ValueError(f"{what} {value} does not fit in int64")
+        raise InvalidInput(f"{what} {value} does not fit in int64")
     return value
 
 

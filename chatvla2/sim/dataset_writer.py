@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from chatvla2.contract.staging import make_shareable, swap_in
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.sim.dataset_format import (
     ACTION_KEY, CHUNKS_SIZE, DATA_PATH, EPISODES_FILE, FORMAT, FORMAT_VERSION, IMAGE_KEY, IMAGE_TEXT_FILE,
     IMAGE_TEXT_PATH, INFO_FILE, LAYOUT, README_FILE, REASONING_KEY, SAMPLE_SCHEMA, SAMPLES_PER_FILE, STATE_KEY,
@@ -95,7 +96,7 @@ class DatasetWriter:
                  "state_dim": record.state.shape[1], "action_dim": record.action.shape[1]}
         if self._shape is not None and shape != self._shape:
             diff = {k: (v, self._shape[k]) for k, v in shape.items() if v != self._shape[k]}
-            raise ValueError(f"episode {index}: " + ", ".join(f"{k} {v} differs from the dataset's {d}"
+            raise InvalidInput(f"episode {index}: " + ", ".join(f"{k} {v} differs from the dataset's {d}"
                                                              for k, (v, d) in diff.items()))
         self._require_open()
         task_index = self._tasks.get(record.instruction, len(self._tasks))

@@ -11,7 +11,7 @@ and the dataset stores (`sim/dataset.py`). numpy only.
                                     # then the right arm the same way
         action: (T, 14) float32,    # action[t]: the joint targets sent after observing frames[t]
         reasoning: list of T str,   # reasoning[t]: the reasoning in force at frames[t]
-        fps: int = 50,              # docs/reference/model.md: the ARX setup runs at 50 Hz
+        fps: int = 50,              # the control rate (contract/embodiment.py; docs/reference/model.md)
     )
 """
 
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FPS = 50
+from chatvla2.contract.embodiment import CONTROL_HZ
+
+FPS = CONTROL_HZ  # an episode's frame rate: one frame per control step
 
 
 @dataclass(eq=False)

@@ -24,12 +24,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from chatvla2.contract.errors import InvalidInput
+
 _RATE_KEYS = ("drop", "corrupt")
 _MOTOR_KEYS = ("silent", "overcurrent", "overtemp")
 KEYS = _RATE_KEYS + ("latency",) + _MOTOR_KEYS + ("unplug", "hang", "stall")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(InvalidInput):
     pass
 
 

@@ -25,9 +25,11 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+from chatvla2.contract.embodiment import ARMS
+from chatvla2.contract.errors import DeviceError
 from chatvla2.drivers.stop_signals import install_handlers, restore_handlers
 
-SIDES = ("left", "right")
+SIDES = ARMS  # one simulated arm per side, in the 14-D layout's order (contract/embodiment.py)
 
 
 class StartupInterrupted(KeyboardInterrupt):
@@ -119,7 +121,7 @@ def _spawn(profile: str, seed: int, faults: str) -> subprocess.Popen:
 def _read_device_path(sim: SimArmProcess) -> None:
     path = sim.process.stdout.readline().strip()
     if not path:
-        raise OSError("the simulated arm did not start (chatvla2 sim-arm printed no pty path)")
+        raise DeviceError("the simulated arm did not start (chatvla2 sim-arm printed no pty path)")
     sim.device_path = path
 
 

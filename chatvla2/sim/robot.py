@@ -18,14 +18,17 @@ paper's scores of the last reasoning the policy decoded are printed, one line ea
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
-from chatvla2.runtime.numbers import is_whole_number
-from chatvla2.runtime.robots import BimanualRobot, check_feedback_timeout, open_robot
-from chatvla2.runtime.run import robot_ports, run_policy
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.runtime.robots import BimanualRobot, open_robot
+from chatvla2.runtime.run import run_policy
 from chatvla2.sim.faults import parse_faults
 from chatvla2.sim.processes import SIDES, start_sim_arms, stop_sim_arms
 from chatvla2.sim.tasks.splits import SPLITS
+
+if TYPE_CHECKING:  # it imports this module (the defaults below)
+    from chatvla2.sim.run_command_config import RunCommandConfig
 
 SIM_FEEDBACK_TIMEOUT_S = 0.2
 # The simulated tasks `--task NAME` runs: sim/tasks/env.py's TASKS, named here so that building
@@ -42,9 +45,9 @@ def parse_sim_faults(items: list[str]) -> dict[str, str]:
     for item in items:
         side, sep, spec = item.partition(":")
         if not sep or side not in SIDES:
-            raise ValueError(f"--sim-faults {item!r}: expected left:SPEC or right:SPEC, e.g. left:unplug=5")
+            raise InvalidInput(f"--sim-faults {item!r}: expected left:SPEC or right:SPEC, e.g. left:unplug=5")
         if not any(part.strip() for part in spec.split(",")):
-            raise ValueError(f"--sim-faults {item!r}: no fault after '{side}:', e.g. {side}:unplug=5")
+            raise InvalidInput(f"--sim-faults {item!r}: no fault after '{side}:', e.g. {side}:unplug=5")
         parse_faults(spec)  # a bad spec fails here, before anything starts
         faults[side] = ",".join(filter(None, [faults.get(side, ""), spec]))
     return faults
@@ -62,56 +65,39 @@ def open_sim_robot(profile: str = "x5", faults: dict[str, str] | None = None,
         raise
 
 
-def run_main(args: argparse.Namespace) -> int:
-    task = getattr(args, "task", None)
-    if task is not None and args.robot != "sim":
-        # chatvla2/cli.py sends every `--task NAME` run here, whatever --robot says
-        raise ValueError(f"--task {task} is a simulated task: it runs with --robot sim (on --robot {args.robot}, "
-                         "give the instruction text: --instruction TEXT)")
-    if any(robot_ports(args)):
-        raise ValueError("--port is for --robot arx; --robot sim starts its own simulated arms")
-    faults = parse_sim_faults(args.sim_faults)
-    timeout = SIM_FEEDBACK_TIMEOUT_S if args.feedback_timeout is None else check_feedback_timeout(args.feedback_timeout)
-    if task is None:
-        if getattr(args, "split", None) is not None or getattr(args, "episode_seed", None) is not None:
-            raise ValueError(f"--split and --episode-seed choose a simulated task's scene: give --task NAME "
-                             f"({', '.join(SIM_TASKS)}); {args.instruction!r} is not one: it is the instruction text")
-        return run_policy(args, lambda: open_sim_robot(args.profile, faults, timeout), feedback_timeout_s=timeout)
-    return _run_task(args, task, faults, timeout)
+def run_main(config: RunCommandConfig) -> int:
+    """`chatvla2 run --robot sim` (the config refused what does not apply to simulated arms)."""
+    faults = parse_sim_faults(config.sim_faults)
+    timeout = SIM_FEEDBACK_TIMEOUT_S if config.feedback_timeout is None else config.feedback_timeout
+    if config.sim_task is None:
+        return run_policy(config, lambda: open_sim_robot(config.profile, faults, timeout), feedback_timeout_s=timeout)
+    return _run_task(config, config.sim_task, faults, timeout)
 
 
-def _run_task(args: argparse.Namespace, task: str, faults: dict[str, str], timeout: float) -> int:
+def _run_task(config: RunCommandConfig, task: str, faults: dict[str, str], timeout: float) -> int:
     """`run_policy` with the task scene as every camera view (module docstring)."""
-    if args.camera:
-        raise ValueError(f"--camera is not used with --task {task}: every camera view is the task scene's top camera")
-    if getattr(args, "instruction_given", False):
-        raise ValueError(f"--task {task} runs with its scene's instruction: give --task NAME or --instruction TEXT, not both")
-    split = args.split if getattr(args, "split", None) is not None else DEFAULT_SPLIT
-    seed = args.episode_seed if getattr(args, "episode_seed", None) is not None else DEFAULT_EPISODE_SEED
-    if not is_whole_number(seed) or seed < 0:
-        raise ValueError(f"--episode-seed must be an integer >= 0, got {seed!r}")
+    split, seed = config.scene_split, config.scene_seed
     try:
         from chatvla2.sim.tasks.live_camera import SceneCamera, format_outcome, open_scene_views
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         if top not in ("gymnasium", "PIL"):
             raise
-        raise ValueError(f"--task {task} needs the '{top}' package of the simulated tasks: "
+        raise InvalidInput(f"--task {task} needs the '{top}' package of the simulated tasks: "
                          "pip install 'chatvla2-edge[sim]'") from None
 
     camera = SceneCamera(task, split, seed)  # the scene only (cheap); it renders once opened
-    run_args = argparse.Namespace(**vars(args))
-    run_args.instruction = camera.instruction
 
     def open_views(num_views: int):
         print(f"task: {task} ({split}, episode seed {seed}): {camera.instruction}", flush=True)
-        return open_scene_views(camera, num_views, max_age_s=args.camera_max_age)
+        return open_scene_views(camera, num_views, max_age_s=config.camera_max_age)
 
     def connect() -> BimanualRobot:
-        return camera.attach(open_sim_robot(args.profile, faults, timeout))
+        return camera.attach(open_sim_robot(config.profile, faults, timeout))
 
     def on_summary(summary: dict, reasoning: str | None) -> list[str]:
         summary["task"] = camera.outcome(reasoning)
         return format_outcome(summary["task"])
 
-    return run_policy(run_args, connect, feedback_timeout_s=timeout, open_views=open_views, on_summary=on_summary)
+    return run_policy(config, connect, feedback_timeout_s=timeout, open_views=open_views, on_summary=on_summary,
+                      instruction=camera.instruction)

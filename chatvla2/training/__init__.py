@@ -6,9 +6,9 @@ branches of the layers, README "Architecture"). It is not on the robot either: r
 drivers/ never import it. So it sits above both, beside calibration/ (siblings that do not import
 each other), below the front door (chatvla2/cli.py only names `training.cli:main`).
 
-    training/config.py   TrainConfig: every knob and its default (the CLI's defaults come from it)
+    training/config.py   TrainConfig: every knob and its default; `chatvla2 train`'s options are its fields
     training/data.py     datasets -> robot frames and image-text samples, normalisation statistics,
                          the seeded 1:3 image-text : robot batch mixture
     training/trainer.py  the loop: AdamW, warm-up + cosine, clipping, checkpoints, exact resume
-    training/cli.py      `add_train_arguments(parser)` and `main(args)`
+    training/cli.py      `main(config)`, and `python -m chatvla2.training.cli` without the front door
 """

@@ -11,9 +11,11 @@ step) and decay by a cosine to `min_lr_ratio` x the peak (0.1, the paper's 2e-5 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from chatvla2.contract.config import field_default
+from chatvla2.contract.config import PRESETS, get_config
+from chatvla2.contract.errors import InvalidInput
 
 # Peak learning rate per stage when --lr is not given (see the module docstring).
 DEFAULT_LR = {1: 3e-4, 2: 1e-4}
@@ -21,31 +23,66 @@ DEFAULT_LR = {1: 3e-4, 2: 1e-4}
 IMAGE_TEXT_EVERY = 4
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    config: str | None = None  # model preset (stage 1 from scratch); with --init the checkpoint's config
-    stage: int = 1
-    data: list[str] = field(default_factory=list)
-    out: str | None = None
-    init: str | None = None  # a checkpoint (or a training output directory) to start from
-    steps: int = 2000  # optimizer steps of the whole run (the schedule's length)
-    batch_size: int = 8
-    lr: float | None = None  # peak learning rate; None: DEFAULT_LR[stage]
+    """`chatvla2 train`'s options (fields with a "help": contract/command_config.py) and the
+    schedule's fixed settings (the others)."""
+
+    config: str | None = field(default=None, metadata={
+        "metavar": "NAME", "help": f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)"})
+    stage: int = field(default=1, metadata={
+        "choices": (1, 2),
+        "help": "1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen"})
+    data: tuple[str, ...] = field(metadata={
+        "metavar": "DIR", "help": "a dataset directory (chatvla2 sim generate); repeat for several"})
+    out: str = field(metadata={"metavar": "DIR", "help": "output directory: checkpoint/, training_state.pt, train_log.jsonl"})
+    init: str | None = field(default=None, metadata={
+        "metavar": "CHECKPOINT",
+        "help": "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)"})
+    steps: int = field(default=2000, metadata={"help": "optimizer steps of the run (default %(default)s)"})
+    batch_size: int = field(default=8, metadata={"help": "samples per step (default %(default)s)"})
+    lr: float | None = field(default=None, metadata={  # None: DEFAULT_LR[stage]
+        "help": f"peak learning rate (default: stage 1 {DEFAULT_LR[1]:g}, stage 2 {DEFAULT_LR[2]:g})"})
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max global gradient norm
-    seed: int = 0
-    resume: bool = False
-    save_every: int = 200  # steps between checkpoints (and one at the end)
-    stop_after: int | None = None  # stop (and save) after this many steps of this invocation
-    device: str = "auto"  # "auto": cuda when present, else cpu
+    seed: int = field(default=0, metadata={"help": "seed of weights, sampling and noise (default %(default)s)"})
+    resume: bool = field(default=False, metadata={"help": "continue the interrupted run in --out"})
+    save_every: int = field(default=200, metadata={"help": "steps between checkpoints (default %(default)s)"})
+    stop_after: int | None = field(default=None, metadata={
+        "metavar": "N", "help": "stop (saving a resumable state) after N steps of this invocation"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when present), cpu, cuda, cuda:N"})
     # Every frame_stride-th frame of each episode is a training frame (training/data.py).
-    frame_stride: int = 5
+    frame_stride: int = field(default=5, metadata={
+        "help": "train on every Nth frame of each episode (default %(default)s)"})
     # Override of the action head's reason_start_layer (None: the model's own); the head's depth
     # gives the paper's ablation "o in all layers" (models/action_head.py).
-    reason_start_layer: int | None = None
-    progress: bool = True  # the tqdm bar
+    reason_start_layer: int | None = field(default=None, metadata={
+        "metavar": "N",
+        "help": "head blocks >= N take the reasoning r, earlier ones o (the head's depth: the o-only ablation); "
+                "default: the model's"})
+    progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "no progress bar"})
+
+    def __post_init__(self) -> None:
+        """The values alone, one line each (the datasets and checkpoints: trainer.py, before any data is read)."""
+        if self.stage not in (1, 2):
+            raise InvalidInput(f"--stage {self.stage}: expected 1 or 2")
+        if self.stage == 2 and not self.init and not self.resume:
+            raise InvalidInput("--stage 2 trains the action head of a stage-1 model: give --init CHECKPOINT")
+        if not self.out:
+            raise InvalidInput("--out DIR is required")
+        if not self.data:
+            raise InvalidInput("no training data: give at least one --data DIR")
+        for name in ("steps", "batch_size", "save_every", "frame_stride"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise InvalidInput(f"--stop-after must be at least 1, got {self.stop_after}")
+        if self.peak_lr() <= 0 or not math.isfinite(self.peak_lr()):
+            raise InvalidInput(f"--lr must be a positive number, got {self.lr}")
+        if self.config is not None:
+            get_config(self.config)  # an unknown preset: one clear error before any data is read
 
     def peak_lr(self) -> float:
         return DEFAULT_LR[self.stage] if self.lr is None else self.lr
@@ -61,7 +98,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def default(name: str):
-    return field_default(TrainConfig, name)

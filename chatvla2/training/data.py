@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.contract.normalization import NormalizationStats
 from chatvla2.models.training_batch import Example
 from chatvla2.sim.dataset import DatasetError, DatasetReader
@@ -46,9 +47,9 @@ class TrainingData:
     def __init__(self, paths: list[str | Path], *, load_image_text: bool = True, frame_stride: int = 1,
                  progress: bool = False) -> None:
         if not paths:
-            raise ValueError("no training data: give at least one --data DIR")
+            raise InvalidInput("no training data: give at least one --data DIR")
         if frame_stride < 1:
-            raise ValueError(f"--frame-stride must be at least 1, got {frame_stride}")
+            raise InvalidInput(f"--frame-stride must be at least 1, got {frame_stride}")
         from tqdm import tqdm
 
         self.frame_stride = frame_stride
@@ -56,7 +57,7 @@ class TrainingData:
         self.samples: list[dict] = []
         for path in paths:
             if not Path(path).is_dir():
-                raise FileNotFoundError(f"--data {path}: no such dataset directory")
+                raise MissingFile(f"--data {path}: no such dataset directory")
             reader = DatasetReader(path)
             for i, meta in enumerate(tqdm(reader.episodes_meta, desc=f"reading {Path(path).name}", unit="episode",
                                           disable=not progress or not reader.episodes_meta, leave=False)):
@@ -74,7 +75,7 @@ class TrainingData:
     def normalization_stats(self) -> NormalizationStats:
         """Actions min/max and state mean/std over every frame of the training episodes."""
         if not self.episodes:
-            raise ValueError("no robot episodes in the training data: normalisation statistics need some")
+            raise InvalidInput("no robot episodes in the training data: normalisation statistics need some")
         state = np.concatenate([e.state for e in self.episodes]).astype(np.float64)
         action = np.concatenate([e.action for e in self.episodes]).astype(np.float64)
         return NormalizationStats(action.min(0), action.max(0), state.mean(0), state.std(0))

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from chatvla2.contract.config import get_config
+from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_config, save_checkpoint
 from chatvla2.models.training_batch import make_batch
 from chatvla2.models.vla import ChatVLA2
@@ -52,7 +53,7 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise InvalidInput(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
 
 
@@ -60,7 +61,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a training output directory holding one (OUT/checkpoint)."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"--init {path}: no such checkpoint directory")
+        raise MissingFile(f"--init {path}: no such checkpoint directory")
     if not (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR / CONFIG_FILE).is_file():
         return path / CHECKPOINT_DIR
     return path
@@ -79,26 +80,10 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 def _check(cfg: TrainConfig) -> None:
-    if cfg.stage not in (1, 2):
-        raise ValueError(f"--stage {cfg.stage}: expected 1 or 2")
-    if cfg.stage == 2 and not cfg.init and not cfg.resume:
-        raise ValueError("--stage 2 trains the action head of a stage-1 model: give --init CHECKPOINT")
-    if not cfg.out:
-        raise ValueError("--out DIR is required")
-    if not cfg.data:
-        raise ValueError("no training data: give at least one --data DIR")
+    """What the values alone cannot say (TrainConfig checks those): the datasets and the head's depth."""
     for path in cfg.data:
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"--data {path}: no such dataset directory")
-    for name in ("steps", "batch_size", "save_every", "frame_stride"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.stop_after is not None and cfg.stop_after < 1:
-        raise ValueError(f"--stop-after must be at least 1, got {cfg.stop_after}")
-    if cfg.peak_lr() <= 0 or not math.isfinite(cfg.peak_lr()):
-        raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.config is not None:
-        get_config(cfg.config)  # an unknown preset: one clear error before any data is read
+            raise MissingFile(f"--data {path}: no such dataset directory")
     if cfg.reason_start_layer is not None:  # checked here, before the (slow) data is read
         source = Path(cfg.out) / CHECKPOINT_DIR if cfg.resume else resolve_checkpoint(cfg.init) if cfg.init else None
         if source is not None and source.is_dir():
@@ -108,7 +93,7 @@ def _check(cfg: TrainConfig) -> None:
         else:
             depth = None  # no model to build: _build_model says so
         if depth is not None and not 0 <= cfg.reason_start_layer <= depth:
-            raise ValueError(f"--reason-start-layer {cfg.reason_start_layer}: the action head has {depth} blocks (0..{depth})")
+            raise InvalidInput(f"--reason-start-layer {cfg.reason_start_layer}: the action head has {depth} blocks (0..{depth})")
 
 
 def _sha256(path: Path) -> str:
@@ -136,15 +121,15 @@ def _build_model(cfg: TrainConfig, out: Path, stats) -> ChatVLA2:
     elif cfg.init:
         model = load_checkpoint(resolve_checkpoint(cfg.init))
         if cfg.config is not None and cfg.config != model.cfg.name:
-            raise ValueError(f"--config {cfg.config} disagrees with --init {cfg.init}, a {model.cfg.name!r} model")
+            raise InvalidInput(f"--config {cfg.config} disagrees with --init {cfg.init}, a {model.cfg.name!r} model")
     else:
         if cfg.config is None:
-            raise ValueError("--config NAME is required to train a new model (or --init CHECKPOINT)")
+            raise InvalidInput("--config NAME is required to train a new model (or --init CHECKPOINT)")
         torch.manual_seed(cfg.seed)
         return ChatVLA2(get_config(cfg.config), stats=stats)
     head = model.cfg.action_head
     if (stats.action_dim, stats.state_dim) != (head.action_dim, head.state_dim):
-        raise ValueError(f"the data has {stats.action_dim}-D actions and {stats.state_dim}-D state, "
+        raise InvalidInput(f"the data has {stats.action_dim}-D actions and {stats.state_dim}-D state, "
                          f"the model {head.action_dim} and {head.state_dim}")
     model.stats = stats
     return model
@@ -170,7 +155,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     state_path = out / STATE_FILE
     if cfg.resume:
         if not state_path.is_file() or not (out / CHECKPOINT_DIR).is_dir():
-            raise FileNotFoundError(f"--resume: {out} holds no interrupted run ({STATE_FILE} and {CHECKPOINT_DIR}/)")
+            raise MissingFile(f"--resume: {out} holds no interrupted run ({STATE_FILE} and {CHECKPOINT_DIR}/)")
     elif (out / CHECKPOINT_DIR).exists() or state_path.exists():
         raise FileExistsError(f"--out {out} already holds a training run: --resume to continue it, or another --out")
     device = select_device(cfg.device)
@@ -178,7 +163,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     data = TrainingData(cfg.data, load_image_text=cfg.stage == 1, frame_stride=cfg.frame_stride,
                         progress=cfg.progress)
     if not data.episodes:
-        raise ValueError(f"no robot episodes in {', '.join(cfg.data)}")
+        raise InvalidInput(f"no robot episodes in {', '.join(cfg.data)}")
     stats = data.normalization_stats()
     model = _build_model(cfg, out, stats)
     if cfg.reason_start_layer is not None:
@@ -201,12 +186,12 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     if cfg.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{state_path}: version {state.get('version')}, expected {STATE_VERSION}")
+            raise InvalidInput(f"{state_path}: version {state.get('version')}, expected {STATE_VERSION}")
         if state["schedule"] != cfg.schedule_dict():
             diff = {k: (v, cfg.schedule_dict().get(k)) for k, v in state["schedule"].items() if cfg.schedule_dict().get(k) != v}
-            raise ValueError(f"--resume: the settings differ from the interrupted run's (saved, given): {diff}")
+            raise InvalidInput(f"--resume: the settings differ from the interrupted run's (saved, given): {diff}")
         if state["weights_sha256"] != _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE):
-            raise ValueError(f"--resume: {out / CHECKPOINT_DIR} is not the checkpoint {STATE_FILE} was saved with")
+            raise InvalidInput(f"--resume: {out / CHECKPOINT_DIR} is not the checkpoint {STATE_FILE} was saved with")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])

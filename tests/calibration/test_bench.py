@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from chatvla2.calibration.compute_roofline import compute_roofline, count_stage_flops, measure_gemm_rates
-from chatvla2.calibration.predict import analytic_counts, count_graph
+from chatvla2.calibration.graph_count import count_graph
+from chatvla2.calibration.predict import analytic_counts
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 
 T, H, I, E, K = 6, 16, 24, 8, 2  # tokens, hidden, expert intermediate, experts, top-k

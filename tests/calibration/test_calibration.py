@@ -9,7 +9,6 @@ cannot run is never selected for it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from chatvla2.calibration.capture import load_capture
 from chatvla2.calibration.observations import check_disjoint, observations
 from chatvla2.calibration.plans import parse_plans
 from chatvla2.calibration.sweep import action_errors, token_agreement
+from chatvla2.calibration.sweep_config import SweepConfig
+from chatvla2.contract.command_config import parse_config
 from chatvla2.contract.config import get_config
 
 pytestmark = pytest.mark.calibration
@@ -44,11 +45,9 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def _sweep_args(out: Path, plans: str, calibration: str = CALIBRATION, held_out: str = HELD_OUT) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    sweep_module.add_arguments(parser)
-    return parser.parse_args(["--config", "tiny", "--plans", plans, "--out", str(out), "--calibration", calibration,
-                              "--held-out", held_out, "--runs", "3", "--warmup", "1", "--quiet", *TOKENS])
+def _sweep_args(out: Path, plans: str, calibration: str = CALIBRATION, held_out: str = HELD_OUT) -> SweepConfig:
+    return parse_config(SweepConfig, ["--config", "tiny", "--plans", plans, "--out", str(out), "--calibration", calibration,
+                                      "--held-out", held_out, "--runs", "3", "--warmup", "1", "--quiet", *TOKENS])
 
 
 @pytest.fixture(scope="module")

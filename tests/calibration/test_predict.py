@@ -1,4 +1,4 @@
-"""`chatvla2 calibrate predict` (calibration/predict.py, calibration/targets.py): bytes and FLOPs
+"""`chatvla2 calibrate predict` (calibration/predict.py, graph_count.py, targets.py): bytes and FLOPs
 counted from ONNX graphs, the bound on each target, the analytic count that predicts the paper
 preset, and the GR00T N1.6 anchors.
 
@@ -11,7 +11,6 @@ against the graph count and runs the command end to end; the paper preset is che
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -24,16 +23,18 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from chatvla2.calibration import predict
+from chatvla2.calibration.graph_count import count_graph
 from chatvla2.calibration.predict import (
     analytic_counts,
-    count_graph,
     engine_bound,
     predict_bundle,
     predict_config,
 )
+from chatvla2.calibration.predict_config import PredictConfig
 from chatvla2.calibration.roofline import decode_traffic
 from chatvla2.calibration.targets import H100, ORIN, THOR, TARGETS, get_target, parse_targets
 from chatvla2.contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
+from chatvla2.contract.command_config import parse_config
 from chatvla2.contract.config import get_config
 from chatvla2.export.precision import TARGETS as PRECISION_TARGETS
 
@@ -254,10 +255,7 @@ def test_predict_bundle_step_and_control_budget(tiny):
 
 def test_cli_prints_table_then_json_with_measured_latency(tiny, capsys):
     bundle = tiny[0]
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    args = parser.parse_args([str(bundle), "--target", "orin,thor", "--target", "h100", "--runs", "1", "--threads", "1", "--tokens", "4"])
-    assert predict.main(args) == 0
+    assert _main([str(bundle), "--target", "orin,thor", "--target", "h100", "--runs", "1", "--threads", "1", "--tokens", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])["predict"]
     text = "\n".join(lines[:-1])
@@ -324,9 +322,7 @@ def test_paper_fp8_does_not_run_on_orin():
 
 
 def test_cli_config_paper(capsys):
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    assert predict.main(parser.parse_args(["--config", "paper", "--target", "orin", "--no-measure"])) == 0
+    assert _main(["--config", "paper", "--target", "orin", "--no-measure"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])["predict"]
     assert result["model"] == "paper" and result["plan"] == dict.fromkeys(ENGINE_NAMES, "fp16")
@@ -335,9 +331,8 @@ def test_cli_config_paper(capsys):
 
 # ------------------------------------------------------------------------------------ bad input
 def _main(argv):
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    return predict.main(parser.parse_args(argv))
+    """The command on its options (PredictConfig checks them as it is built)."""
+    return predict.main(parse_config(PredictConfig, argv))
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, tiny_bundle):

@@ -22,7 +22,7 @@ def wait_for(predicate, timeout_s: float, what: str = "condition") -> float:
 
 
 def bound(case: str, **seconds: float) -> None:
-    """A measured bound, printed as a `BOUND` line (`pytest -s`) for the README's table."""
+    """A measured bound, printed as a `BOUND` line (`pytest -s`) for the stop-path table (docs/runtime-and-safety.md)."""
     print(f"\nBOUND {case}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items()))
 
 

@@ -45,8 +45,10 @@ def test_the_shipped_checkpoint_is_small_and_documented():
     assert "chatvla2 train" in text and "chatvla2 eval" in text  # the exact commands and the evaluation
 
 
-def record_plan(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])["demo"]["resolved_plan"]
+def demo_record(cwd: Path) -> dict:
+    """The record the demo writes (--json-out, default demo_output/demo.json under its folder)."""
+    (line,) = (cwd / "demo_output" / "demo.json").read_text().splitlines()
+    return json.loads(line)["demo"]
 
 
 def test_demo_exports_then_drives_the_simulated_arms(first_run):
@@ -54,12 +56,22 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "(exported now" in out and "through the drivers, real time" in out
-    if importlib.util.find_spec("tensorrt") is None:  # the default plan is then the cpu target's, fastest within budget
-        assert "cpu target, plan {" in out
-        assert record_plan(out) == {"vision": "int8", "prefill": "int8", "decode": "int8", "action_head": "int8"}
+    if importlib.util.find_spec("tensorrt") is None:
+        # The default plan is then the cpu target's auto: a rule (each engine's first of int8, fp32 within
+        # its parity budget) for the generic CPU class, whose int8 arithmetic is the same on every CPU, so
+        # the plan is int8 on any machine, fast or slow, with or without VNNI.
+        from chatvla2.contract.bundle import load_manifest
+        from chatvla2.export.cpu_target import AUTO_RULE
+
+        assert "cpu target, plan {" in out and f"({AUTO_RULE}; for generic CPUs)" in out
+        record = demo_record(cwd)
+        assert record["resolved_plan"] == {"vision": "int8", "prefill": "int8", "decode": "int8", "action_head": "int8"}
+        manifest = load_manifest(record["bundle"], verify_hashes=False)
+        assert (manifest["plan_rule"], manifest["cpu_isa"], manifest["int8_weight_bits"]) == (AUTO_RULE, "generic", 7)
+        assert Path(record["bundle"]).name.startswith("cpu-auto-generic-")  # the cache key names the CPU class
     assert "episode seed 0:" in out and "reasoning:" in out and "picks    :" in out and "latency  : p50 ms" in out
     assert "| paper: ChatVLA-2 | - | in_domain |" in out
-    record = json.loads(out.strip().splitlines()[-1])["demo"]
+    record = demo_record(cwd)
     (result_in,) = record["results"]
     assert result_in["mode"] == "driver" and result_in["backend"] in ("onnxruntime", "tensorrt")
     assert result_in["driver_timing"]["ticks"] > 50  # the drivers ran at 50 Hz for over a second
@@ -67,17 +79,22 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
     assert episode["reasoning"].startswith("On the whiteboard is")  # a trained model, not noise
     gif = cwd / "demo_output" / "demo.gif"
     assert Path(record["gif"]).resolve() == gif.resolve() and f"{gif.resolve()}" in out
+    # what a person reads comes last: the table, where the record and the GIF are; no JSON on the terminal
+    last = out.strip().splitlines()[-6:]
+    assert any(line.startswith("| paper: ChatVLA-2 |") for line in last), last
+    assert last[-3].endswith(str((cwd / "demo_output" / "demo.json").resolve())) and last[-2].startswith("GIF of ")
+    assert last[-1].startswith("demo finished in ") and max(map(len, out.splitlines())) < 1000
     with Image.open(gif) as image:
         assert image.n_frames >= 10 and image.size[0] == 3 * 140
 
 
 def test_a_second_run_reuses_the_exported_bundle(first_run, cache, tmp_path):
     result, _ = first_run
-    bundle = json.loads(result.stdout.strip().splitlines()[-1])["demo"]["bundle"]
+    bundle = demo_record(first_run[1])["bundle"]
     again = _demo("--split", "open_world", "--episodes", "1", "--mode", "fast", "--cache", str(cache),
-                  "--gif", str(tmp_path / "g.gif"), cwd=tmp_path)
+                  "--gif", str(tmp_path / "g.gif"), "--json-out", str(tmp_path / "r" / "again.json"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    record = json.loads(again.stdout.strip().splitlines()[-1])["demo"]
+    record = json.loads((tmp_path / "r" / "again.json").read_text())["demo"]
     assert record["bundle"] == bundle and record["exported"] is False and "(cached" in again.stdout
     assert [r["split"] for r in record["results"]] == ["open_world"]
 
@@ -141,10 +158,11 @@ def test_gif_keeps_every_nth_step_and_plays_in_robot_time(tmp_path):
 def test_two_episode_eval_of_the_shipped_checkpoint_writes_the_papers_template():
     """The PyTorch reference of the shipped model on two fresh open-world episodes: the reasoning
     parses as the paper's template (an untrained model's does not), scores within their ranges."""
-    from chatvla2.evaluation.task_eval import evaluate, options_from
+    from chatvla2.evaluation.eval_config import EvalConfig
+    from chatvla2.evaluation.task_eval import evaluate
 
-    result = evaluate(options_from(task="math_game", split="open_world", episodes=2, seed=5000, max_steps=40,
-                                   checkpoint=str(SHIPPED_CHECKPOINT)))
+    result = evaluate(EvalConfig(task="math_game", split="open_world", episodes=2, seed=5000, max_steps=40,
+                                 checkpoint=str(SHIPPED_CHECKPOINT)))
     assert result["backend"] == "torch" and result["model"] == "demo" and result["summary"]["episodes"] == 2
     for record in result["episode_records"]:
         assert record["parsed"], record["reasoning"]

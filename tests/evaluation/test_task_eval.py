@@ -9,7 +9,6 @@ to end (full scores, success); the bad inputs; one driver-mode episode (slow).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -17,7 +16,9 @@ import numpy as np
 import pytest
 
 from chatvla2.evaluation import task_eval
-from chatvla2.evaluation.task_eval import EvalOptions, add_eval_arguments, main, options_from, run_episode
+from chatvla2.contract.command_config import parse_config
+from chatvla2.evaluation.eval_config import EvalConfig
+from chatvla2.evaluation.task_eval import main, run_episode
 from chatvla2.sim.tasks.env import MAX_STEPS, TaskEnv
 
 TASKS = ("math_game", "toy_placement")
@@ -37,12 +38,18 @@ def _one_torch_thread():
 STEPS = 60  # 3 queries of 20 steps per episode
 
 
-def _run(capsys, **overrides) -> tuple[str, dict]:
-    args = options_from(**{"split": "in_domain", "episodes": 2, "max_steps": STEPS, **overrides})
-    assert main(args) == 0
+@pytest.fixture
+def record_file(tmp_path):
+    return tmp_path / "eval.json"
+
+
+def _run(capsys, record_file, **overrides) -> tuple[str, dict]:
+    """`main` on the settings; what it printed and the record it wrote (--json-out)."""
+    assert main(EvalConfig(**{"split": "in_domain", "episodes": 2, "max_steps": STEPS, "json_out": str(record_file),
+                              **overrides})) == 0
     out = capsys.readouterr().out
-    lines = out.strip().splitlines()
-    return out, json.loads(lines[-1])["task_eval"]
+    (line,) = record_file.read_text().splitlines()
+    return out, json.loads(line)["task_eval"]
 
 
 def _comparable(result: dict) -> list[dict]:
@@ -51,10 +58,14 @@ def _comparable(result: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_torch_tiny_prints_episodes_table_and_json(capsys, task):
-    out, result = _run(capsys, task=task, config="tiny")
+def test_torch_tiny_prints_episodes_table_and_json(capsys, record_file, task):
+    out, result = _run(capsys, record_file, task=task, preset="tiny")
     assert "| policy | backend | split |" in out and "| PyTorch tiny | torch | in_domain |" in out
     assert "| paper: ChatVLA-2 |" in out
+    # the terminal ends with the table and where the record went; the record (JSON) is in the file
+    *_, paper_row, where = out.strip().splitlines()
+    assert paper_row.startswith("| paper: ChatVLA-2 |") and where.endswith(str(record_file.resolve()))
+    assert "task_eval" not in out
     assert out.count("episode seed ") == 2 and "latency  : p50 ms preprocess" in out
     assert result["backend"] == "torch" and result["model"] == "tiny" and result["image"] == [56, 84]
     assert [r["seed"] for r in result["episode_records"]] == [0, 1]
@@ -72,23 +83,23 @@ def test_torch_tiny_prints_episodes_table_and_json(capsys, task):
         len(r["queries"]) for r in result["episode_records"])
 
 
-def test_same_seed_same_results_other_seed_other_episodes(capsys):
-    _, first = _run(capsys, task="math_game", config="tiny", seed=3)
-    _, again = _run(capsys, task="math_game", config="tiny", seed=3)
+def test_same_seed_same_results_other_seed_other_episodes(capsys, record_file):
+    _, first = _run(capsys, record_file, task="math_game", preset="tiny", seed=3)
+    _, again = _run(capsys, record_file, task="math_game", preset="tiny", seed=3)
     assert _comparable(first) == _comparable(again)
-    _, other = _run(capsys, task="math_game", config="tiny", seed=5)
+    _, other = _run(capsys, record_file, task="math_game", preset="tiny", seed=5)
     assert [r["seed"] for r in other["episode_records"]] == [5, 6]
     expected = {r["expected"] for r in first["episode_records"]}
     assert expected.isdisjoint(r["expected"] for r in other["episode_records"])
     # overlapping seeds are the same episodes: 3 + 1 == 4
-    _, shifted = _run(capsys, task="math_game", config="tiny", seed=4)
+    _, shifted = _run(capsys, record_file, task="math_game", preset="tiny", seed=4)
     assert _comparable(shifted)[0] == _comparable(first)[1]
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_torch_and_bundle_reason_the_same(capsys, tiny_bundle, task):
-    _, torch_result = _run(capsys, task=task, config="tiny")
-    out, bundle_result = _run(capsys, task=task, bundle=str(tiny_bundle), backend="onnxruntime")
+def test_torch_and_bundle_reason_the_same(capsys, record_file, tiny_bundle, task):
+    _, torch_result = _run(capsys, record_file, task=task, preset="tiny")
+    out, bundle_result = _run(capsys, record_file, task=task, bundle=str(tiny_bundle), backend="onnxruntime")
     assert bundle_result["backend"] == "onnxruntime" and "| bundle " in out
     for t, b in zip(torch_result["episode_records"], bundle_result["episode_records"], strict=True):
         assert (t["seed"], t["expected"]) == (b["seed"], b["expected"])
@@ -130,16 +141,12 @@ def test_expert_reasoning_and_actions_score_full_marks(task, split, seed, scores
     assert set(policy.seen_views) == {2}  # the top camera replicated into each view
 
 
-def test_arguments_take_their_defaults_from_the_dataclass():
-    parser = argparse.ArgumentParser()
-    add_eval_arguments(parser)
-    args = parser.parse_args(["--task", "math_game", "--split", "open_world", "--episodes", "3", "--config", "tiny"])
-    defaults = EvalOptions()
-    assert (args.seed, args.backend, args.mode, args.query_every, args.max_steps) == (
-        defaults.seed, defaults.backend, defaults.mode, defaults.query_every, defaults.max_steps)
-    assert (defaults.query_every, defaults.max_steps, defaults.mode) == (20, MAX_STEPS, "fast")
+def test_options_take_their_defaults_from_the_config():
+    config = parse_config(EvalConfig, ["--task", "math_game", "--split", "open_world", "--episodes", "3", "--config", "tiny"])
+    assert config == EvalConfig(task="math_game", split="open_world", episodes=3, preset="tiny")
+    assert (config.query_every, config.max_steps, config.mode, config.json_out) == (20, MAX_STEPS, "fast", "eval_output/eval.json")
     with pytest.raises(SystemExit):
-        parser.parse_args(["--split", "open_world", "--episodes", "3", "--config", "tiny"])  # --task is required
+        parse_config(EvalConfig, ["--split", "open_world", "--episodes", "3", "--config", "tiny"])  # --task is required
 
 
 @pytest.fixture
@@ -157,7 +164,7 @@ def wrong_action_bundle(tiny_bundle, tmp_path):
     ({"split": "openworld"}, "unknown split 'openworld'"),
     ({"episodes": 0}, "--episodes must be an integer >= 1"),
     ({"episodes": -2}, "--episodes must be an integer >= 1"),
-    ({"config": None}, "give exactly one of --checkpoint, --config, --bundle (got none)"),
+    ({"preset": None}, "give exactly one of --checkpoint, --config, --bundle (got none)"),
     ({"checkpoint": "/nonexistent"}, "(got --checkpoint and --config)"),
     ({"bundle": "/nonexistent"}, "(got --config and --bundle)"),
     ({"mode": "slow"}, "unknown mode 'slow'"),
@@ -166,29 +173,28 @@ def wrong_action_bundle(tiny_bundle, tmp_path):
     ({"query_every": 0}, "--query-every must be an integer >= 1"),
     ({"query_every": 51}, "--query-every 51 is longer than the model's action chunk (50)"),
     ({"seed": -1}, "--seed must be an integer >= 0"),
-    ({"config": "tinny"}, "unknown model preset 'tinny'"),
+    ({"preset": "tinny"}, "unknown model preset 'tinny'"),
 ])
 def test_bad_input_is_one_line(capsys, overrides, message):
-    args = options_from(**{"task": "math_game", "split": "in_domain", "episodes": 1, "config": "tiny", **overrides})
-    with pytest.raises(ValueError) as error:
-        main(args)
+    with pytest.raises(ValueError) as error:  # from the config (its __post_init__), or from main (the model)
+        main(EvalConfig(**{"task": "math_game", "split": "in_domain", "episodes": 1, "preset": "tiny", **overrides}))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_bad_bundles_are_one_line(capsys, tiny_bundle, wrong_action_bundle):
     base = {"task": "toy_placement", "split": "open_world", "episodes": 1}
     with pytest.raises(ValueError, match="7-D actions and 14-D state; the tasks need 14") as error:
-        main(options_from(**base, bundle=str(wrong_action_bundle)))
+        main(EvalConfig(**base, bundle=str(wrong_action_bundle)))
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="--backend torch runs --checkpoint or --config"):
-        main(options_from(**base, bundle=str(tiny_bundle), backend="torch"))
+        main(EvalConfig(**base, bundle=str(tiny_bundle), backend="torch"))
     with pytest.raises(ValueError, match="give exactly one"):
-        main(options_from(**base, bundle=str(tiny_bundle), checkpoint="/x"))
+        main(EvalConfig(**base, bundle=str(tiny_bundle), checkpoint="/x"))
 
 
 @pytest.mark.slow
-def test_driver_mode_one_episode(capsys, no_threads_left_behind):
-    out, result = _run(capsys, task="toy_placement", config="tiny", episodes=1, mode="driver")
+def test_driver_mode_one_episode(capsys, record_file, no_threads_left_behind):
+    out, result = _run(capsys, record_file, task="toy_placement", preset="tiny", episodes=1, mode="driver")
     assert result["mode"] == "driver" and len(result["episode_records"]) == 1
     record = result["episode_records"][0]
     assert record["steps"] == STEPS and record["outcome"] == "truncated"

@@ -4,6 +4,8 @@ never handed to TensorRT; parity, the runtime's bad-input errors, and the refusa
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import numpy as np
 import onnx
@@ -12,19 +14,55 @@ import torch
 
 from chatvla2.cli import main as cli
 from chatvla2.contract.bundle import BundleError, load_manifest
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import sample_observation
-from chatvla2.export.cpu_target import CANDIDATES, parse_cpu_plan
+from chatvla2.export.bundle import export_bundle
+from chatvla2.export.cpu_target import (
+    AUTO_RULE,
+    CANDIDATES,
+    CPU_ISAS,
+    check_parity_measurable,
+    cpu_quantize,
+    parse_cpu_plan,
+    plan_rule,
+    resolve_cpu_isa,
+)
 from chatvla2.export.thresholds import budget_for
 from chatvla2.runtime.policy import Policy
+
+CLOCKS = ("perf_counter", "monotonic", "time", "process_time")
+CLOCKS_NS = ("perf_counter_ns", "monotonic_ns", "time_ns", "process_time_ns")
+
+
+def _busy_clock(patch: pytest.MonkeyPatch, seed: int = 0) -> None:
+    """Every clock of the time module advances by anything from a microsecond to an hour between two
+    reads: a machine as fast, slow or busy as it likes."""
+    rng = random.Random(seed)
+    now = [time.time()]
+
+    def tick() -> float:
+        now[0] += 10 ** rng.uniform(-6, 3.5)
+        return now[0]
+
+    for name in CLOCKS:
+        patch.setattr(time, name, tick)
+    for name in CLOCKS_NS:
+        patch.setattr(time, name, lambda: int(tick() * 1e9))
 
 
 @pytest.fixture(scope="module")
 def cpu_bundles(tmp_path_factory):
-    """tiny exported for the cpu target: `auto` (each engine's fastest within budget), fp32, int4,
-    and `split` (prefill and decode at different precisions: a graph each)."""
+    """tiny exported for the cpu target (the default CPU class, generic): `auto` (each engine's
+    first candidate within budget), exported under a clock that reads anything, fp32, int4, and
+    `split` (prefill and decode at different precisions: a graph each)."""
+    from chatvla2.models.loading import load_model
+
     root = tmp_path_factory.mktemp("cpu")
     for name, plan in (("auto", "auto"), ("fp32", "fp32"), ("split", SPLIT_PLAN), ("int4", "int4")):
-        assert cli(["export", "--config", "tiny", "--target", "cpu", "--precision", plan, "--out", str(root / name)]) == 0
+        with pytest.MonkeyPatch.context() as patch:
+            if name == "auto":
+                _busy_clock(patch)
+            export_bundle(load_model("tiny"), root / name, parse_cpu_plan(plan), log=lambda line: None, target="cpu")
     return root
 
 
@@ -68,12 +106,14 @@ def test_plan_parsing():
             parse_cpu_plan(bad)
 
 
-def test_auto_keeps_each_engines_fastest_precision_within_budget(cpu_bundles):
+def test_auto_keeps_each_engines_first_candidate_within_budget(cpu_bundles):
     manifest = load_manifest(cpu_bundles / "auto")
     assert manifest["target"] == "cpu" and manifest["targets"] == ["cpu"]
     for name, entry in manifest["engines"].items():
         assert entry["targets"] == ["cpu"]
-        assert entry["precision"] == AUTO[name][0]  # the tiny model's engines all meet the first
+        # int8 on every machine: the tiny model's engines all meet the first candidate, whatever the
+        # clock read while they were exported (the fixture's busy clock)
+        assert AUTO[name][0] == "int8" and entry["precision"] == "int8"
         assert entry["parity"]["within_budget"]
         assert entry["parity"]["cosine"] >= budget_for(entry["precision"], name).cosine_min
 
@@ -150,6 +190,89 @@ def test_cpu_bundle_manifest_records_the_plan(cpu_bundles):
     assert manifest["moe_implementation"] == {"prefill": "ort", "decode": "ort"}
 
 
+def _int8_weights(path) -> list[np.ndarray]:
+    """The int8 weights of a graph's integer matrix products (quantize_dynamic's)."""
+    graph = onnx.load(str(path))
+    initializers = {t.name: t for t in graph.graph.initializer}
+    return [onnx.numpy_helper.to_array(initializers[n.input[1]]) for n in graph.graph.node
+            if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") and n.input[1] in initializers
+            and initializers[n.input[1]].data_type == onnx.TensorProto.INT8]
+
+
+def test_the_plan_rule_and_the_cpu_class_are_in_the_manifest(cpu_bundles):
+    auto = load_manifest(cpu_bundles / "auto")
+    assert auto["plan_rule"] == AUTO_RULE and "int8, fp32" in AUTO_RULE and "no timing" in AUTO_RULE
+    assert auto["cpu_isa"] == "generic" and auto["int8_weight_bits"] == CPU_ISAS["generic"] == 7
+    # generic: 7-bit weights, so no CPU's int8 products saturate (x86 without VNNI sums pairs in int16)
+    weights = [w for name in ("vision", "language", "action_head") for w in _int8_weights(cpu_bundles / "auto" / f"{name}.onnx")]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    split = load_manifest(cpu_bundles / "split")  # a plan as given is recorded as given
+    assert split["plan_rule"] == "cpu: vision int8, prefill int8, decode int4, action_head int8"
+    assert load_manifest(cpu_bundles / "fp32")["cpu_isa"] == "generic"
+
+
+def test_the_choice_reads_no_clock_and_reproduces_the_manifest(cpu_bundles, tmp_path, monkeypatch):
+    """What auto's choice is made of (the plan, its rule, the CPU class, the int8 graph, its parity
+    on seeded inputs, the budget) with every clock raising: the same graph and the same parity as the
+    exported bundle's, to the last bit."""
+    from chatvla2.export.calibration_data import record_engine_inputs
+    from chatvla2.export.onnx_export import engine_specs
+    from chatvla2.export.parity import compare, onnx_outputs, torch_outputs
+    from chatvla2.models.loading import load_model
+    from chatvla2.runtime.onnxruntime_session import create_session
+
+    model = load_model("tiny")
+    spec = engine_specs(model)[0]
+    assert spec.name == "vision"
+    feed = record_engine_inputs(model, samples=1, seed=0 + 1_000_003, decode_steps=1)["vision"]  # the export's parity inputs
+
+    def no_clock(*args):
+        raise AssertionError("the cpu plan's choice read a clock")
+
+    for name in CLOCKS + CLOCKS_NS:
+        monkeypatch.setattr(time, name, no_clock)
+    plan = parse_cpu_plan("auto")
+    assert plan_rule(plan) == AUTO_RULE and resolve_cpu_isa(None) == "generic"
+    reference = torch_outputs(spec.module, feed, spec.input_names, spec.output_names)
+    graph, _ = cpu_quantize(cpu_bundles / "fp32" / "vision.onnx", plan["vision"][0])  # the traced fp32 graph
+    result = compare(reference, onnx_outputs(create_session(graph.SerializeToString()), feed))
+    monkeypatch.undo()
+    exported = load_manifest(cpu_bundles / "auto")["engines"]["vision"]["parity"]
+    assert budget_for("int8", "vision").admits(result)
+    assert (result.cosine, result.relative_error) == (exported["cosine"], exported["relative_error"])
+    onnx.save(graph, str(tmp_path / "vision.onnx"))
+    again = [w.tobytes() for w in _int8_weights(tmp_path / "vision.onnx")]
+    assert again and again == [w.tobytes() for w in _int8_weights(cpu_bundles / "auto" / "vision.onnx")]
+
+
+def test_the_cpu_class_sets_the_int8_weights_and_is_never_guessed(cpu_bundles, tmp_path, monkeypatch):
+    from chatvla2.export import cpu_target
+    from chatvla2.models.loading import load_model
+
+    fp32_vision = cpu_bundles / "fp32" / "vision.onnx"
+    widest = {}
+    for isa in ("generic", "x86-avx2", "x86-vnni", "arm64-dotprod"):
+        graph, report = cpu_quantize(fp32_vision, "int8", isa)
+        onnx.save(graph, str(tmp_path / f"{isa}.onnx"))
+        widest[isa] = max(int(np.abs(w.astype(np.int16)).max()) for w in _int8_weights(tmp_path / f"{isa}.onnx"))
+        assert f"{CPU_ISAS[isa]}-bit weights for {isa}" in report.method
+    assert widest["generic"] <= 64 and widest["x86-avx2"] <= 64  # 255 x 64 x 2 fits VPMADDUBSW's int16
+    assert widest["x86-vnni"] > 64 and widest["arm64-dotprod"] > 64  # the full 8 bits where sums are int32
+    # The default is documented, not detected; `native` is this machine's class, asked for.
+    monkeypatch.setattr(cpu_target, "native_cpu_isa", lambda: "x86-avx2")
+    assert resolve_cpu_isa(None) == "generic" and resolve_cpu_isa("native") == "x86-avx2"
+    with pytest.raises(ValueError, match="unknown CPU class 'avx512'"):
+        resolve_cpu_isa("avx512")
+    # 8-bit weights measured on a CPU whose products saturate would make the plan the exporter's:
+    # refused before any work, nothing written.
+    check_parity_measurable("generic")
+    check_parity_measurable("x86-vnni", "x86-vnni")
+    check_parity_measurable("arm64-dotprod", "arm64-dotprod")
+    with pytest.raises(InvalidInput, match="has no VNNI"):
+        export_bundle(load_model("tiny"), tmp_path / "b", parse_cpu_plan("auto"), target="cpu", cpu_isa="x86-vnni")
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeypatch):
     import chatvla2.export.bundle as bundle_module
     from chatvla2.export.thresholds import ParityBudget
@@ -166,6 +289,8 @@ def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeyp
     manifest = bundle_module.export_bundle(load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu")
     assert manifest["plan"]["vision"] == "fp32" and manifest["engines"]["vision"]["precision"] == "fp32"
     assert any("vision" in line and "outside its budget, trying fp32" in line for line in lines)
+    assert manifest["plan_rule"] == ("cpu: vision first of int8|fp32 within its parity budget, prefill fp32, decode fp32, "
+                                     "action_head fp32")
     assert sorted(p.name for p in (tmp_path / "b").glob("vision*")) == ["vision.onnx"]  # the int8 graph is gone
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from chatvla2.export.lint import Finding, LintError, assert_tensorrt_compatible, lint_bundle, lint_model, main
+from chatvla2.export.lint_config import LintConfig
 from chatvla2.contract.bundle import BundleError, write_manifest
 
 F = TensorProto.FLOAT
@@ -239,7 +239,7 @@ def flip_one_byte(path: Path) -> None:
 def test_bundle_lints_clean_and_tampering_is_reported(tmp_path):
     bundle = write_bundle(tmp_path)
     assert lint_bundle(bundle) == {"vision": []}
-    assert main(argparse.Namespace(bundle=str(bundle))) == 0
+    assert main(LintConfig(bundle=str(bundle))) == 0
     flip_one_byte(bundle / "vision.onnx")
     with pytest.raises(BundleError, match="vision.onnx"):
         lint_bundle(bundle)
@@ -258,7 +258,7 @@ def test_main_exits_1_on_errors(tmp_path, capsys):
     bad = make_model([helper.make_node("Unique", ["x"], ["y"], name="uniq")], [tensor("x")],
                      [helper.make_tensor_value_info("y", F, None)])
     bundle = write_bundle(tmp_path, bad)
-    assert main(argparse.Namespace(bundle=str(bundle))) == 1
+    assert main(LintConfig(bundle=str(bundle))) == 1
     out = capsys.readouterr().out
     assert "vision: 1 error(s)" in out and "uniq (Unique) [unsupported-op]" in out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import subprocess
@@ -14,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from chatvla2.export.build_config import BuildConfig
 from chatvla2.export.lint import LintError
 from chatvla2.contract.bundle import BundleError, write_manifest
 from chatvla2.export.tensorrt_build import main, profiles_for
@@ -51,8 +51,8 @@ def write_bundle(root: Path, unique: bool = False) -> Path:
     return bundle
 
 
-def args_for(bundle: Path, out: Path, **extra) -> argparse.Namespace:
-    return argparse.Namespace(bundle=str(bundle), out=str(out), workspace=extra.get("workspace", 1.0), timing_cache=extra.get("timing_cache"))
+def args_for(bundle: Path, out: Path, **extra) -> BuildConfig:
+    return BuildConfig(bundle=str(bundle), out=str(out), workspace=extra.get("workspace", 1.0), timing_cache=extra.get("timing_cache"))
 
 
 # --- profiles -------------------------------------------------------------------------------

@@ -102,13 +102,12 @@ def test_tensorrt_engine_checks_without_tensorrt():
 @pytest.mark.tensorrt
 def test_tensorrt_policy_matches_onnxruntime(tiny_bundle, tmp_path, policy):
     pytest.importorskip("tensorrt", reason="needs the tensorrt Python package (a Jetson or a GPU workstation)")
-    import argparse
-
+    from chatvla2.export.build_config import BuildConfig
     from chatvla2.export.tensorrt_build import main as build
     from chatvla2.runtime.policy import Policy
 
     engines = tmp_path / "engines"
-    build(argparse.Namespace(bundle=str(tiny_bundle), out=str(engines), workspace=1.0, timing_cache=None))
+    build(BuildConfig(bundle=str(tiny_bundle), out=str(engines), workspace=1.0))
     trt_policy = Policy.from_bundle(tiny_bundle, backend="tensorrt", engines_dir=engines)
     from chatvla2.runtime.camera import StaticCamera
 

@@ -281,7 +281,7 @@ def test_run_policy_closes_the_engines_after_the_inference_in_flight(monkeypatch
     """`chatvla2 run`'s own sequence (runtime/run.py) with a fake policy and robot: the duration
     ends while the slow inference runs; close() comes after it returned, after the disconnect."""
     import chatvla2.runtime.run as run_module
-    from chatvla2.cli import build_parser
+    from chatvla2.runtime.run_config import RunConfig
 
     class Policy(SlowAtStopPolicy):
         num_views, state_dim, backend, providers, max_reasoning_tokens = 2, 14, "fake", {"all": "fake"}, 8
@@ -294,8 +294,8 @@ def test_run_policy_closes_the_engines_after_the_inference_in_flight(monkeypatch
 
     policy, robot = Policy(slow=2.0, quick=4), Robot()  # 3 warm-up calls and the loop's first are quick
     monkeypatch.setattr(run_module.Policy, "from_bundle", classmethod(lambda cls, *a, **k: policy))
-    args = build_parser("run").parse_args(["run", str(tmp_path), "--duration", "0.8", "--telemetry", str(tmp_path / "t.jsonl")])
-    assert run_module.run_policy(args, lambda: robot) == 0
+    config = RunConfig(bundle=str(tmp_path), duration=0.8, telemetry=str(tmp_path / "t.jsonl"))
+    assert run_module.run_policy(config, lambda: robot) == 0
     assert policy.calls == 5, "the slow inference did not run"
     assert policy.closed_at is not None and not policy.closed_while_running
     assert policy.returned_at[-1] <= policy.closed_at and robot.disconnected_at <= policy.closed_at

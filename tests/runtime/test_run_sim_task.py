@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chatvla2.cli import build_parser
+from chatvla2.cli import parse
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import INSTRUCTION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,21 +73,23 @@ def test_task_argument_errors_are_one_line(tiny_bundle, tmp_path, args, message)
     (["--instruction", "math_game"], None, "math_game"),  # --instruction is always the text
 ])
 def test_task_is_a_simulated_task_or_the_instruction_text(argv, task, instruction):
-    args = build_parser(only="run").parse_args(["run", *argv])
-    assert (args.task, args.instruction) == (task, instruction)
-    target = args._target if isinstance(args._target, str) else args._target(args)
-    assert target == "chatvla2.sim.robot:run_main"
+    command, config = parse(["run", "BUNDLE", *argv])
+    assert (config.sim_task, config.instruction_text) == (task, instruction)
+    assert command.target(config) == "chatvla2.sim.robot:run_main"
     if task:
-        assert (args.split, args.episode_seed) == (("open_world", 4) if "--split" in argv else (None, None))
-    arx = build_parser(only="run").parse_args(["run", *argv, "--robot", "arx"])
-    arx_target = arx._target if isinstance(arx._target, str) else arx._target(arx)
-    # a task on --robot arx goes to sim.robot, which refuses it; text instructions run the real arms
-    assert arx_target == ("chatvla2.sim.robot:run_main" if task else "chatvla2.runtime.run:main")
+        assert (config.scene_split, config.scene_seed) == (("open_world", 4) if "--split" in argv else ("in_domain", 0))
+    arx = ["run", "BUNDLE", *argv, "--robot", "arx", "--port", "a", "--port", "b"]
+    if task:  # a simulated task runs on the simulated arms only: refused in one line
+        with pytest.raises(InvalidInput, match=f"--task {task} is a simulated task"):
+            parse(arx)
+    else:  # a text instruction runs the real arms
+        command, config = parse(arx)
+        assert command.target(config) == "chatvla2.runtime.run:main" and config.instruction_text == instruction
 
 
 def test_building_the_run_options_needs_no_simulated_task_packages():
     """On the robot (base install) `chatvla2 run` must not need gymnasium or pillow (the [sim] extra)."""
-    code = ("import sys; from chatvla2.cli import build_parser; build_parser(only='run'); "
+    code = ("import sys; from chatvla2.cli import parse; parse(['run', 'BUNDLE']); "
             "print(sorted(m for m in ('gymnasium', 'PIL', 'chatvla2.sim.tasks.env') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -3,7 +3,6 @@ reproducibility, and one clear error per bad input. The tiny preset on a two-epi
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import pytest
 import torch
 
 from chatvla2.models.checkpoint import load_checkpoint
-from chatvla2.training.cli import add_train_arguments, main
+from chatvla2.contract.command_config import parse_config
+from chatvla2.training.cli import main
 from chatvla2.training.config import TrainConfig
 from chatvla2.training.data import TrainingData, draw_step
 from chatvla2.training.trainer import CHECKPOINT_DIR, LOG_FILE, STATE_FILE
@@ -22,10 +22,8 @@ from chatvla2.training.trainer import CHECKPOINT_DIR, LOG_FILE, STATE_FILE
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    return parser.parse_args(list(argv))
+def _args(*argv: str) -> TrainConfig:
+    return parse_config(TrainConfig, list(argv))
 
 
 def _train(dataset, out, *extra: str, steps: int = 2) -> list[dict]:
@@ -41,9 +39,10 @@ def stage1(dataset, tmp_path_factory):
 
 
 def test_defaults_come_from_train_config():
-    args = _args("--data", "d", "--out", "o")
-    assert (args.stage, args.steps, args.batch_size, args.lr, args.seed, args.resume) == (
-        TrainConfig.stage, TrainConfig.steps, TrainConfig.batch_size, TrainConfig.lr, TrainConfig.seed, False)
+    config = _args("--data", "d", "--out", "o")
+    assert config == TrainConfig(data=("d",), out="o")
+    assert (config.stage, config.steps, config.batch_size, config.lr, config.seed, config.resume, config.progress) == (
+        1, 2000, 8, None, 0, False, True)
 
 
 def test_stage1_through_the_command_writes_a_loadable_checkpoint(dataset, tmp_path):

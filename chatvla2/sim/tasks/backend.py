@@ -27,9 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from chatvla2.contract.embodiment import ARMS, CONTROL_HZ, DIM, GRIPPER_INDICES
 from chatvla2.drivers.profiles import X5
-
-FPS = 50  # docs/reference/model.md: the ARX setup's control rate
 
 
 class ArmBackend(Protocol):
@@ -39,12 +38,12 @@ class ArmBackend(Protocol):
 
 
 def _per_arm(values) -> np.ndarray:
-    return np.concatenate([np.asarray(values, dtype=float)] * 2)
+    return np.concatenate([np.asarray(values, dtype=float)] * len(ARMS))
 
 
 LOW = _per_arm(X5.action_low)  # joints (rad) and gripper width (m), both arms
 HIGH = _per_arm(X5.action_high)
-STEP_MAX = _per_arm(X5.velocity_max + (X5.gripper.speed_max_m_s,)) / FPS
+STEP_MAX = _per_arm(X5.velocity_max + (X5.gripper.speed_max_m_s,)) / CONTROL_HZ
 
 
 class KinematicBackend:
@@ -52,7 +51,7 @@ class KinematicBackend:
 
     def __init__(self, step_max: np.ndarray = STEP_MAX):
         self.step_max = np.asarray(step_max, dtype=float)
-        self.state = np.zeros(14)
+        self.state = np.zeros(DIM)
 
     def reset(self, state: np.ndarray) -> np.ndarray:
         self.state = np.clip(np.asarray(state, dtype=float), LOW, HIGH)
@@ -61,7 +60,7 @@ class KinematicBackend:
     def apply(self, targets: np.ndarray, finger_stops: np.ndarray) -> np.ndarray:
         targets = np.clip(np.asarray(targets, dtype=float), LOW, HIGH)
         state = self.state + np.clip(targets - self.state, -self.step_max, self.step_max)
-        for arm, g in ((0, 6), (1, 13)):
+        for arm, g in enumerate(GRIPPER_INDICES):
             stop = float(finger_stops[arm])
             if self.state[g] >= stop:  # the fingers close onto the prop and stay there
                 state[g] = max(state[g], stop)

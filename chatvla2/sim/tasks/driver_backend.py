@@ -63,12 +63,12 @@ from typing import Callable
 
 import numpy as np
 
+from chatvla2.contract.embodiment import ARMS, CONTROL_HZ, DIM, GRIPPER_INDICES, JOINTS_PER_ARM
 from chatvla2.drivers.faults import ArmFault
-from chatvla2.sim.tasks.backend import FPS, HIGH, LOW, STEP_MAX
+from chatvla2.sim.tasks.backend import HIGH, LOW, STEP_MAX
 
-VELOCITY_MAX = STEP_MAX * FPS  # joints rad/s, gripper m/s, both arms (the X5's limits)
+VELOCITY_MAX = STEP_MAX * CONTROL_HZ  # joints rad/s, gripper m/s, both arms (the X5's limits)
 
-GRIPPERS = (6, 13)  # indices of the two gripper widths in the 14-D state
 SQUEEZE_M = 0.002  # how far inside a prop's width the gripper is commanded when closing on it
 RESET_SPEED_SHARE = 0.5  # reset moves at this share of the joint and gripper velocity limits (the expert's)
 RESET_MIN_S = 0.2
@@ -78,7 +78,7 @@ MIN_JERK_PEAK = 1.875  # peak / mean speed of a minimum-jerk profile
 # less than a tenth of them per tick.
 SETTLE_JOINT_RAD = 0.005
 SETTLE_GRIPPER_M = 0.0005
-SETTLE_TOLERANCE = np.array(([SETTLE_JOINT_RAD] * 6 + [SETTLE_GRIPPER_M]) * 2)
+SETTLE_TOLERANCE = np.array(([SETTLE_JOINT_RAD] * JOINTS_PER_ARM + [SETTLE_GRIPPER_M]) * len(ARMS))
 SETTLE_TIMEOUT_S = 3.0
 
 
@@ -142,7 +142,7 @@ class DriverBackend:
     """
 
     def __init__(self, profile: str = "x5", faults: dict[str, str] | None = None, *,
-                 connect: Callable[[], object] | None = None, rate_hz: float = FPS,
+                 connect: Callable[[], object] | None = None, rate_hz: float = CONTROL_HZ,
                  late_slack_s: float | None = None, squeeze_m: float = SQUEEZE_M,
                  settle_timeout_s: float = SETTLE_TIMEOUT_S, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -174,7 +174,7 @@ class DriverBackend:
         """Move both arms to `state` through the drivers and wait until they are there and still;
         returns the measured state. Starts a new episode's schedule and timing. An arm fault (latched
         before or during the move) restarts the arms once: disconnect, `connect()`, move again."""
-        target = np.clip(np.asarray(state, dtype=float).reshape(14), LOW, HIGH)
+        target = np.clip(np.asarray(state, dtype=float).reshape(DIM), LOW, HIGH)
         self._finish_episode()
         try:
             return self._reset(target)
@@ -216,10 +216,10 @@ class DriverBackend:
 
     def apply(self, targets: np.ndarray, finger_stops: np.ndarray) -> np.ndarray:
         """Send one tick's targets, wait for the next tick, return the measured state."""
-        command = np.clip(np.asarray(targets, dtype=float).reshape(14), LOW, HIGH)
-        stops = np.asarray(finger_stops, dtype=float).reshape(2)
-        stopped = [bool(stops[arm] > 0 and self.state[g] >= stops[arm]) for arm, g in enumerate(GRIPPERS)]
-        for arm, g in enumerate(GRIPPERS):
+        command = np.clip(np.asarray(targets, dtype=float).reshape(DIM), LOW, HIGH)
+        stops = np.asarray(finger_stops, dtype=float).reshape(len(ARMS))
+        stopped = [bool(stops[arm] > 0 and self.state[g] >= stops[arm]) for arm, g in enumerate(GRIPPER_INDICES)]
+        for arm, g in enumerate(GRIPPER_INDICES):
             if stopped[arm]:  # the prop is between the fingers: they press into it, no further
                 command[g] = max(command[g], stops[arm] - self.squeeze_m)
         if self._t0 is None:
@@ -227,7 +227,7 @@ class DriverBackend:
         self._send(command)
         self._wait_tick(count=True)
         state = self._read()
-        for arm, g in enumerate(GRIPPERS):
+        for arm, g in enumerate(GRIPPER_INDICES):
             if stopped[arm]:  # and measure no narrower than the prop
                 state[g] = max(state[g], stops[arm])
         self.state = state
@@ -254,7 +254,7 @@ class DriverBackend:
         return self.robot
 
     def _read(self) -> np.ndarray:
-        return np.asarray(self._require().get_state(), dtype=float).reshape(14)
+        return np.asarray(self._require().get_state(), dtype=float).reshape(DIM)
 
     def _send(self, command: np.ndarray) -> None:
         self._require().send_action(command)  # raises the arm's latched fault, if any
@@ -293,7 +293,7 @@ class DriverBackend:
 
 def _min_jerk_path(start: np.ndarray, end: np.ndarray, peak_speed: np.ndarray, min_s: float,
                    rate_hz: float) -> np.ndarray:
-    """(n, 14) targets from `start` (exclusive) to `end` (inclusive), one per tick: a minimum-jerk
+    """(n, DIM) targets from `start` (exclusive) to `end` (inclusive), one per tick: a minimum-jerk
     move lasting at least `min_s` whose peak speed stays within `peak_speed` (per dimension)."""
     seconds = max(min_s, float(np.max(np.abs(end - start) * MIN_JERK_PEAK / peak_speed)))
     ticks = max(1, int(np.ceil(seconds * rate_hz)))

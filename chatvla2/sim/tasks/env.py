@@ -32,6 +32,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from chatvla2.contract.embodiment import CONTROL_HZ, DIM, GRIPPER_INDICES
+from chatvla2.contract.names import UnknownChoice
 from chatvla2.sim.tasks import expert, math_game, toy_placement
 from chatvla2.sim.tasks.backend import HIGH, LOW, ArmBackend, KinematicBackend
 from chatvla2.sim.tasks.camera import Camera
@@ -42,13 +44,13 @@ from chatvla2.sim.tasks.world import World, arm_poses
 
 TASKS = {math_game.TASK: math_game.make_scene, toy_placement.TASK: toy_placement.make_scene}
 DEFAULT_SIZE = (252, 308)  # the small preset's image (contract/config.py: 308x252, 99 tokens)
-MAX_STEPS = 750  # 15 s at 50 Hz: about twice the expert's longest episode
-START_STATE = np.zeros(14)  # both arms at the SDK's all-zero home (docs/reference/arx.md), grippers closed
+MAX_STEPS = 15 * CONTROL_HZ  # 15 s (750 steps at 50 Hz): about twice the expert's longest episode
+START_STATE = np.zeros(DIM)  # both arms at the SDK's all-zero home (docs/reference/arx.md), grippers closed
 
 
 def make_scene(task: str, split: str, seed: int, **options):
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+        raise UnknownChoice(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     return TASKS[task](check_split(split), int(seed), **options)
 
 
@@ -57,20 +59,20 @@ def still_world(scene, height: int, width: int, state: np.ndarray = START_STATE)
     camera = Camera(height, width)
     props = scene.make_props()
     state = np.array(state, dtype=float)
-    world = World(scene, props, Grasping(props, scene.support, state[[6, 13]]), state, arm_poses(state), camera,
-                  SpriteBook(camera))
+    world = World(scene, props, Grasping(props, scene.support, state[list(GRIPPER_INDICES)]), state, arm_poses(state),
+                  camera, SpriteBook(camera))
     frame = Renderer(scene, height, width, world.sprites).render(props, world.poses, world.widths)
     return frame, world
 
 
 class TaskEnv(gymnasium.Env):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
     def __init__(self, task: str = math_game.TASK, split: str = "in_domain", height: int = DEFAULT_SIZE[0],
                  width: int = DEFAULT_SIZE[1], backend: ArmBackend | None = None, render_images: bool = True,
                  max_steps: int = MAX_STEPS, render_mode: str | None = "rgb_array"):
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+            raise UnknownChoice(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
         self.task, self.split = task, check_split(split)
         self.height, self.width = int(height), int(width)
         self.backend = backend or KinematicBackend()
@@ -100,7 +102,7 @@ class TaskEnv(gymnasium.Env):
         self.scene = options.pop("scene", None) or make_scene(self.task, self.split, seed, **options)
         props = self.scene.make_props()
         state = self.backend.reset(START_STATE.copy())
-        self.world = World(self.scene, props, Grasping(props, self.scene.support, state[[6, 13]]), state,
+        self.world = World(self.scene, props, Grasping(props, self.scene.support, state[list(GRIPPER_INDICES)]), state,
                            arm_poses(state), self.camera, SpriteBook(self.camera))
         self._renderer = Renderer(self.scene, self.height, self.width, self.world.sprites) if self.render_images else None
         self._success = self._failed = False
@@ -110,16 +112,16 @@ class TaskEnv(gymnasium.Env):
     def step(self, action):
         if self.world is None:
             raise RuntimeError("call reset() before step()")
-        action = np.asarray(action, dtype=float).reshape(14)
+        action = np.asarray(action, dtype=float).reshape(DIM)
         if not np.all(np.isfinite(action)):
             raise ValueError("action has NaN or infinite values")
         w = self.world
         stops = w.grasping.finger_stops([p.position for p in w.poses], w.widths)
         state = self.backend.apply(action, stops)
-        for arm in (0, 1):  # a held prop keeps the fingers apart, whatever the backend reports
+        for arm, g in enumerate(GRIPPER_INDICES):  # a held prop keeps the fingers apart, whatever the backend reports
             held = w.grasping.held(arm)
             if held is not None:
-                state[7 * arm + 6] = max(state[7 * arm + 6], w.props[held].grasp_width)
+                state[g] = max(state[g], w.props[held].grasp_width)
         w.state = state
         w.poses = arm_poses(state)
         w.step += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from chatvla2.contract.embodiment import STATE_DIM
 from chatvla2.sim.episode import FPS, Episode
 from chatvla2.sim.tasks.env import DEFAULT_SIZE, TaskEnv
 
@@ -29,7 +30,7 @@ def generate_episode(task: str, split: str, seed: int, height: int = DEFAULT_SIZ
     observation, info = env.reset(seed=seed, options=options or None)
     actions = env.expert_actions()
     frames = np.empty((len(actions), height, width, 3), dtype=np.uint8)
-    states = np.empty((len(actions), 14), dtype=np.float32)
+    states = np.empty((len(actions), STATE_DIM), dtype=np.float32)
     reasoning: list[str] = []
     for t, action in enumerate(actions):
         frames[t] = observation["images"][0]

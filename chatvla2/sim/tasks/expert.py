@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from chatvla2.contract.embodiment import ARM_SLICES, CONTROL_HZ, GRIPPER_INDICES, JOINT_SLICES
 from chatvla2.drivers.profiles import X5
 from chatvla2.sim.tasks.kinematics import GRIPPER_MAX_M, inverse_world
 
-FPS = 50
 SPEED_SHARE = 0.5  # peak speed of a segment, as a share of the limit
 VELOCITY_MAX = np.array(X5.velocity_max + (X5.gripper.speed_max_m_s,))  # per arm: 6 joints (rad/s), gripper (m/s)
 MIN_JERK_PEAK = 1.875  # peak / mean speed of a minimum-jerk profile
@@ -54,20 +54,20 @@ class Trajectory:
     def segment(self, arm: int, joints=None, width=None, min_s: float = 0.3) -> None:
         start = self.targets.copy()
         end = start.copy()
-        sl = slice(7 * arm, 7 * arm + 7)
+        sl = ARM_SLICES[arm]
         if joints is not None:
-            end[7 * arm : 7 * arm + 6] = joints
+            end[JOINT_SLICES[arm]] = joints
         if width is not None:
-            end[7 * arm + 6] = width
+            end[GRIPPER_INDICES[arm]] = width
         mean_speed = SPEED_SHARE * VELOCITY_MAX / MIN_JERK_PEAK
         seconds = max(min_s, float(np.max(np.abs(end[sl] - start[sl]) / mean_speed)))
-        n = max(1, int(np.ceil(seconds * FPS)))
+        n = max(1, int(np.ceil(seconds * CONTROL_HZ)))
         s = _min_jerk(np.arange(1, n + 1) / n)[:, None]
         self.rows.extend(start + s * (end - start))
         self.targets = end
 
     def hold(self, seconds: float) -> None:
-        self.rows.extend([self.targets.copy()] * int(round(seconds * FPS)))
+        self.rows.extend([self.targets.copy()] * int(round(seconds * CONTROL_HZ)))
 
     def reach(self, arm: int, point, width=None, min_s: float = 0.3) -> None:
         q = inverse_world(arm, point, self.seeds[arm])
@@ -100,7 +100,7 @@ def plan(scene, start_state: np.ndarray) -> np.ndarray:
             traj.segment(arm, width=open_width(prop), min_s=0.3)
             traj.reach(arm, (px, py, pz + prop.height + HOVER_M), min_s=0.5)
         elif kind == "retreat":
-            traj.segment(arm, np.asarray(start_state[7 * arm : 7 * arm + 6]), width=float(start_state[7 * arm + 6]))
+            traj.segment(arm, np.asarray(start_state[JOINT_SLICES[arm]]), width=float(start_state[GRIPPER_INDICES[arm]]))
         else:
             raise ValueError(f"unknown expert move {kind!r}")
     traj.hold(0.3)

@@ -19,6 +19,7 @@ import os
 import numpy as np
 from PIL import ImageFont
 
+from chatvla2.contract.errors import MissingFile
 from chatvla2.sim.tasks.splits import IN_DOMAIN, OPEN_WORLD, check_split
 
 PILLOW = "pillow-default"  # Pillow's bundled Aileron Regular
@@ -78,7 +79,7 @@ def load(name: str, size: int) -> ImageFont.FreeTypeFont:
         except TypeError:
             path = installed().get("DejaVuSans.ttf")
             if path is None:
-                raise OSError("no scalable font: install Pillow >= 10.1 or the DejaVu fonts") from None
+                raise MissingFile("no scalable font: install Pillow >= 10.1 or the DejaVu fonts") from None
     return ImageFont.truetype(path, size=size)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from chatvla2.contract.names import UnknownChoice
 from chatvla2.sim.tasks import math_game, toy_placement
 from chatvla2.sim.tasks.env import DEFAULT_SIZE, still_world
 from chatvla2.sim.tasks.scoring import PLACE_PHRASES
@@ -69,7 +70,7 @@ def sample(split: str, seed: int, height: int = DEFAULT_SIZE[0], width: int = DE
     drawn = KINDS[int(rng.integers(len(KINDS)))]
     kind = kind or drawn
     if kind not in KINDS:
-        raise ValueError(f"unknown image-text kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise UnknownChoice(f"unknown image-text kind {kind!r}; kinds: {', '.join(KINDS)}")
     if kind in MATH_KINDS:
         scene = math_game.make_scene(split, seed, vocabulary=math_game.ALL, tag=TAG_MATH)
         image, _ = still_world(scene, height, width)
@@ -130,7 +131,7 @@ def samples(split: str, seeds, height: int = DEFAULT_SIZE[0], width: int = DEFAU
     """Yield the samples of `seeds` (any iterable of ints), in order. With `kinds` other than "all"
     the sample of seed s is of kind KIND_SETS[kinds][s % n]: each kind of the set equally often."""
     if kinds not in KIND_SETS:
-        raise ValueError(f"unknown image-text kinds {kinds!r}; choose one of {', '.join(KIND_SETS)}")
+        raise UnknownChoice(f"unknown image-text kinds {kinds!r}; choose one of {', '.join(KIND_SETS)}")
     chosen = KIND_SETS[kinds]
     for seed in seeds:
         yield sample(split, seed, height, width, kind=None if kinds == "all" else chosen[seed % len(chosen)])

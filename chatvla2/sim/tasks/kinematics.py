@@ -22,17 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatvla2.contract.embodiment import JOINTS_PER_ARM
 from chatvla2.drivers.profiles import X5
 
 # Joint limits of the X5 (drivers/profiles.py, from docs/reference/arx.md "Limits used by the public SDK").
 Q_MIN = np.array(X5.position_min)
 Q_MAX = np.array(X5.position_max)
 GRIPPER_MAX_M = X5.gripper.width_m  # 0.088 m (docs/reference/arx.md)
-JOINTS = 6
+JOINTS = JOINTS_PER_ARM  # joints 1..6 (contract/embodiment.py)
 
 LEFT_BASE = np.array([0.0, 0.3, 0.0])  # project choice (see the module docstring)
 RIGHT_BASE = np.array([0.0, -0.3, 0.0])
-BASES = (LEFT_BASE, RIGHT_BASE)  # arm index 0 = left, 1 = right: the order of the 14-D state
+BASES = (LEFT_BASE, RIGHT_BASE)  # in the order of the 14-D state's arms (contract/embodiment.py ARMS)
 
 
 def _translate(x: float, y: float, z: float) -> np.ndarray:
@@ -102,18 +103,14 @@ def forward(q, base=(0.0, 0.0, 0.0)) -> ArmPose:
     """
     t = np.eye(4)
     t[:3, 3] = base
-    points = np.empty((7, 3))
+    points = np.empty((JOINTS + 1, 3))
     for i, ((fixed, axis), angle) in enumerate(zip(_CHAIN, q[:JOINTS])):
         t = t @ fixed
         points[i] = t[:3, 3]
         t = t @ _rotation(axis, float(angle))
     t = t @ _EEF
-    points[6] = t[:3, 3]
+    points[JOINTS] = t[:3, 3]
     return ArmPose(points, t[:3, :3].copy())
-
-
-def gripper_position(q, base=(0.0, 0.0, 0.0)) -> np.ndarray:
-    return forward(q, base).position
 
 
 DOWN = np.array([0.0, 0.0, -1.0])

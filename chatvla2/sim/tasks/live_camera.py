@@ -40,11 +40,12 @@ import time
 
 import numpy as np
 
+from chatvla2.contract.embodiment import DIM, GRIPPER_INDICES
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.camera import MultiCamera
 from chatvla2.runtime.camera_source import CameraError, Frame, FrameSource, Pacer, make_frame
 from chatvla2.runtime.camera_thread import DEFAULT_FIRST_FRAME_TIMEOUT_S, CaptureThread
 from chatvla2.runtime.numbers import is_finite_number, is_whole_number
-from chatvla2.sim.tasks.driver_backend import GRIPPERS
 from chatvla2.sim.tasks.env import DEFAULT_SIZE, START_STATE, TaskEnv, make_scene
 from chatvla2.sim.tasks.math_game import SLOTS
 from chatvla2.sim.tasks.math_game import TASK as MATH_GAME
@@ -63,12 +64,12 @@ class MeasuredBackend:
         self.state = START_STATE.astype(float)
 
     def reset(self, state: np.ndarray) -> np.ndarray:
-        self.state = np.array(state, dtype=float).reshape(14)
+        self.state = np.array(state, dtype=float).reshape(DIM)
         return self.state.copy()
 
     def apply(self, measured: np.ndarray, finger_stops: np.ndarray) -> np.ndarray:
-        state = np.array(measured, dtype=float).reshape(14)
-        for arm, g in enumerate(GRIPPERS):
+        state = np.array(measured, dtype=float).reshape(DIM)
+        for arm, g in enumerate(GRIPPER_INDICES):
             stop = float(finger_stops[arm])
             if stop > 0 and self.state[g] >= stop:
                 state[g] = max(state[g], stop)
@@ -85,9 +86,9 @@ class SceneCamera(FrameSource):
     def __init__(self, task: str, split: str = "in_domain", seed: int = 0, height: int = DEFAULT_SIZE[0],
                  width: int = DEFAULT_SIZE[1], fps: float = DEFAULT_FPS):
         if not is_whole_number(seed) or seed < 0:
-            raise ValueError(f"the episode seed must be an integer >= 0, got {seed!r}")
+            raise InvalidInput(f"the episode seed must be an integer >= 0, got {seed!r}")
         if not is_finite_number(fps) or fps <= 0:
-            raise ValueError(f"fps must be a number > 0, got {fps!r}")
+            raise InvalidInput(f"fps must be a number > 0, got {fps!r}")
         self.task, self.split, self.seed = task, split, int(seed)
         self.scene = make_scene(task, split, self.seed)  # unknown task or split: a ValueError naming it
         super().__init__(f"sim {task}/{split} seed {self.seed}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from chatvla2.contract.embodiment import GRIPPER_INDICES, JOINT_SLICES
 from chatvla2.sim.tasks.camera import Camera
 from chatvla2.sim.tasks.kinematics import BASES, ArmPose, forward
 from chatvla2.sim.tasks.props import Grasping, Prop
@@ -17,7 +18,7 @@ from chatvla2.sim.tasks.props import Grasping, Prop
 
 def arm_poses(state: np.ndarray) -> list[ArmPose]:
     """World-frame poses of both arms from the 14-D state (left 6 joints + gripper, then right)."""
-    return [forward(state[7 * arm : 7 * arm + 6], BASES[arm]) for arm in (0, 1)]
+    return [forward(state[joints], base) for joints, base in zip(JOINT_SLICES, BASES)]
 
 
 @dataclass
@@ -34,7 +35,7 @@ class World:
 
     @property
     def widths(self) -> np.ndarray:
-        return self.state[[6, 13]]
+        return self.state[list(GRIPPER_INDICES)]
 
     def lifted_order(self) -> list[int]:
         """Props in the order they were first lifted (the math game's "picked")."""

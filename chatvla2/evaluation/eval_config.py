@@ -1,0 +1,83 @@
+"""`chatvla2 eval`'s options (evaluation/task_eval.py runs it); the demo and the calibration sweep
+build one to run their episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chatvla2.contract.command_config import check_integer
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.names import UnknownChoice
+from chatvla2.runtime.engine import BACKENDS
+from chatvla2.sim.tasks.env import MAX_STEPS, TASKS
+from chatvla2.sim.tasks.splits import SPLITS, check_split
+
+TORCH_BACKEND = "torch"
+EVAL_BACKENDS = (*BACKENDS, TORCH_BACKEND)
+MODES = ("fast", "driver")
+POLICY = "the policy (exactly one)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Names are checked here (one line each), not by argparse choices, so the command line and a
+    config built in code are refused the same way."""
+
+    task: str = field(metadata={"help": f"the task: {', '.join(TASKS)}"})
+    split: str = field(metadata={"help": f"the split: {', '.join(SPLITS)}"})
+    episodes: int = field(metadata={"help": "how many episodes (seeds S .. S+N-1)"})
+    seed: int = field(default=0, metadata={
+        "help": "the first episode's seed (default %(default)s); episode i uses seed S + i"})
+    checkpoint: str | None = field(default=None, metadata={
+        "metavar": "DIR", "group": POLICY, "help": "a checkpoint: the PyTorch model"})
+    preset: str | None = field(default=None, metadata={
+        "flag": "--config", "metavar": "NAME", "group": POLICY,
+        "help": "a named preset (seed 0, as export builds it): the PyTorch model"})
+    bundle: str | None = field(default=None, metadata={
+        "metavar": "DIR", "group": POLICY, "help": "an exported bundle: the runtime's engines"})
+    backend: str = field(default="auto", metadata={
+        "help": f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on {TORCH_BACKEND}, "
+                "a bundle on auto, onnxruntime or tensorrt)"})
+    mode: str = field(default="fast", metadata={
+        "help": "fast (kinematic arms) or driver (simulated arms on ptys through the drivers, real time) "
+                "(default %(default)s)"})
+    query_every: int = field(default=20, metadata={
+        "metavar": "K",
+        "help": "query the policy every K control steps, executing the chunk's first K actions (default %(default)s)"})
+    reason_every: int = field(default=1, metadata={
+        "metavar": "N", "help": "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)"})
+    max_steps: int = field(default=MAX_STEPS, metadata={
+        "metavar": "T", "help": "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)"})
+    engines: str | None = field(default=None, metadata={
+        "metavar": "DIR", "help": "prebuilt TensorRT engines (default BUNDLE/engines)"})
+    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads"})
+    json_out: str = field(default="eval_output/eval.json", metadata={
+        "metavar": "FILE",
+        "help": "where the record goes: the settings, the summary, per-stage latency and every episode's queries "
+                "and reasoning, as one JSON line (default %(default)s)"})
+
+    def __post_init__(self) -> None:
+        """Everything that needs no model; the first problem as one line."""
+        if self.task not in TASKS:
+            raise UnknownChoice(f"unknown task {self.task!r}; tasks: {', '.join(TASKS)}")
+        check_split(self.split)
+        check_integer("--episodes", self.episodes, 1)
+        check_integer("--seed", self.seed, 0)
+        check_integer("--query-every", self.query_every, 1)
+        check_integer("--reason-every", self.reason_every, 1)
+        check_integer("--max-steps", self.max_steps, 1)
+        if self.mode not in MODES:
+            raise UnknownChoice(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+        if self.backend not in EVAL_BACKENDS:
+            raise UnknownChoice(f"unknown backend {self.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
+        given = [flag for flag, value in (("--checkpoint", self.checkpoint), ("--config", self.preset),
+                                          ("--bundle", self.bundle)) if value]
+        if len(given) != 1:
+            raise InvalidInput(f"give exactly one of --checkpoint, --config, --bundle (got {' and '.join(given) or 'none'})")
+        if self.bundle and self.backend == TORCH_BACKEND:
+            raise InvalidInput(f"--backend {TORCH_BACKEND} runs --checkpoint or --config; a bundle runs on auto, "
+                               "onnxruntime or tensorrt")
+        if not self.bundle and self.backend not in ("auto", TORCH_BACKEND):
+            raise InvalidInput(f"--backend {self.backend} runs a --bundle; --checkpoint/--config run on {TORCH_BACKEND}")
+        if self.threads is not None:
+            check_integer("--threads", self.threads, 1)

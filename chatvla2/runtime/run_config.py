@@ -1,0 +1,142 @@
+"""What a run reads (runtime/run.py): the bundle, its backend, the real arms, the cameras and the
+control loop. `chatvla2 run`'s options are these and the simulated robot's
+(sim/run_command_config.py); the loop's defaults are LoopConfig's, the arm's ArmConfig's."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatvla2.contract.command_config import option_flags
+from chatvla2.contract.config import field_default
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.scene import INSTRUCTION
+from chatvla2.drivers.arm import ArmConfig
+from chatvla2.drivers.controller import ControllerConfig
+from chatvla2.drivers.profiles import PROFILES, get_profile
+from chatvla2.runtime.backend_options import BackendOptions
+from chatvla2.runtime.camera import CAMERA_SPEC_HELP, DEFAULT_MAX_AGE_S, parse_camera_spec
+from chatvla2.runtime.loop import CHUNK_MODES, REASONING_CADENCES, LoopConfig, check_loop_settings
+from chatvla2.runtime.numbers import is_finite_number
+from chatvla2.runtime.robots import MAX_FEEDBACK_TIMEOUT_S, check_feedback_timeout
+from chatvla2.runtime.safety import DEFAULT_JOINT_SPEED
+
+ROBOTS = ("sim", "arx")
+# LoopConfig's fields and the RunConfig fields (options) that set them.
+LOOP_FIELDS = {
+    "rate_hz": "rate", "duration_s": "duration", "chunk_mode": "chunk_mode", "ensemble_decay": "ensemble_decay",
+    "reasoning": "reasoning", "reasoning_reuse_s": "reasoning_reuse", "latency_margin_s": "latency_margin",
+    "latency_headroom": "latency_headroom", "hold_s": "hold",
+}
+
+
+def _loop(name: str):
+    return field_default(LoopConfig, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(BackendOptions):
+    bundle: str | None = field(default=None, metadata={
+        "positional": True, "help": "a bundle directory written by `chatvla2 export` (or --bundle)"})
+    bundle_option: str | None = field(default=None, metadata={
+        "flag": "--bundle", "metavar": "DIR", "help": "the bundle, as an option"})
+    robot: str = field(default="sim", metadata={
+        "choices": ROBOTS, "help": "sim: two simulated arms on ptys; arx: real arms"})
+    port: tuple[str, ...] = field(default=(), metadata={
+        "metavar": "PORT", "help": "--robot arx: an SLCAN adapter, given twice (left, then right)"})
+    left_port: str | None = field(default=None, metadata={"help": "left arm's SLCAN adapter (--robot arx)"})
+    right_port: str | None = field(default=None, metadata={"help": "right arm's SLCAN adapter (--robot arx)"})
+    profile: str = field(default=field_default(ArmConfig, "profile"), metadata={
+        "help": f"arm profile: {', '.join(PROFILES)}"})
+    feedback_timeout: float | None = field(default=None, metadata={
+        "metavar": "S",
+        "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
+                f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
+                f"ControllerConfig); at most {MAX_FEEDBACK_TIMEOUT_S:g} s"})
+    instruction: str | None = field(default=None, metadata={
+        "metavar": "TEXT", "help": "the instruction (default: the math game's instruction)"})
+    camera: tuple[str, ...] = field(default=(), metadata={
+        "metavar": "SPEC",
+        "help": f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}"})
+    camera_max_age: float = field(default=DEFAULT_MAX_AGE_S, metadata={
+        "metavar": "S", "help": "a view whose newest frame is older (or frozen this long) holds the plan"})
+    duration: float | None = field(default=None, metadata={
+        "metavar": "S", "help": "stop after S seconds (default: until Ctrl-C)"})
+    rate: float = field(default=_loop("rate_hz"), metadata={
+        "metavar": "HZ", "help": "control rate of the execution thread"})
+    chunk_mode: str = field(default=_loop("chunk_mode"), metadata={
+        "choices": CHUNK_MODES, "help": "switch: each new chunk replaces the plan; ensemble: temporal ensembling"})
+    ensemble_decay: float = field(default=_loop("ensemble_decay"), metadata={
+        "metavar": "M", "help": "temporal ensembling weight exp(-M i)"})
+    # "hold" / --reasoning-hold: this cadence's names before 0.2 ("hold" now means only the watchdog's).
+    reasoning: str = field(default=_loop("reasoning"), metadata={
+        "choices": REASONING_CADENCES, "type": lambda value: "reuse" if value == "hold" else value,
+        "help": "every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds"})
+    reasoning_reuse: float = field(default=_loop("reasoning_reuse_s"), metadata={
+        "flag": ("--reasoning-reuse", "--reasoning-hold"), "metavar": "S",
+        "help": "how long --reasoning reuse keeps a reasoning (default %(default)s s)"})
+    max_tokens: int | None = field(default=None, metadata={
+        "metavar": "N", "help": "cap the reasoning at N tokens (default: the model's max_reasoning_tokens)"})
+    hold: float = field(default=_loop("hold_s"), metadata={
+        "metavar": "S", "help": "watchdog: hold the last action this long without new actions, then damp and stop"})
+    latency_margin: float = field(default=_loop("latency_margin_s"), metadata={
+        "metavar": "S", "help": "start inference this much earlier than the latency estimate"})
+    latency_headroom: float = field(default=_loop("latency_headroom"), metadata={
+        "metavar": "X", "help": "latency estimate = X times the largest recent latency"})
+    max_joint_speed: float = field(default=DEFAULT_JOINT_SPEED, metadata={
+        "metavar": "RAD_S", "help": "policy-side rate limit per joint"})
+    telemetry: str | None = field(default=None, metadata={
+        "metavar": "FILE", "help": "JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)"})
+    seed: int = field(default=0, metadata={"help": "seed of the diffusion noise (numpy)"})
+
+    def __post_init__(self) -> None:
+        """Everything a run can check before it loads or starts anything: one line naming the option."""
+        super().__post_init__()
+        flags = {f.name: option_flags(f)[0] for f in dataclasses.fields(self) if "help" in f.metadata}
+        loop = {**dataclasses.asdict(LoopConfig()), **{key: getattr(self, name) for key, name in LOOP_FIELDS.items()}}
+        check_loop_settings(loop, name=lambda key: flags[LOOP_FIELDS[key]] if key in LOOP_FIELDS else key)
+        if self.max_tokens is not None and self.max_tokens < 0:
+            raise InvalidInput(f"--max-tokens must be >= 0, got {self.max_tokens}")
+        if not is_finite_number(self.max_joint_speed) or self.max_joint_speed <= 0:
+            raise InvalidInput(f"--max-joint-speed must be a positive number of rad/s, got {self.max_joint_speed!r}")
+        get_profile(self.profile)  # an unknown profile is named here, before any arm (or simulator) starts
+        if self.feedback_timeout is not None:
+            check_feedback_timeout(self.feedback_timeout)
+        if self.robot not in ROBOTS:
+            raise InvalidInput(f"--robot {self.robot}: expected one of {', '.join(ROBOTS)}")
+        left, right = self.ports
+        if self.robot == "arx" and not (left and right):
+            raise InvalidInput("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
+        if self.robot == "sim" and (left or right):
+            raise InvalidInput("--port is for --robot arx; --robot sim starts its own simulated arms")
+        self.bundle_path  # noqa: B018 - two bundles, or none, are refused here
+        for spec in self.camera:
+            parse_camera_spec(spec)  # a bad SPEC fails before anything loads
+
+    @property
+    def bundle_path(self) -> Path:
+        """The bundle, given as the positional argument or as --bundle (not two different ones)."""
+        if self.bundle and self.bundle_option and self.bundle != self.bundle_option:
+            raise InvalidInput(f"two bundles given ({self.bundle} and --bundle {self.bundle_option}): give one")
+        bundle = self.bundle or self.bundle_option
+        if not bundle:
+            raise InvalidInput("no bundle given: chatvla2 run --bundle DIR (a directory written by chatvla2 export)")
+        return Path(bundle)
+
+    @property
+    def ports(self) -> tuple[str | None, str | None]:
+        """(left, right): --port given twice (left, right), or --left-port / --right-port."""
+        if not self.port:
+            return self.left_port, self.right_port
+        if len(self.port) != 2 or self.left_port or self.right_port:
+            raise InvalidInput(f"--port is given twice, left then right (got {len(self.port)}), and not with "
+                               "--left-port/--right-port")
+        return self.port[0], self.port[1]
+
+    @property
+    def instruction_text(self) -> str:
+        return INSTRUCTION if self.instruction is None else self.instruction
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(**{key: getattr(self, name) for key, name in LOOP_FIELDS.items()})
