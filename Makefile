@@ -20,7 +20,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/chatvla2 demo
 
+# Lint and format check first (seconds), then the suite. pytest's exit code 5 (no tests collected)
+# fails the target like any other non-zero code.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean:

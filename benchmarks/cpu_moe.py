@@ -29,13 +29,18 @@ import json
 
 import numpy as np
 import torch
-
 from export_table import time_session  # benchmarks/export_table.py: this script's directory is on sys.path
-from chatvla2.evaluation.timing import time_runs
+
 from chatvla2.contract.config import PRESETS
+from chatvla2.evaluation.timing import time_runs
 from chatvla2.export.calibration_data import record_engine_inputs
 from chatvla2.export.cpu_moe import (
-    CUSTOM_TRANSLATIONS, GroupedMoE, OrtMoE, grouped_moe_layers, ort_moe_layers, quantize_moe,
+    CUSTOM_TRANSLATIONS,
+    GroupedMoE,
+    OrtMoE,
+    grouped_moe_layers,
+    ort_moe_layers,
+    quantize_moe,
 )
 from chatvla2.export.onnx_export import TraceSpec, engine_specs, trace_to_onnx
 from chatvla2.models.loading import load_model

@@ -37,24 +37,30 @@ def main() -> None:
             for run in compare_modes(backend, time.perf_counter):
                 k, d = run.kinematic, run.driver
                 delays = [de[0] - ke[0] for ke, de in zip(k.events, d.events)]
-                rows.append({
-                    "case": run.case,
-                    "steps": run.steps,
-                    "success_both": bool(k.info["success"] and d.info["success"]),
-                    "joint_lag_max_rad": round(float(np.abs(d.states - k.states)[:, joints].max()), 4),
-                    "gripper_gap_max_mm": round(float(np.linalg.norm(d.gripper_points - k.gripper_points, axis=2).max()) * 1000, 1),
-                    "event_delay_max_ticks": max(delays, default=0),
-                    "ticks_per_s": run.timing["ticks_per_s"],
-                    "late_share": round(run.timing["late"] / max(run.steps, 1), 3),
-                    "lateness_p99_ms": run.timing["lateness_p99_ms"],
-                    "retried": run.retried,
-                })
+                rows.append(
+                    {
+                        "case": run.case,
+                        "steps": run.steps,
+                        "success_both": bool(k.info["success"] and d.info["success"]),
+                        "joint_lag_max_rad": round(float(np.abs(d.states - k.states)[:, joints].max()), 4),
+                        "gripper_gap_max_mm": round(float(np.linalg.norm(d.gripper_points - k.gripper_points, axis=2).max()) * 1000, 1),
+                        "event_delay_max_ticks": max(delays, default=0),
+                        "ticks_per_s": run.timing["ticks_per_s"],
+                        "late_share": round(run.timing["late"] / max(run.steps, 1), 3),
+                        "lateness_p99_ms": run.timing["lateness_p99_ms"],
+                        "retried": run.retried,
+                    }
+                )
         restarts = list(backend.restarts)
-    print(f"{'case':36s} {'steps':>5s} {'ok':>3s} {'lag rad':>8s} {'grip mm':>8s} {'delay':>5s} {'ticks/s':>8s} {'late':>5s} {'p99 ms':>7s}")
+    print(
+        f"{'case':36s} {'steps':>5s} {'ok':>3s} {'lag rad':>8s} {'grip mm':>8s} {'delay':>5s} {'ticks/s':>8s} {'late':>5s} {'p99 ms':>7s}"
+    )
     for r in rows:
-        print(f"{r['case']:36s} {r['steps']:5d} {'yes' if r['success_both'] else 'NO':>3s} {r['joint_lag_max_rad']:8.4f} "
-              f"{r['gripper_gap_max_mm']:8.1f} {r['event_delay_max_ticks']:5d} {r['ticks_per_s']:8.2f} "
-              f"{r['late_share']:5.1%} {r['lateness_p99_ms']:7.2f}")
+        print(
+            f"{r['case']:36s} {r['steps']:5d} {'yes' if r['success_both'] else 'NO':>3s} {r['joint_lag_max_rad']:8.4f} "
+            f"{r['gripper_gap_max_mm']:8.1f} {r['event_delay_max_ticks']:5d} {r['ticks_per_s']:8.2f} "
+            f"{r['late_share']:5.1%} {r['lateness_p99_ms']:7.2f}"
+        )
     summary = {
         "benchmark": "driver_mode_agreement",
         "episodes": len(rows),
@@ -68,10 +74,15 @@ def main() -> None:
         "restarts": restarts,
         "rows": rows,
     }
-    summary["within_bounds"] = (summary["joint_lag_max_rad"] <= JOINT_LAG_RAD and summary["event_delay_max_ticks"] <= EVENT_DELAY_MAX
-                                and summary["late_share_max"] <= LATE_SHARE_MAX)
-    print(f"within the bounds (lag {JOINT_LAG_RAD} rad, delay {EVENT_DELAY_MAX} ticks, late {LATE_SHARE_MAX:.0%}): "
-          f"{'yes' if summary['within_bounds'] else 'NO'}")
+    summary["within_bounds"] = (
+        summary["joint_lag_max_rad"] <= JOINT_LAG_RAD
+        and summary["event_delay_max_ticks"] <= EVENT_DELAY_MAX
+        and summary["late_share_max"] <= LATE_SHARE_MAX
+    )
+    print(
+        f"within the bounds (lag {JOINT_LAG_RAD} rad, delay {EVENT_DELAY_MAX} ticks, late {LATE_SHARE_MAX:.0%}): "
+        f"{'yes' if summary['within_bounds'] else 'NO'}"
+    )
     print(json.dumps(summary))
 
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from chatvla2.export.bundle import export_bundle
-from chatvla2.models.loading import load_model
 from chatvla2.export.precision import parse_plan
+from chatvla2.models.loading import load_model
 
 
 def main() -> int:

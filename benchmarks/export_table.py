@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chatvla2.contract.bundle import load_manifest
 from chatvla2.calibration.predict import engine_feed  # inputs at the robot's shapes, shared with predict
+from chatvla2.contract.bundle import load_manifest
 from chatvla2.evaluation.timing import time_runs
 from chatvla2.runtime.onnxruntime_session import create_session
 

@@ -13,10 +13,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from chatvla2.export.calibration_data import record_engine_inputs
-from chatvla2.models.loading import load_model
-from chatvla2.export.onnx_export import engine_specs, save_onnx, trace_to_onnx
 from export_table import time_session  # benchmarks/export_table.py: this script's directory is on sys.path
+
+from chatvla2.export.calibration_data import record_engine_inputs
+from chatvla2.export.onnx_export import engine_specs, save_onnx, trace_to_onnx
+from chatvla2.models.loading import load_model
 from chatvla2.runtime.onnxruntime_session import create_session
 
 

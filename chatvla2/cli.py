@@ -16,8 +16,9 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Optional dependencies and the extra that installs each.
 EXTRA_FOR_MODULE = {

@@ -36,7 +36,8 @@ DOCS_PATH = re.compile(r"(?<![\w./-])(docs/[\w./-]*?\.md)")
 # `docs/x.md, "Section"`, `docs/x.md's "Section"`, `docs/x.md ("Section")`, and single quotes.
 SECTION_CITATION = re.compile(
     r"(?<![\w./-])(docs/[\w./-]*?\.md)`?(?:'s)?(?=[,\s(])[,\s(]*"
-    r"(?:\"([A-Za-z0-9][^\"]{0,159})\"|'(?!s\s)([A-Za-z0-9][^']{0,159})')")
+    r"(?:\"([A-Za-z0-9][^\"]{0,159})\"|'(?!s\s)([A-Za-z0-9][^']{0,159})')"
+)
 OUTSIDE = re.compile(r"(?:\.\./)+shared/|/work/shared\b")
 POINT_CITATION = re.compile(r"(?<![\w./-])(docs/[\w./-]*?\.md)`?,?\s+points?\s+(\d+)\b")
 LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -45,6 +46,7 @@ HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
 # --- the project's files ----------------------------------------------------------------------
+
 
 def _ignore_patterns(directory: Path, base: str) -> list[tuple[str, str, bool, bool]]:
     """(base, pattern, anchored, directories only) for each line of `directory`'s .gitignore;
@@ -67,7 +69,7 @@ def _ignored(rel: str, is_dir: bool, patterns) -> bool:
             continue
         if base and not rel.startswith(base + "/"):
             continue
-        inside = rel[len(base) + 1:] if base else rel
+        inside = rel[len(base) + 1 :] if base else rel
         if fnmatch.fnmatch(inside if anchored else inside.rsplit("/", 1)[-1], core):
             return True
     return False
@@ -89,11 +91,11 @@ def project_files(root: Path) -> list[Path]:
 
 
 def _citing_files(root: Path) -> list[Path]:
-    return [p for p in project_files(root)
-            if (p.suffix in CITING_SUFFIXES or p.name in CITING_NAMES) and p.resolve() != SELF]
+    return [p for p in project_files(root) if (p.suffix in CITING_SUFFIXES or p.name in CITING_NAMES) and p.resolve() != SELF]
 
 
 # --- Markdown: headings, slugs, links ---------------------------------------------------------
+
 
 def _prose_lines(text: str) -> list[str]:
     """The lines outside fenced code blocks, inline code spans blanked."""
@@ -168,19 +170,19 @@ def broken_links(root: Path) -> list[str]:
 
 # --- citations of docs pages in the project's files ------------------------------------------
 
+
 def _cited_paths(root: Path):
     """(citing file, docs path) for every `docs/....md` the project's files name."""
     for path in _citing_files(root):
         text = path.read_text(errors="replace")
         for match in DOCS_PATH.finditer(text):
-            before = text[text.rfind("\n", 0, match.start()) + 1:match.start()]
+            before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
             if not FOREIGN_BEFORE.search(before):
                 yield path, match.group(1)
 
 
 def missing_cited_pages(root: Path) -> list[str]:
-    return sorted({f"{path.relative_to(root)}: {cited}" for path, cited in _cited_paths(root)
-                   if not (root / cited).is_file()})
+    return sorted({f"{path.relative_to(root)}: {cited}" for path, cited in _cited_paths(root) if not (root / cited).is_file()})
 
 
 def _joined(text: str) -> str:
@@ -222,14 +224,17 @@ def missing_cited_sections(root: Path) -> list[str]:
             cited, point = match.group(1), match.group(2)
             page = root / cited
             if page.is_file() and not any(re.match(rf"{point}\.(\s|$)", h) for h in headings(page.read_text())):
-                problems.add(f"{path.relative_to(root)}: {cited}, point {point}: no heading \"{point}. ...\"")
+                problems.add(f'{path.relative_to(root)}: {cited}, point {point}: no heading "{point}. ..."')
     return sorted(problems)
 
 
 def outside_citations(root: Path) -> list[str]:
     """Citations of documents outside the repository."""
-    return [f"{path.relative_to(root)}: {match.group(0)}" for path in _citing_files(root)
-            for match in OUTSIDE.finditer(path.read_text(errors="replace"))]
+    return [
+        f"{path.relative_to(root)}: {match.group(0)}"
+        for path in _citing_files(root)
+        for match in OUTSIDE.finditer(path.read_text(errors="replace"))
+    ]
 
 
 def readme_problems(root: Path) -> list[str]:
@@ -247,6 +252,7 @@ def readme_problems(root: Path) -> list[str]:
 
 
 # --- this repository --------------------------------------------------------------------------
+
 
 def test_every_relative_link_resolves():
     assert broken_links(REPO) == []
@@ -278,6 +284,7 @@ def test_the_reference_pages_are_cited_and_found():
 
 # --- the checks on a broken tree --------------------------------------------------------------
 
+
 def _write(root: Path, rel: str, text: str) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,20 +293,27 @@ def _write(root: Path, rel: str, text: str) -> None:
 
 def _tree(tmp_path: Path) -> Path:
     _write(tmp_path, ".gitignore", "out/\n*.log\n")
-    _write(tmp_path, "docs/guide.md", "# Guide\n\n## The `cpu` target: fast\n\n### 4. Reasoning following\n\n"
-                                      "## Limits\n\n## Limits\n")
+    _write(tmp_path, "docs/guide.md", "# Guide\n\n## The `cpu` target: fast\n\n### 4. Reasoning following\n\n## Limits\n\n## Limits\n")
     _write(tmp_path, "docs/other.md", "# Other\n\nBack to [the guide](guide.md#limits-1).\n")
-    _write(tmp_path, "README.md", "# Project\n\nRun `make test`.\n\n"
-                                  "[guide](docs/guide.md), [target](docs/guide.md#the-cpu-target-fast),\n"
-                                  "[site](https://example.org/x.md), [mail](mailto:a@b.c), [self](#project)\n\n"
-                                  "```\n[not a link](nowhere.md)\n```\n\n`[code](nowhere.md)`\n")
+    _write(
+        tmp_path,
+        "README.md",
+        "# Project\n\nRun `make test`.\n\n"
+        "[guide](docs/guide.md), [target](docs/guide.md#the-cpu-target-fast),\n"
+        "[site](https://example.org/x.md), [mail](mailto:a@b.c), [self](#project)\n\n"
+        "```\n[not a link](nowhere.md)\n```\n\n`[code](nowhere.md)`\n",
+    )
     _write(tmp_path, "out/notes.md", "[ignored](missing.md)\n")
     _write(tmp_path, "cache/.gitignore", "*\n")
     _write(tmp_path, "cache/page.md", "[ignored too](missing.md), docs/missing.md\n")
-    _write(tmp_path, "pkg/mod.py", '"""See docs/guide.md, "The cpu target" and docs/guide.md point 4.\n\n'
-                                   "Also docs/guide.md's 'Limits', docs/guide.md's limits list, `docs/guide.md`,\n"
-                                   '"Reasoning following", and onnx-tensorrt docs/operators.md."""\n'
-                                   'NOTES = {"a": "not in docs/guide.md", "b": "c"}\n')
+    _write(
+        tmp_path,
+        "pkg/mod.py",
+        '"""See docs/guide.md, "The cpu target" and docs/guide.md point 4.\n\n'
+        "Also docs/guide.md's 'Limits', docs/guide.md's limits list, `docs/guide.md`,\n"
+        '"Reasoning following", and onnx-tensorrt docs/operators.md."""\n'
+        'NOTES = {"a": "not in docs/guide.md", "b": "c"}\n',
+    )
     return tmp_path
 
 
@@ -339,8 +353,7 @@ def test_a_cited_page_that_does_not_exist_is_found(tmp_path):
 
 def test_a_cited_section_that_is_not_a_heading_is_found(tmp_path):
     root = _tree(tmp_path)
-    _write(root, "pkg/other.py", '# (docs/guide.md, "The gpu\n# target") and docs/guide.md point 5\n'
-                                 "X = \"docs/guide.md, 'Limits'\"\n")
+    _write(root, "pkg/other.py", '# (docs/guide.md, "The gpu\n# target") and docs/guide.md point 5\nX = "docs/guide.md, \'Limits\'"\n')
     assert missing_cited_sections(root) == [
         'pkg/other.py: docs/guide.md, "The gpu target": no such heading',
         'pkg/other.py: docs/guide.md, point 5: no heading "5. ..."',
@@ -365,6 +378,8 @@ def test_a_long_readme_or_one_without_the_test_command_is_found(tmp_path):
 def test_github_slugs():
     assert slug("Starting from real weights: Qwen2-VL and ScaleDP") == "starting-from-real-weights-qwen2-vl-and-scaledp"
     assert slug("5. Two-stage training") == "5-two-stage-training"
-    assert slug(_heading_text("The TensorRT-form bundles on the CPU, and `chatvla2 run`")) == \
-        "the-tensorrt-form-bundles-on-the-cpu-and-chatvla2-run"
+    assert (
+        slug(_heading_text("The TensorRT-form bundles on the CPU, and `chatvla2 run`"))
+        == "the-tensorrt-form-bundles-on-the-cpu-and-chatvla2-run"
+    )
     assert anchors("# A\n\n## A\n\n```\n# not a heading\n```\n") == {"a", "a-1"}

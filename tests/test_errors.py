@@ -87,16 +87,26 @@ def _classes():
     from chatvla2.sim.faults import FaultSpecError
 
     return [
-        (BundleError, InvalidInput, ValueError), (CheckpointError, InvalidInput, ValueError),
-        (SourceError, InvalidInput, ValueError), (DatasetError, InvalidInput, ValueError),
-        (FaultSpecError, InvalidInput, ValueError), (LintError, InvalidInput, ValueError),
-        (BuildError, InvalidInput, ValueError), (ParityError, InvalidInput, ValueError),
-        (CaptureError, InvalidInput, ValueError), (FeedError, InvalidInput, ValueError),
-        (EngineMismatch, InvalidInput, ValueError), (TensorRTUnavailable, DeviceError, OSError),
-        (CameraError, DeviceError, OSError), (EndOfStream, DeviceError, OSError),
-        (UnknownProfileError, DriverUserError, LookupError), (LinkError, DriverUserError, OSError),
-        (LinkDisconnected, DriverUserError, OSError), (ArmFault, DriverUserError, OSError),
-        (OverCurrent, DriverUserError, OSError), (MotorsNotAnswering, DriverUserError, OSError),
+        (BundleError, InvalidInput, ValueError),
+        (CheckpointError, InvalidInput, ValueError),
+        (SourceError, InvalidInput, ValueError),
+        (DatasetError, InvalidInput, ValueError),
+        (FaultSpecError, InvalidInput, ValueError),
+        (LintError, InvalidInput, ValueError),
+        (BuildError, InvalidInput, ValueError),
+        (ParityError, InvalidInput, ValueError),
+        (CaptureError, InvalidInput, ValueError),
+        (FeedError, InvalidInput, ValueError),
+        (EngineMismatch, InvalidInput, ValueError),
+        (TensorRTUnavailable, DeviceError, OSError),
+        (CameraError, DeviceError, OSError),
+        (EndOfStream, DeviceError, OSError),
+        (UnknownProfileError, DriverUserError, LookupError),
+        (LinkError, DriverUserError, OSError),
+        (LinkDisconnected, DriverUserError, OSError),
+        (ArmFault, DriverUserError, OSError),
+        (OverCurrent, DriverUserError, OSError),
+        (MotorsNotAnswering, DriverUserError, OSError),
         (ArmNotDisabled, DriverUserError, OSError),
     ]
 
@@ -109,8 +119,12 @@ def test_each_user_facing_class_keeps_its_built_in_base():
 
 
 def test_export_with_an_unknown_preset_prints_one_line_and_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "chatvla2", "export", "--config", "nope", "--out", str(tmp_path / "x")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "chatvla2", "export", "--config", "nope", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

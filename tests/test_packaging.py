@@ -15,8 +15,12 @@ ROOMS = ("contract", "models", "export", "runtime", "drivers", "calibration", "e
 def test_the_install_has_chatvla2_alone_at_top_level(tmp_path):
     target = tmp_path / "site-packages"
     # --no-build-isolation: the venv's setuptools builds it (no registry needed); --no-deps: only ours.
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                             "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     top = sorted(p.name for p in target.iterdir() if p.name != "bin" and not p.name.endswith(".dist-info"))
     assert top == ["chatvla2"], top

@@ -20,12 +20,12 @@ import numpy as np
 from chatvla2.calibration.bench_config import BenchConfig
 from chatvla2.calibration.compute_roofline import COMPUTE_STAGES, faster_rates, measure_gemm_rates, stage_rooflines
 from chatvla2.calibration.roofline import decode_traffic, measure_bandwidth
-from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import INSTRUCTION
 from chatvla2.contract.stage_timer import STAGES
+from chatvla2.evaluation.timing import latency_stats
 from chatvla2.runtime.camera import StaticCamera
 from chatvla2.runtime.policy import Policy
 

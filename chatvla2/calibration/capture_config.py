@@ -19,22 +19,35 @@ def check_reasoning_tokens(decode_calls: int, min_tokens: int, max_tokens: int |
 
 @dataclass(frozen=True, kw_only=True)
 class CaptureConfig:
-    preset: str | None = field(default=None, metadata={
-        "flag": "--config", "metavar": "NAME", "exclusive": "model",
-        "help": "a preset, initialised from --seed (tests, untrained)"})
-    checkpoint: str | None = field(default=None, metadata={
-        "metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
-    observations: str = field(metadata={
-        "metavar": "SOURCE", "help": "sim:TASK:SPLIT:FIRST-LAST, a dataset directory, or several joined by '+'"})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--config",
+            "metavar": "NAME",
+            "exclusive": "model",
+            "help": "a preset, initialised from --seed (tests, untrained)",
+        },
+    )
+    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
+    observations: str = field(
+        metadata={"metavar": "SOURCE", "help": "sim:TASK:SPLIT:FIRST-LAST, a dataset directory, or several joined by '+'"}
+    )
     out: str = field(metadata={"metavar": "FILE", "help": "the .npz to write"})
-    decode_calls: int = field(default=DEFAULT_DECODE_CALLS, metadata={
-        "metavar": "N",
-        "help": "decode steps kept per observation for quantization, spread over its reasoning (default %(default)s)"})
-    min_tokens: int = field(default=0, metadata={
-        "metavar": "N",
-        "help": "no end of reasoning before N tokens (an untrained model would stop at once; default %(default)s)"})
-    max_tokens: int | None = field(default=None, metadata={
-        "metavar": "N", "help": "reasoning token cap (default: the model's)"})
+    decode_calls: int = field(
+        default=DEFAULT_DECODE_CALLS,
+        metadata={
+            "metavar": "N",
+            "help": "decode steps kept per observation for quantization, spread over its reasoning (default %(default)s)",
+        },
+    )
+    min_tokens: int = field(
+        default=0,
+        metadata={
+            "metavar": "N",
+            "help": "no end of reasoning before N tokens (an untrained model would stop at once; default %(default)s)",
+        },
+    )
+    max_tokens: int | None = field(default=None, metadata={"metavar": "N", "help": "reasoning token cap (default: the model's)"})
     stride: int = field(default=25, metadata={"help": "a dataset's frames: every S-th (default %(default)s)"})
     seed: int = field(default=0, metadata={"help": "the preset's initialisation and the diffusion noise"})
 

@@ -37,15 +37,34 @@ from chatvla2.calibration.targets import MATMUL_CLASSES
 from chatvla2.contract.errors import MissingFile
 
 # ONNX element types: bits per element, and the class of a product whose operands are dequantized from them.
-_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 16: 16,
-         17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4}
+_BITS = {
+    1: 32,
+    2: 8,
+    3: 8,
+    4: 16,
+    5: 16,
+    6: 32,
+    7: 64,
+    9: 8,
+    10: 16,
+    11: 64,
+    12: 32,
+    13: 64,
+    16: 16,
+    17: 8,
+    18: 8,
+    19: 8,
+    20: 8,
+    21: 4,
+    22: 4,
+    23: 4,
+}
 _QUANTIZED_CLASS = {2: "int8", 3: "int8", 17: "fp8", 18: "fp8", 19: "fp8", 20: "fp8", 21: "int4", 22: "int4", 23: "fp4"}
 _FLOAT16_TYPES = {10, 16}
 # Ops a weight passes through unchanged in size on its way to the product that reads it.
 _WEIGHT_PASS = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
 # Ops an operand passes through between its DequantizeLinear and a matrix product.
-_OPERAND_PASS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Expand", "Gather",
-                 "GatherND", "Slice", "Split"}
+_OPERAND_PASS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Expand", "Gather", "GatherND", "Slice", "Split"}
 # Ops that read only part of their data input: bytes read = output size.
 _PARTIAL_READS = {"Gather", "GatherND", "Slice"}
 
@@ -124,8 +143,7 @@ def typed_graph(model, bound: dict[str, list[int]], where: str, strict: bool = T
     return graph, types, weights
 
 
-def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k: int,
-                shapes: dict[str, list[int]] | None = None) -> dict:
+def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k: int, shapes: dict[str, list[int]] | None = None) -> dict:
     """Bytes read and FLOPs of one call of the graph at `path`, at the manifest entry's opt
     shapes (overridden per input by `shapes`). Returns weight_bytes (read per call), io_bytes
     (inputs read + outputs written), bytes (both), stored_weight_bytes (each initializer once),

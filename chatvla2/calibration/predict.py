@@ -42,11 +42,11 @@ import numpy as np
 
 from chatvla2.calibration.graph_count import count_graph, opt_shapes
 from chatvla2.calibration.targets import MATMUL_CLASSES, Target, parse_targets
-from chatvla2.evaluation.timing import latency_stats, time_runs
 from chatvla2.contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
 from chatvla2.contract.embodiment import CONTROL_HZ as _ROBOT_HZ
 from chatvla2.contract.errors import InvalidInput
+from chatvla2.evaluation.timing import latency_stats, time_runs
 
 if TYPE_CHECKING:  # it reads this module's defaults
     from chatvla2.calibration.predict_config import PredictConfig

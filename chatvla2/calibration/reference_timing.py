@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from chatvla2.calibration.bench_config import BenchConfig
-from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.scene import INSTRUCTION
+from chatvla2.evaluation.timing import latency_stats
 from chatvla2.export.torch_engine import torch_policy
 from chatvla2.models.loading import load_model
 from chatvla2.runtime.camera import StaticCamera

@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from chatvla2.calibration.sweep_report import predicted_step_ms, step_ms
 from chatvla2.calibration.selection_config import SELECT_TARGETS, SelectConfig
+from chatvla2.calibration.sweep_report import predicted_step_ms, step_ms
 from chatvla2.calibration.targets import TARGETS
 from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.contract.names import UnknownChoice

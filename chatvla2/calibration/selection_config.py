@@ -13,12 +13,10 @@ SELECT_TARGETS = (*TARGETS, "cpu")
 
 @dataclass(frozen=True, kw_only=True)
 class SelectConfig:
-    report: str = field(metadata={
-        "positional": True, "metavar": "REPORT", "help": "a sweep directory or its report.json"})
+    report: str = field(metadata={"positional": True, "metavar": "REPORT", "help": "a sweep directory or its report.json"})
     budget: str = field(metadata={"help": 'e.g. "action_deg<=0.5,token_agreement>=0.99,success_drop<=2"'})
     target: str = field(metadata={"help": f"where the plan runs: {', '.join(SELECT_TARGETS)}"})
-    bundle: str | None = field(default=None, metadata={
-        "metavar": "DIR", "help": "record the chosen plan in this bundle's manifest"})
+    bundle: str | None = field(default=None, metadata={"metavar": "DIR", "help": "record the chosen plan in this bundle's manifest"})
 
     def __post_init__(self) -> None:
         from chatvla2.calibration.selection import parse_budget  # it imports this module

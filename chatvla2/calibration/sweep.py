@@ -47,7 +47,15 @@ from typing import Any
 
 import numpy as np
 
-from chatvla2.calibration.capture import capture, engine_calls, load_capture, model_fingerprint, policy_cases, quantization_inputs, write_capture
+from chatvla2.calibration.capture import (
+    capture,
+    engine_calls,
+    load_capture,
+    model_fingerprint,
+    policy_cases,
+    quantization_inputs,
+    write_capture,
+)
 from chatvla2.calibration.observations import check_disjoint
 from chatvla2.calibration.plans import Plan, parse_plans
 from chatvla2.calibration.sweep_config import SweepConfig

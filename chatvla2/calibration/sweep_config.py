@@ -21,20 +21,23 @@ def _items(text: str) -> list[str]:
 
 @dataclass(frozen=True, kw_only=True)
 class SweepConfig:
-    preset: str | None = field(default=None, metadata={
-        "flag": "--config", "metavar": "NAME", "exclusive": "model", "help": "a preset, initialised from --seed (untrained)"})
-    checkpoint: str | None = field(default=None, metadata={
-        "metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
+    preset: str | None = field(
+        default=None,
+        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": "a preset, initialised from --seed (untrained)"},
+    )
+    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
     plans: str = field(default=DEFAULT_PLANS, metadata={"help": "plans (calibration/plans.py; default %(default)s)"})
     out: str = field(metadata={"metavar": "DIR", "help": "the report directory (resumed if it exists)"})
-    calibration: str = field(default=DEFAULT_CALIBRATION, metadata={
-        "metavar": "SOURCE|FILE", "help": "observations that set the quantization scales (default %(default)s)"})
-    held_out: str = field(default=DEFAULT_HELD_OUT, metadata={
-        "metavar": "SOURCE|FILE", "help": "observations accuracy is measured on (default %(default)s)"})
+    calibration: str = field(
+        default=DEFAULT_CALIBRATION,
+        metadata={"metavar": "SOURCE|FILE", "help": "observations that set the quantization scales (default %(default)s)"},
+    )
+    held_out: str = field(
+        default=DEFAULT_HELD_OUT, metadata={"metavar": "SOURCE|FILE", "help": "observations accuracy is measured on (default %(default)s)"}
+    )
     runs: int = field(default=50, metadata={"help": "timed runs per engine and per policy (default %(default)s)"})
     warmup: int = field(default=5, metadata={"help": "untimed runs first (default %(default)s)"})
-    task: str | None = field(default=None, metadata={
-        "help": "also measure the paper's task scores (math_game, toy_placement)"})
+    task: str | None = field(default=None, metadata={"help": "also measure the paper's task scores (math_game, toy_placement)"})
     episodes: int = field(default=10, metadata={"help": "episodes per split at the task level (default %(default)s)"})
     splits: str = field(default="in_domain,open_world", metadata={"help": "the task level's splits (default %(default)s)"})
     episode_seed: int = field(default=0, metadata={"help": "the task level's first episode seed"})

@@ -213,7 +213,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild a config from `to_dict` output. Errors are ValueErrors naming the field: an
         unknown or missing field, a section that is not an object, a value of the wrong type (a
         string or a bool for an int, a non-finite float), a size that is not positive."""

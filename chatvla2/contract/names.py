@@ -4,7 +4,7 @@ closest choice and lists them all (model presets, calibration targets, task spli
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 from chatvla2.contract.errors import UnknownName
 

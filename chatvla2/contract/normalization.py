@@ -72,7 +72,7 @@ class NormalizationStats:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "NormalizationStats":
+    def load(cls, path: str | Path) -> NormalizationStats:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -83,7 +83,7 @@ class NormalizationStats:
             raise InvalidInput(f"{path}: invalid normalization statistics ({exc!r})") from None
 
     @classmethod
-    def arx_bimanual(cls, dim: int = DIM, profile: str = "x5") -> "NormalizationStats":
+    def arx_bimanual(cls, dim: int = DIM, profile: str = "x5") -> NormalizationStats:
         """Defaults for an untrained model on ARX arms: actions span the profile's joint limits and
         gripper width (drivers/profiles.py), the state is centred on the middle of the range with a
         quarter of it as its deviation."""

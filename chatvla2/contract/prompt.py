@@ -25,7 +25,6 @@ from chatvla2.contract.config import ModelConfig
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.tokenizer import TextTokenizer
 
-
 # Qwen2-VL-2B-Instruct's chat template (its chat_template.json) adds this system turn when the
 # conversation has none.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."

@@ -75,7 +75,7 @@ class TextTokenizer:
         self.backend.save(str(path))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TextTokenizer":
+    def from_file(cls, path: str | Path) -> TextTokenizer:
         path = Path(path)
         if not path.is_file():
             raise MissingFile(f"tokenizer file not found: {path}")

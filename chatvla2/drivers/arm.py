@@ -55,7 +55,7 @@ class ArmConfig:
         default DEFAULT_FEEDBACK_TIMEOUT_S = 50 ms)."""
         return self.controller.feedback_timeout_s
 
-    def with_feedback_timeout(self, seconds: float) -> "ArmConfig":
+    def with_feedback_timeout(self, seconds: float) -> ArmConfig:
         """This configuration with another feedback timeout (checked by ControllerConfig)."""
         return replace(self, controller=replace(self.controller, feedback_timeout_s=seconds))
 
@@ -143,7 +143,7 @@ class ARXArm:
     def is_connected(self) -> bool:
         return self.controller is not None
 
-    def connect(self) -> "ARXArm":
+    def connect(self) -> ARXArm:
         """Open the link, enable every motor, read them all and start the controller; refuse to start
         on missing feedback, all-zero positions or a motor error (the motors are then disabled again
         and the link closed)."""
@@ -303,7 +303,7 @@ class ARXArm:
                 self.last_shutdown = report
         return report
 
-    def __enter__(self) -> "ARXArm":
+    def __enter__(self) -> ARXArm:
         return self.connect()
 
     def __exit__(self, *exc) -> None:

@@ -14,12 +14,17 @@ ACTIONS = ("status", "enable", "home", "damp")
 
 @dataclass(frozen=True, kw_only=True)
 class ArmCommandConfig:
-    port: str | None = field(default=None, metadata={
-        "exclusive": "where", "help": "serial port of the SLCAN adapter (or a pyserial URL)"})
+    port: str | None = field(default=None, metadata={"exclusive": "where", "help": "serial port of the SLCAN adapter (or a pyserial URL)"})
     sim: bool = field(default=False, metadata={"exclusive": "where", "help": "start a simulated arm and use it"})
     profile: str = field(default=ArmConfig.profile, metadata={"help": f"arm profile: {', '.join(PROFILES)}"})
-    action: str = field(metadata={"positional": True, "choices": ACTIONS, "help": "status: read every motor; enable: enable them and leave them enabled; home: move to the home pose, "
-                "then damp and disable; damp: damp for 2 s, then disable"})
+    action: str = field(
+        metadata={
+            "positional": True,
+            "choices": ACTIONS,
+            "help": "status: read every motor; enable: enable them and leave them enabled; home: move to the home pose, "
+            "then damp and disable; damp: damp for 2 s, then disable",
+        }
+    )
     # Not an option: `arm --sim` sets the simulated arm's (a loaded machine runs the simulator late);
     # None keeps the drivers' ControllerConfig default for real arms.
     feedback_timeout_s: float | None = None

@@ -26,7 +26,7 @@ class BimanualARX:
                 arm.name = side
         self.left, self.right = left, right
 
-    def connect(self) -> "BimanualARX":
+    def connect(self) -> BimanualARX:
         self.left.connect()
         try:
             self.right.connect()
@@ -64,7 +64,7 @@ class BimanualARX:
             raise errors[0]
         return reports
 
-    def __enter__(self) -> "BimanualARX":
+    def __enter__(self) -> BimanualARX:
         return self.connect()
 
     def __exit__(self, *exc) -> None:

@@ -26,8 +26,8 @@ import struct
 import termios
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import can
 import serial
@@ -396,7 +396,7 @@ class SlcanLink:
         self.startup_rejections = 0
 
     # -- life cycle --------------------------------------------------------------------------------
-    def open(self) -> "SlcanLink":
+    def open(self) -> SlcanLink:
         """Open the bus, or raise LinkError having left nothing open."""
         if self._bus is not None:
             return self
@@ -456,7 +456,7 @@ class SlcanLink:
     def stats(self) -> LinkStats:
         return self._stats
 
-    def __enter__(self) -> "SlcanLink":
+    def __enter__(self) -> SlcanLink:
         return self.open()
 
     def __exit__(self, *exc) -> None:

@@ -51,7 +51,7 @@ class StopSignals:
         self.received_at: float | None = None  # time.monotonic() when it came
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         self._previous = install_handlers(self._handle)
         return self
 

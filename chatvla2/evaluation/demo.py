@@ -37,11 +37,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from chatvla2.evaluation.episode_gif import EpisodeGif
+from chatvla2.contract.errors import MissingFile
 from chatvla2.evaluation.demo_config import DemoConfig
+from chatvla2.evaluation.episode_gif import EpisodeGif
 from chatvla2.evaluation.eval_config import EvalConfig
 from chatvla2.evaluation.task_eval import evaluate, format_episode, format_table, load_policy, write_record
-from chatvla2.contract.errors import MissingFile
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO / "checkpoints" / "chatvla2-demo"

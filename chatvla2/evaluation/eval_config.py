@@ -26,35 +26,59 @@ class EvalConfig:
     task: str = field(metadata={"help": f"the task: {', '.join(TASKS)}"})
     split: str = field(metadata={"help": f"the split: {', '.join(SPLITS)}"})
     episodes: int = field(metadata={"help": "how many episodes (seeds S .. S+N-1)"})
-    seed: int = field(default=0, metadata={
-        "help": "the first episode's seed (default %(default)s); episode i uses seed S + i"})
-    checkpoint: str | None = field(default=None, metadata={
-        "metavar": "DIR", "group": POLICY, "help": "a checkpoint: the PyTorch model"})
-    preset: str | None = field(default=None, metadata={
-        "flag": "--config", "metavar": "NAME", "group": POLICY,
-        "help": "a named preset (seed 0, as export builds it): the PyTorch model"})
-    bundle: str | None = field(default=None, metadata={
-        "metavar": "DIR", "group": POLICY, "help": "an exported bundle: the runtime's engines"})
-    backend: str = field(default="auto", metadata={
-        "help": f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on {TORCH_BACKEND}, "
-                "a bundle on auto, onnxruntime or tensorrt)"})
-    mode: str = field(default="fast", metadata={
-        "help": "fast (kinematic arms) or driver (simulated arms on ptys through the drivers, real time) "
-                "(default %(default)s)"})
-    query_every: int = field(default=20, metadata={
-        "metavar": "K",
-        "help": "query the policy every K control steps, executing the chunk's first K actions (default %(default)s)"})
-    reason_every: int = field(default=1, metadata={
-        "metavar": "N", "help": "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)"})
-    max_steps: int = field(default=MAX_STEPS, metadata={
-        "metavar": "T", "help": "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)"})
-    engines: str | None = field(default=None, metadata={
-        "metavar": "DIR", "help": "prebuilt TensorRT engines (default BUNDLE/engines)"})
+    seed: int = field(default=0, metadata={"help": "the first episode's seed (default %(default)s); episode i uses seed S + i"})
+    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "group": POLICY, "help": "a checkpoint: the PyTorch model"})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--config",
+            "metavar": "NAME",
+            "group": POLICY,
+            "help": "a named preset (seed 0, as export builds it): the PyTorch model",
+        },
+    )
+    bundle: str | None = field(
+        default=None, metadata={"metavar": "DIR", "group": POLICY, "help": "an exported bundle: the runtime's engines"}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on {TORCH_BACKEND}, "
+            "a bundle on auto, onnxruntime or tensorrt)"
+        },
+    )
+    mode: str = field(
+        default="fast",
+        metadata={"help": "fast (kinematic arms) or driver (simulated arms on ptys through the drivers, real time) (default %(default)s)"},
+    )
+    query_every: int = field(
+        default=20,
+        metadata={
+            "metavar": "K",
+            "help": "query the policy every K control steps, executing the chunk's first K actions (default %(default)s)",
+        },
+    )
+    reason_every: int = field(
+        default=1,
+        metadata={
+            "metavar": "N",
+            "help": "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)",
+        },
+    )
+    max_steps: int = field(
+        default=MAX_STEPS,
+        metadata={"metavar": "T", "help": "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)"},
+    )
+    engines: str | None = field(default=None, metadata={"metavar": "DIR", "help": "prebuilt TensorRT engines (default BUNDLE/engines)"})
     threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads"})
-    json_out: str = field(default="eval_output/eval.json", metadata={
-        "metavar": "FILE",
-        "help": "where the record goes: the settings, the summary, per-stage latency and every episode's queries "
-                "and reasoning, as one JSON line (default %(default)s)"})
+    json_out: str = field(
+        default="eval_output/eval.json",
+        metadata={
+            "metavar": "FILE",
+            "help": "where the record goes: the settings, the summary, per-stage latency and every episode's queries "
+            "and reasoning, as one JSON line (default %(default)s)",
+        },
+    )
 
     def __post_init__(self) -> None:
         """Everything that needs no model; the first problem as one line."""
@@ -70,13 +94,11 @@ class EvalConfig:
             raise UnknownChoice(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
         if self.backend not in EVAL_BACKENDS:
             raise UnknownChoice(f"unknown backend {self.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
-        given = [flag for flag, value in (("--checkpoint", self.checkpoint), ("--config", self.preset),
-                                          ("--bundle", self.bundle)) if value]
+        given = [flag for flag, value in (("--checkpoint", self.checkpoint), ("--config", self.preset), ("--bundle", self.bundle)) if value]
         if len(given) != 1:
             raise InvalidInput(f"give exactly one of --checkpoint, --config, --bundle (got {' and '.join(given) or 'none'})")
         if self.bundle and self.backend == TORCH_BACKEND:
-            raise InvalidInput(f"--backend {TORCH_BACKEND} runs --checkpoint or --config; a bundle runs on auto, "
-                               "onnxruntime or tensorrt")
+            raise InvalidInput(f"--backend {TORCH_BACKEND} runs --checkpoint or --config; a bundle runs on auto, onnxruntime or tensorrt")
         if not self.bundle and self.backend not in ("auto", TORCH_BACKEND):
             raise InvalidInput(f"--backend {self.backend} runs a --bundle; --checkpoint/--config run on {TORCH_BACKEND}")
         if self.threads is not None:

@@ -58,12 +58,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from chatvla2.evaluation.timing import latency_stats
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
 from chatvla2.contract.embodiment import ACTION_DIM, STATE_DIM
@@ -71,6 +71,7 @@ from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.stage_timer import STAGES
 from chatvla2.drivers.faults import ArmFault
 from chatvla2.evaluation.eval_config import EvalConfig
+from chatvla2.evaluation.timing import latency_stats
 from chatvla2.sim.tasks.env import TaskEnv
 
 MATH, TOY = "math_game", "toy_placement"

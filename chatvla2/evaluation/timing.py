@@ -4,7 +4,7 @@ timing loop behind them."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

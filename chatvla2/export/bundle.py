@@ -27,26 +27,30 @@ import numpy as np
 import onnx
 from safetensors.numpy import save_file
 
-from chatvla2.export.calibration_data import EngineInputs, record_engine_inputs
-from chatvla2.export.cpu_target import CPU_ISAS, check_parity_measurable, cpu_quantize, plan_rule, resolve_cpu_isa, shares_language
-from chatvla2.export.lint import assert_tensorrt_compatible
+import chatvla2.models as models_package
 from chatvla2.contract.bundle import (
     EMBEDDINGS_FILE,
     MANIFEST_FILE,
-    BundleError,
-    load_manifest,
     NORMALIZATION_FILE,
     PROMPT_TEMPLATE,
     TOKENIZER_FILE,
+    BundleError,
+    load_manifest,
     write_manifest,
 )
+from chatvla2.contract.names import UnknownChoice
+from chatvla2.contract.prompt import prompt_token_ids
+from chatvla2.contract.scene import INSTRUCTION
+from chatvla2.contract.staging import staged_directory
+from chatvla2.export.calibration_data import EngineInputs, record_engine_inputs
+from chatvla2.export.cpu_target import CPU_ISAS, check_parity_measurable, cpu_quantize, plan_rule, resolve_cpu_isa, shares_language
+from chatvla2.export.lint import assert_tensorrt_compatible
 from chatvla2.export.onnx_export import OPSET, cache_input_names, engine_specs, language_feeds, language_spec, save_onnx, trace_to_onnx
 from chatvla2.export.parity import check_budget, compare, onnx_outputs, torch_outputs
-from chatvla2.contract.staging import staged_directory
 from chatvla2.export.precision import (
+    LANGUAGE_ENGINES,
     ConversionReport,
     fp32_weights,
-    LANGUAGE_ENGINES,
     low_precision_weight_fraction,
     plan_targets,
     quantize,
@@ -54,10 +58,6 @@ from chatvla2.export.precision import (
     weight_bytes_by_dtype,
 )
 from chatvla2.export.thresholds import budget_for
-from chatvla2.contract.prompt import prompt_token_ids
-import chatvla2.models as models_package
-from chatvla2.contract.scene import INSTRUCTION
-from chatvla2.contract.names import UnknownChoice
 from chatvla2.models.vla import ChatVLA2
 from chatvla2.runtime.onnxruntime_session import create_session
 

@@ -43,11 +43,24 @@ def export_main(config: ExportConfig) -> int:
         calibration = load_engine_inputs(config.calibration, expected_inputs(model))
     started = time.perf_counter()
     shown = {k: "|".join(v) if isinstance(v, tuple) else v for k, v in plan.items()}
-    print(f"exporting ChatVLA-2 {model.cfg.name} to {config.out} for {target}: plan {shown}, moe {'ort' if target == 'cpu' else config.moe}")
-    manifest = export_bundle(model, config.out, plan, moe=config.moe, calibration=calibration, seed=config.seed,
-                             replace=config.force, target=target, cpu_isa=cpu_isa)
+    print(
+        f"exporting ChatVLA-2 {model.cfg.name} to {config.out} for {target}: plan {shown}, moe {'ort' if target == 'cpu' else config.moe}"
+    )
+    manifest = export_bundle(
+        model,
+        config.out,
+        plan,
+        moe=config.moe,
+        calibration=calibration,
+        seed=config.seed,
+        replace=config.force,
+        target=target,
+        cpu_isa=cpu_isa,
+    )
     rule = f" ({manifest['plan_rule']}; for {manifest['cpu_isa']} CPUs)" if "plan_rule" in manifest else ""
-    print(f"bundle written: {config.out} ({len(manifest['engines'])} engines, plan {manifest['plan']}{rule}, "
-          f"targets {', '.join(manifest['targets'])}, "
-          f"{time.perf_counter() - started:.0f} s)")
+    print(
+        f"bundle written: {config.out} ({len(manifest['engines'])} engines, plan {manifest['plan']}{rule}, "
+        f"targets {', '.join(manifest['targets'])}, "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
     return 0

@@ -141,9 +141,11 @@ def check_parity_measurable(cpu_isa: str, exporting_isa: str | None = None) -> N
     exporting_isa = exporting_isa or native_cpu_isa()
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
     if exporting_isa == "x86-avx2" or (exporting_isa == "generic" and x86):
-        raise InvalidInput(f"--cpu-isa {cpu_isa}: this CPU ({exporting_isa}) has no VNNI, its int8 products saturate "
-                           "where the target's do not, so the export's parity check would not measure the target's "
-                           "arithmetic; export on a VNNI x86 or an ARM computer, or for --cpu-isa generic (7-bit weights)")
+        raise InvalidInput(
+            f"--cpu-isa {cpu_isa}: this CPU ({exporting_isa}) has no VNNI, its int8 products saturate "
+            "where the target's do not, so the export's parity check would not measure the target's "
+            "arithmetic; export on a VNNI x86 or an ARM computer, or for --cpu-isa generic (7-bit weights)"
+        )
 
 
 def plan_rule(plan: dict) -> str:
@@ -151,8 +153,7 @@ def plan_rule(plan: dict) -> str:
     auto plan, else each engine's candidates or given precision."""
     if plan == parse_cpu_plan("auto"):
         return AUTO_RULE
-    shown = {e: "first of " + "|".join(p) + " within its parity budget" if isinstance(p, (tuple, list)) else p
-             for e, p in plan.items()}
+    shown = {e: "first of " + "|".join(p) + " within its parity budget" if isinstance(p, (tuple, list)) else p for e, p in plan.items()}
     return "cpu: " + ", ".join(f"{e} {p}" for e, p in shown.items())
 
 
@@ -163,11 +164,17 @@ def parse_cpu_plan(text: str | None) -> dict[str, str | tuple[str, ...]]:
     `language=P` stands for `prefill=P,decode=P` (their one shared graph)."""
     text = (text or "auto").strip()
     if text == "auto":
-        return {"vision": CANDIDATES["vision"], "prefill": CANDIDATES["language"], "decode": CANDIDATES["language"],
-                "action_head": CANDIDATES["action_head"]}
+        return {
+            "vision": CANDIDATES["vision"],
+            "prefill": CANDIDATES["language"],
+            "decode": CANDIDATES["language"],
+            "action_head": CANDIDATES["action_head"],
+        }
     if "=" not in text:
         if text not in CPU_PRECISIONS:
-            raise UnknownChoice(f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine")
+            raise UnknownChoice(
+                f"the cpu target has no precision {text!r}; choose from auto, {', '.join(CPU_PRECISIONS)} or a plan per engine"
+            )
         return dict.fromkeys(ENGINE_NAMES, text)
     return per_engine_plan(text, CPU_PRECISIONS, "the cpu target has no precision", aliases={"language": LANGUAGE_ENGINES})
 
@@ -198,19 +205,26 @@ def cpu_quantize(fp32_path: Path, precision: str, cpu_isa: str = DEFAULT_CPU_ISA
             try:
                 # MatMulConstBOnly: only products with a constant weight; attention's q @ k and p @ v stay float.
                 # reduce_range: 7-bit weights, [-64, 64], for CPUs whose int8 products saturate (module docstring).
-                quantize_dynamic(str(fp32_path), str(out), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                                 reduce_range=CPU_ISAS[cpu_isa] == 7, weight_type=QuantType.QInt8,
-                                 nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True})
+                quantize_dynamic(
+                    str(fp32_path),
+                    str(out),
+                    op_types_to_quantize=["MatMul", "Gemm"],
+                    per_channel=True,
+                    reduce_range=CPU_ISAS[cpu_isa] == 7,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
+                    extra_options={"MatMulConstBOnly": True},
+                )
             finally:
                 root.setLevel(level)
             model = onnx.load(str(out))
-        method = (f"onnxruntime quantize_dynamic int8 (per-channel {CPU_ISAS[cpu_isa]}-bit weights for {cpu_isa}, "
-                  "dynamic activations)")
+        method = f"onnxruntime quantize_dynamic int8 (per-channel {CPU_ISAS[cpu_isa]}-bit weights for {cpu_isa}, dynamic activations)"
     else:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK, is_symmetric=True, accuracy_level=4,
-                                         nodes_to_exclude=excluded)
+        quantizer = MatMulNBitsQuantizer(
+            model, bits=4, block_size=INT4_BLOCK, is_symmetric=True, accuracy_level=4, nodes_to_exclude=excluded
+        )
         quantizer.process()
         model = quantizer.model.model
         method = f"onnxruntime MatMulNBits int4 (block {INT4_BLOCK}, symmetric, accuracy level 4)"

@@ -16,35 +16,56 @@ MOE_CHOICES = ("auto", *MOE_FORMS)
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
-    preset: str | None = field(default=None, metadata={
-        "flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"})
-    checkpoint: str | None = field(default=None, metadata={
-        "metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
+    preset: str | None = field(
+        default=None,
+        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"},
+    )
+    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
     out: str = field(metadata={"metavar": "BUNDLE", "help": "the bundle directory to write"})
-    target: str = field(default="tensorrt", metadata={
-        "choices": TARGETS,
-        "help": "tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators (MoE/QMoE, "
-                "dynamic int8, MatMulNBits int4), never handed to TensorRT"})
-    precision: str | None = field(default=None, metadata={
-        "metavar": "PLAN",
-        "help": f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
-                "(default fp32; with --target cpu: auto, each engine's first of int8, fp32 within its parity budget (a rule, no timing; recorded in the manifest), "
-                "prefill and decode as one language graph; language=P sets both)"})
-    moe: str = field(default="auto", metadata={
-        "choices": MOE_CHOICES,
-        "help": "MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token"})
-    cpu_isa: str | None = field(default=None, metadata={
-        "metavar": "CLASS",
-        "help": "--target cpu: the class of CPU the bundle is for, which sets its int8 weights' range "
-                "(export/cpu_target.py's CPU_ISAS, or native: this machine's; default generic)"})
-    calibration: str | None = field(default=None, metadata={
-        "metavar": "FILE", "help": "an .npz of recorded engine inputs (default: made by running the model)"})
-    max_seq: int | None = field(default=None, metadata={
-        "metavar": "N", "help": "KV cache length (default: the model's max_cache_len)"})
+    target: str = field(
+        default="tensorrt",
+        metadata={
+            "choices": TARGETS,
+            "help": "tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators (MoE/QMoE, "
+            "dynamic int8, MatMulNBits int4), never handed to TensorRT",
+        },
+    )
+    precision: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "PLAN",
+            "help": f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
+            "(default fp32; with --target cpu: auto, each engine's first of int8, fp32 within its parity budget (a rule, no timing; recorded in the manifest), "
+            "prefill and decode as one language graph; language=P sets both)",
+        },
+    )
+    moe: str = field(
+        default="auto",
+        metadata={
+            "choices": MOE_CHOICES,
+            "help": "MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token",
+        },
+    )
+    cpu_isa: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "CLASS",
+            "help": "--target cpu: the class of CPU the bundle is for, which sets its int8 weights' range "
+            "(export/cpu_target.py's CPU_ISAS, or native: this machine's; default generic)",
+        },
+    )
+    calibration: str | None = field(
+        default=None, metadata={"metavar": "FILE", "help": "an .npz of recorded engine inputs (default: made by running the model)"}
+    )
+    max_seq: int | None = field(default=None, metadata={"metavar": "N", "help": "KV cache length (default: the model's max_cache_len)"})
     seed: int = field(default=0, metadata={"help": "seed of the parity inputs"})
-    force: bool = field(default=False, metadata={
-        "help": "replace an existing bundle at --out (refused if the folder holds anything the bundle's manifest "
-                "does not list, e.g. engines/ from chatvla2 build: those are never deleted)"})
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": "replace an existing bundle at --out (refused if the folder holds anything the bundle's manifest "
+            "does not list, e.g. engines/ from chatvla2 build: those are never deleted)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.preset and self.checkpoint:

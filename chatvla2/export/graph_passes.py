@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-import numpy as np
-
 
 # Data-movement ops that are cheap to evaluate once on constant weights.
 FOLDABLE_OPS = {"Transpose", "Gather", "Squeeze", "Unsqueeze", "Reshape", "Slice", "Identity", "Cast"}

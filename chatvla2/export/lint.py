@@ -9,17 +9,18 @@ sources live in `export/tensorrt_rules.py`; this file applies them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from chatvla2.export import tensorrt_rules as rules
 from chatvla2.contract.bundle import BundleError, engine_file, export_target, load_manifest
 from chatvla2.contract.errors import InvalidInput
+from chatvla2.export import tensorrt_rules as rules
 from chatvla2.export.lint_config import LintConfig
 
 ERROR, WARNING, NOTE = "error", "warning", "note"

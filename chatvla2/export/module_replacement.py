@@ -10,7 +10,7 @@ The cpu target traces the language model with some modules written as ONNX Runti
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from torch import nn
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnxruntime import InferenceSession
 import torch
+from onnxruntime import InferenceSession
 
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.export.thresholds import ParityBudget

@@ -16,16 +16,17 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from chatvla2.export.graph_passes import deduplicate_initializers
 from chatvla2.contract.bundle import ENGINE_NAMES
 from chatvla2.contract.names import UnknownChoice
+from chatvla2.export.graph_passes import deduplicate_initializers
 from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 
 if TYPE_CHECKING:  # export.parity imports torch; parse_plan's callers need not

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatvla2.export.lint import LintError, errors, lint_bundle
 from chatvla2.contract.bundle import BundleError, engine_file, load_manifest, sha256_file
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.staging import staged_directory
 from chatvla2.export.build_config import BuildConfig
+from chatvla2.export.lint import LintError, errors, lint_bundle
 from chatvla2.runtime.tensorrt_identity import (
     ENGINES_JSON,
     TensorRTUnavailable,

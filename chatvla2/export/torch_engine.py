@@ -12,7 +12,7 @@ KV cache included) before it runs: that is how calibration inputs are recorded.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch

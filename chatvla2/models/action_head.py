@@ -230,7 +230,7 @@ class ScaleDP(nn.Module):
             nn.init.zeros_(linear.bias)
 
     @torch.no_grad()
-    def perturb_zero_init_(self, std: float = 0.02, generator: torch.Generator | None = None) -> "ScaleDP":
+    def perturb_zero_init_(self, std: float = 0.02, generator: torch.Generator | None = None) -> ScaleDP:
         """Fill the AdaLN-Zero layers with N(0, std) so an untrained head gives non-trivial outputs.
 
         For tests and untrained demos only; a trained checkpoint overwrites these weights anyway.

@@ -13,7 +13,7 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
-    """"252x308" -> (height, width)."""
+    """ "252x308" -> (height, width)."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -23,24 +23,31 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class ImportConfig:
-    qwen2vl: str = field(metadata={
-        "metavar": "DIR", "help": "a Hugging Face Qwen2-VL directory (config.json, safetensors, tokenizer.json)"})
-    head: str | None = field(default=None, metadata={
-        "metavar": "DIR", "help": "a ScaleDP head in DexVLA's layout (safetensors; optional config.json)"})
-    experts: int = field(default=field_default(MoEConfig, "num_experts"), metadata={
-        "help": "experts per MoE layer (default %(default)s)"})
+    qwen2vl: str = field(
+        metadata={"metavar": "DIR", "help": "a Hugging Face Qwen2-VL directory (config.json, safetensors, tokenizer.json)"}
+    )
+    head: str | None = field(
+        default=None, metadata={"metavar": "DIR", "help": "a ScaleDP head in DexVLA's layout (safetensors; optional config.json)"}
+    )
+    experts: int = field(default=field_default(MoEConfig, "num_experts"), metadata={"help": "experts per MoE layer (default %(default)s)"})
     top_k: int = field(default=field_default(MoEConfig, "top_k"), metadata={"help": "experts per token (default %(default)s)"})
     out: str = field(metadata={"metavar": "CHECKPOINT", "help": "the checkpoint directory to write"})
     dtype: str = field(default="auto", metadata={"choices": DTYPE_NAMES, "help": "weights' dtype (default: the source's)"})
-    like: str = field(default="paper", metadata={
-        "choices": tuple(PRESETS),
-        "help": "preset for what Qwen2-VL's config does not hold: image size, views, KV cache, head when none is "
-                "given (default %(default)s)"})
-    image_size: str | None = field(default=None, metadata={
-        "metavar": "HxW", "help": "camera images' size after resizing (default: the preset's)"})
+    like: str = field(
+        default="paper",
+        metadata={
+            "choices": tuple(PRESETS),
+            "help": "preset for what Qwen2-VL's config does not hold: image size, views, KV cache, head when none is "
+            "given (default %(default)s)",
+        },
+    )
+    image_size: str | None = field(
+        default=None, metadata={"metavar": "HxW", "help": "camera images' size after resizing (default: the preset's)"}
+    )
     views: int | None = field(default=None, metadata={"help": "camera views (default: the preset's)"})
-    normalization: str | None = field(default=None, metadata={
-        "metavar": "FILE", "help": "a normalization.json (default: the ARX bimanual ranges)"})
+    normalization: str | None = field(
+        default=None, metadata={"metavar": "FILE", "help": "a normalization.json (default: the ARX bimanual ranges)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the routers' (and a fresh head's) initialisation"})
     force: bool = field(default=False, metadata={"help": "replace an existing --out"})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})

@@ -10,10 +10,11 @@ from chatvla2.contract.errors import InvalidInput
 
 @dataclass(frozen=True, kw_only=True)
 class InfoConfig:
-    preset: str | None = field(default=None, metadata={
-        "flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"})
-    checkpoint: str | None = field(default=None, metadata={
-        "metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
+    preset: str | None = field(
+        default=None,
+        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"},
+    )
+    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
 
     def __post_init__(self) -> None:
         if self.preset and self.checkpoint:

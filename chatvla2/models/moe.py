@@ -71,7 +71,7 @@ class DynamicMoE(nn.Module):
         self._implementation = name
 
     @classmethod
-    def from_dense(cls, mlp: SwiGLU, num_experts: int, top_k: int = 2) -> "DynamicMoE":
+    def from_dense(cls, mlp: SwiGLU, num_experts: int, top_k: int = 2) -> DynamicMoE:
         """Upcycle a dense MLP: every expert a copy of it. Whatever the router picks, the output
         equals the dense MLP's, since the k routing weights sum to one."""
         intermediate, hidden = mlp.gate_proj.weight.shape

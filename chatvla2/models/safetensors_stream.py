@@ -47,7 +47,7 @@ class SafetensorsStream:
         self.next = 0
         self._file: BinaryIO | None = None
 
-    def __enter__(self) -> "SafetensorsStream":
+    def __enter__(self) -> SafetensorsStream:
         self._file = self.path.open("wb")
         self._file.write(struct.pack("<Q", len(self.header_bytes)))
         self._file.write(self.header_bytes)

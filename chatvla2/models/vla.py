@@ -18,17 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatvla2.models.action_head import ScaleDP
 from chatvla2.contract.config import ModelConfig
 from chatvla2.contract.embodiment import ARM_DIM
 from chatvla2.contract.errors import InvalidInput
-from chatvla2.models.language import LanguageModel, write_cache
-from chatvla2.models.moe import load_balancing_loss
 from chatvla2.contract.normalization import NormalizationStats
 from chatvla2.contract.preprocess import preprocess_images
 from chatvla2.contract.prompt import build_prompt, next_text_position
 from chatvla2.contract.stage_timer import StageTimer
 from chatvla2.contract.tokenizer import TextTokenizer, character_tokenizer
+from chatvla2.models.action_head import ScaleDP
+from chatvla2.models.language import LanguageModel, write_cache
+from chatvla2.models.moe import load_balancing_loss
 from chatvla2.models.vision import VisionEncoder
 
 IGNORE_INDEX = -100

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,8 +11,9 @@ was expected and what was received. Backends: `runtime.onnxruntime_engine`, `run
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class TensorSpec:
     dtype: np.dtype
 
     @classmethod
-    def from_manifest(cls, entry: Mapping[str, Any]) -> "TensorSpec":
+    def from_manifest(cls, entry: Mapping[str, Any]) -> TensorSpec:
         try:
             dtype = np.dtype(entry["dtype"])
         except TypeError:
@@ -59,7 +60,7 @@ class EngineSpec:
     limits: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = None  # type: ignore[assignment]
 
     @classmethod
-    def from_manifest(cls, name: str, entry: Mapping[str, Any]) -> "EngineSpec":
+    def from_manifest(cls, name: str, entry: Mapping[str, Any]) -> EngineSpec:
         limits = {
             k: (tuple(v["min"]), tuple(v["max"])) for k, v in (entry.get("profiles") or {}).items()
         }

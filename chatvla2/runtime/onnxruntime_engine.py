@@ -23,8 +23,8 @@ tested where there is no GPU. The CPU EP keeps the numpy path above, unchanged.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -32,8 +32,8 @@ import onnxruntime as ort
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.engine import Engine, EngineSpec, FeedError, check_feed, check_out
 from chatvla2.runtime.language_session import LanguageSession
-from chatvla2.runtime.tensorrt_identity import check_cuda, import_cudart
 from chatvla2.runtime.onnxruntime_session import available_providers, create_session
+from chatvla2.runtime.tensorrt_identity import check_cuda, import_cudart
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 CACHE = ("key_cache", "value_cache")

@@ -22,6 +22,7 @@ from chatvla2.runtime.engine import EngineSpec, check_feed
 from chatvla2.runtime.language_session import LanguageSession
 from chatvla2.runtime.onnxruntime_engine import OnnxRuntimeEngine, bind_host_arrays
 
+
 def cache_inputs(spec: EngineSpec) -> tuple[list[str], list[str]]:
     """The graph's per-layer cache inputs, key_cache_<i> and value_cache_<i>, in layer order."""
     keys = sorted((t.name for t in spec.inputs if t.name.startswith("key_cache_")), key=lambda n: int(n.rsplit("_", 1)[1]))

@@ -23,8 +23,9 @@ Backends (`backend=`): "onnxruntime" (TensorRT EP > CUDA EP > CPU EP, whichever 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -34,12 +35,12 @@ from chatvla2.contract.bundle import (
     EMBEDDINGS_FILE,
     ENGINE_NAMES,
     ENGINES_DIR,
-    export_target,
     NORMALIZATION_FILE,
     TOKENIZER_FILE,
     BundleError,
     bundle_model_config,
     engine_file,
+    export_target,
     load_manifest,
     shared_language,
 )
@@ -117,7 +118,7 @@ class Policy:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, bundle: str | Path, backend: str = "auto", engines_dir: str | Path | None = None,
-                    threads: int | None = None, verify_hashes: bool = True, spin: bool = False) -> "Policy":
+                    threads: int | None = None, verify_hashes: bool = True, spin: bool = False) -> Policy:
         """spin: ONNX Runtime's intra-op threads spin while waiting (runtime/onnxruntime_session.py)."""
         check_threads(threads)
         bundle = Path(bundle)

@@ -25,9 +25,15 @@ from chatvla2.runtime.safety import DEFAULT_JOINT_SPEED
 ROBOTS = ("sim", "arx")
 # LoopConfig's fields and the RunConfig fields (options) that set them.
 LOOP_FIELDS = {
-    "rate_hz": "rate", "duration_s": "duration", "chunk_mode": "chunk_mode", "ensemble_decay": "ensemble_decay",
-    "reasoning": "reasoning", "reasoning_reuse_s": "reasoning_reuse", "latency_margin_s": "latency_margin",
-    "latency_headroom": "latency_headroom", "hold_s": "hold",
+    "rate_hz": "rate",
+    "duration_s": "duration",
+    "chunk_mode": "chunk_mode",
+    "ensemble_decay": "ensemble_decay",
+    "reasoning": "reasoning",
+    "reasoning_reuse_s": "reasoning_reuse",
+    "latency_margin_s": "latency_margin",
+    "latency_headroom": "latency_headroom",
+    "hold_s": "hold",
 }
 
 
@@ -37,57 +43,78 @@ def _loop(name: str):
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(BackendOptions):
-    bundle: str | None = field(default=None, metadata={
-        "positional": True, "help": "a bundle directory written by `chatvla2 export` (or --bundle)"})
-    bundle_option: str | None = field(default=None, metadata={
-        "flag": "--bundle", "metavar": "DIR", "help": "the bundle, as an option"})
-    robot: str = field(default="sim", metadata={
-        "choices": ROBOTS, "help": "sim: two simulated arms on ptys; arx: real arms"})
-    port: tuple[str, ...] = field(default=(), metadata={
-        "metavar": "PORT", "help": "--robot arx: an SLCAN adapter, given twice (left, then right)"})
+    bundle: str | None = field(
+        default=None, metadata={"positional": True, "help": "a bundle directory written by `chatvla2 export` (or --bundle)"}
+    )
+    bundle_option: str | None = field(default=None, metadata={"flag": "--bundle", "metavar": "DIR", "help": "the bundle, as an option"})
+    robot: str = field(default="sim", metadata={"choices": ROBOTS, "help": "sim: two simulated arms on ptys; arx: real arms"})
+    port: tuple[str, ...] = field(
+        default=(), metadata={"metavar": "PORT", "help": "--robot arx: an SLCAN adapter, given twice (left, then right)"}
+    )
     left_port: str | None = field(default=None, metadata={"help": "left arm's SLCAN adapter (--robot arx)"})
     right_port: str | None = field(default=None, metadata={"help": "right arm's SLCAN adapter (--robot arx)"})
-    profile: str = field(default=field_default(ArmConfig, "profile"), metadata={
-        "help": f"arm profile: {', '.join(PROFILES)}"})
-    feedback_timeout: float | None = field(default=None, metadata={
-        "metavar": "S",
-        "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
-                f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
-                f"ControllerConfig); at most {MAX_FEEDBACK_TIMEOUT_S:g} s"})
-    instruction: str | None = field(default=None, metadata={
-        "metavar": "TEXT", "help": "the instruction (default: the math game's instruction)"})
-    camera: tuple[str, ...] = field(default=(), metadata={
-        "metavar": "SPEC",
-        "help": f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}"})
-    camera_max_age: float = field(default=DEFAULT_MAX_AGE_S, metadata={
-        "metavar": "S", "help": "a view whose newest frame is older (or frozen this long) holds the plan"})
-    duration: float | None = field(default=None, metadata={
-        "metavar": "S", "help": "stop after S seconds (default: until Ctrl-C)"})
-    rate: float = field(default=_loop("rate_hz"), metadata={
-        "metavar": "HZ", "help": "control rate of the execution thread"})
-    chunk_mode: str = field(default=_loop("chunk_mode"), metadata={
-        "choices": CHUNK_MODES, "help": "switch: each new chunk replaces the plan; ensemble: temporal ensembling"})
-    ensemble_decay: float = field(default=_loop("ensemble_decay"), metadata={
-        "metavar": "M", "help": "temporal ensembling weight exp(-M i)"})
+    profile: str = field(default=field_default(ArmConfig, "profile"), metadata={"help": f"arm profile: {', '.join(PROFILES)}"})
+    feedback_timeout: float | None = field(
+        default=None,
+        metadata={
+            "metavar": "S",
+            "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
+            f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
+            f"ControllerConfig); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
+        },
+    )
+    instruction: str | None = field(
+        default=None, metadata={"metavar": "TEXT", "help": "the instruction (default: the math game's instruction)"}
+    )
+    camera: tuple[str, ...] = field(
+        default=(),
+        metadata={"metavar": "SPEC", "help": f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}"},
+    )
+    camera_max_age: float = field(
+        default=DEFAULT_MAX_AGE_S,
+        metadata={"metavar": "S", "help": "a view whose newest frame is older (or frozen this long) holds the plan"},
+    )
+    duration: float | None = field(default=None, metadata={"metavar": "S", "help": "stop after S seconds (default: until Ctrl-C)"})
+    rate: float = field(default=_loop("rate_hz"), metadata={"metavar": "HZ", "help": "control rate of the execution thread"})
+    chunk_mode: str = field(
+        default=_loop("chunk_mode"),
+        metadata={"choices": CHUNK_MODES, "help": "switch: each new chunk replaces the plan; ensemble: temporal ensembling"},
+    )
+    ensemble_decay: float = field(
+        default=_loop("ensemble_decay"), metadata={"metavar": "M", "help": "temporal ensembling weight exp(-M i)"}
+    )
     # "hold" / --reasoning-hold: this cadence's names before 0.2 ("hold" now means only the watchdog's).
-    reasoning: str = field(default=_loop("reasoning"), metadata={
-        "choices": REASONING_CADENCES, "type": lambda value: "reuse" if value == "hold" else value,
-        "help": "every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds"})
-    reasoning_reuse: float = field(default=_loop("reasoning_reuse_s"), metadata={
-        "flag": ("--reasoning-reuse", "--reasoning-hold"), "metavar": "S",
-        "help": "how long --reasoning reuse keeps a reasoning (default %(default)s s)"})
-    max_tokens: int | None = field(default=None, metadata={
-        "metavar": "N", "help": "cap the reasoning at N tokens (default: the model's max_reasoning_tokens)"})
-    hold: float = field(default=_loop("hold_s"), metadata={
-        "metavar": "S", "help": "watchdog: hold the last action this long without new actions, then damp and stop"})
-    latency_margin: float = field(default=_loop("latency_margin_s"), metadata={
-        "metavar": "S", "help": "start inference this much earlier than the latency estimate"})
-    latency_headroom: float = field(default=_loop("latency_headroom"), metadata={
-        "metavar": "X", "help": "latency estimate = X times the largest recent latency"})
-    max_joint_speed: float = field(default=DEFAULT_JOINT_SPEED, metadata={
-        "metavar": "RAD_S", "help": "policy-side rate limit per joint"})
-    telemetry: str | None = field(default=None, metadata={
-        "metavar": "FILE", "help": "JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)"})
+    reasoning: str = field(
+        default=_loop("reasoning"),
+        metadata={
+            "choices": REASONING_CADENCES,
+            "type": lambda value: "reuse" if value == "hold" else value,
+            "help": "every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds",
+        },
+    )
+    reasoning_reuse: float = field(
+        default=_loop("reasoning_reuse_s"),
+        metadata={
+            "flag": ("--reasoning-reuse", "--reasoning-hold"),
+            "metavar": "S",
+            "help": "how long --reasoning reuse keeps a reasoning (default %(default)s s)",
+        },
+    )
+    max_tokens: int | None = field(
+        default=None, metadata={"metavar": "N", "help": "cap the reasoning at N tokens (default: the model's max_reasoning_tokens)"}
+    )
+    hold: float = field(
+        default=_loop("hold_s"),
+        metadata={"metavar": "S", "help": "watchdog: hold the last action this long without new actions, then damp and stop"},
+    )
+    latency_margin: float = field(
+        default=_loop("latency_margin_s"), metadata={"metavar": "S", "help": "start inference this much earlier than the latency estimate"}
+    )
+    latency_headroom: float = field(
+        default=_loop("latency_headroom"), metadata={"metavar": "X", "help": "latency estimate = X times the largest recent latency"}
+    )
+    max_joint_speed: float = field(default=DEFAULT_JOINT_SPEED, metadata={"metavar": "RAD_S", "help": "policy-side rate limit per joint"})
+    telemetry: str | None = field(default=None, metadata={"metavar": "FILE", "help": "JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)"})
     seed: int = field(default=0, metadata={"help": "seed of the diffusion noise (numpy)"})
 
     def __post_init__(self) -> None:
@@ -130,8 +157,7 @@ class RunConfig(BackendOptions):
         if not self.port:
             return self.left_port, self.right_port
         if len(self.port) != 2 or self.left_port or self.right_port:
-            raise InvalidInput(f"--port is given twice, left then right (got {len(self.port)}), and not with "
-                               "--left-port/--right-port")
+            raise InvalidInput(f"--port is given twice, left then right (got {len(self.port)}), and not with --left-port/--right-port")
         return self.port[0], self.port[1]
 
     @property

@@ -53,7 +53,7 @@ class ActionSafety:
 
     @classmethod
     def bimanual_arx(cls, rate_hz: float, joint_speed: float = DEFAULT_JOINT_SPEED, gripper_speed: float = DEFAULT_GRIPPER_SPEED,
-                     profile: str = "x5") -> "ActionSafety":
+                     profile: str = "x5") -> ActionSafety:
         """Two arms of `profile`: its joint limits and gripper width (drivers/profiles.py), per-step
         change limits from the speeds at `rate_hz`."""
         arm = get_profile(profile)

@@ -28,8 +28,8 @@ tests marked `tensorrt` run it for real where `tensorrt` imports and skip with a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections import deque
 import random
 import select
 import threading
 import time
 import tty
+from collections import deque
 from dataclasses import dataclass, field
 
 from chatvla2.drivers import damiao
@@ -128,7 +128,7 @@ class SimulatedArm:
         self.tx_overflows = 0
 
     # -- life cycle --------------------------------------------------------------------------------
-    def start(self) -> "SimulatedArm":
+    def start(self) -> SimulatedArm:
         master, slave = os.openpty()
         tty.setraw(slave)  # bytes pass unmodified (no echo, no CR translation) until pyserial opens it
         os.set_blocking(master, False)
@@ -168,7 +168,7 @@ class SimulatedArm:
                     except OSError:
                         pass
 
-    def __enter__(self) -> "SimulatedArm":
+    def __enter__(self) -> SimulatedArm:
         return self.start()
 
     def __exit__(self, *exc) -> None:

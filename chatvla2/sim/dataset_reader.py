@@ -14,17 +14,36 @@ does not decode is a DatasetError naming the file and row there.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatvla2.sim.dataset_format import (
-    ACTION_KEY, EPISODES_FILE, FORMAT, FORMAT_VERSION, IMAGE_KEY, IMAGE_TEXT_FILE, INFO_FILE, REASONING_KEY,
-    SAMPLE_SCHEMA, STATE_KEY, TASKS_FILE, DatasetError, Episode, decode_png, episode_features, episode_schema,
-    exception_line, file_error, is_count, sample_features, verify_png,
+    ACTION_KEY,
+    EPISODES_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_KEY,
+    IMAGE_TEXT_FILE,
+    INFO_FILE,
+    REASONING_KEY,
+    SAMPLE_SCHEMA,
+    STATE_KEY,
+    TASKS_FILE,
+    DatasetError,
+    Episode,
+    decode_png,
+    episode_features,
+    episode_schema,
+    exception_line,
+    file_error,
+    is_count,
+    sample_features,
+    verify_png,
 )
 
 

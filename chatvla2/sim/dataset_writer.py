@@ -16,20 +16,41 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from chatvla2.contract.staging import make_shareable, swap_in
 from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.staging import make_shareable, swap_in
 from chatvla2.sim.dataset_format import (
-    ACTION_KEY, CHUNKS_SIZE, DATA_PATH, EPISODES_FILE, FORMAT, FORMAT_VERSION, IMAGE_KEY, IMAGE_TEXT_FILE,
-    IMAGE_TEXT_PATH, INFO_FILE, LAYOUT, README_FILE, REASONING_KEY, SAMPLE_SCHEMA, SAMPLES_PER_FILE, STATE_KEY,
-    TASKS_FILE, checked_sample, encode_png, episode_features, episode_record, episode_schema, sample_features,
+    ACTION_KEY,
+    CHUNKS_SIZE,
+    DATA_PATH,
+    EPISODES_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_KEY,
+    IMAGE_TEXT_FILE,
+    IMAGE_TEXT_PATH,
+    INFO_FILE,
+    LAYOUT,
+    README_FILE,
+    REASONING_KEY,
+    SAMPLE_SCHEMA,
+    SAMPLES_PER_FILE,
+    STATE_KEY,
+    TASKS_FILE,
+    checked_sample,
+    encode_png,
+    episode_features,
+    episode_record,
+    episode_schema,
+    sample_features,
 )
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from chatvla2.contract.embodiment import ARMS
 from chatvla2.contract.errors import DeviceError
@@ -72,7 +72,7 @@ class _SignalGuard:
         self.holding = 0
         self.previous: dict[int, object] = {}
 
-    def install(self) -> "_SignalGuard":
+    def install(self) -> _SignalGuard:
         self.previous = install_handlers(self._handle)
         return self
 

@@ -19,45 +19,64 @@ from chatvla2.sim.tasks.splits import SPLITS, check_split
 @dataclass(frozen=True, kw_only=True)
 class RunCommandConfig(RunConfig):
     # RunConfig's option, its help naming the simulated robot's default too
-    feedback_timeout: float | None = field(default=None, metadata={
-        "metavar": "S",
-        "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
-                f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
-                f"ControllerConfig), {SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the "
-                f"simulators late); at most {MAX_FEEDBACK_TIMEOUT_S:g} s"})
-    sim_faults: tuple[str, ...] = field(default=(), metadata={
-        "metavar": "SIDE:SPEC",
-        "help": "--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)"})
-    task: str | None = field(default=None, metadata={
-        "metavar": "NAME|TEXT",
-        "help": f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is every "
-                "camera view (rendered from the arms' measured state) and its instruction the instruction; the "
-                "outcome and the reasoning's scores are printed at the end. Any other --task TEXT is the "
-                "instruction text, as --instruction TEXT"})
-    split: str | None = field(default=None, metadata={
-        "choices": SPLITS, "help": f"--task NAME: the scene's split (default {DEFAULT_SPLIT})"})
-    episode_seed: int | None = field(default=None, metadata={
-        "metavar": "N",
-        "help": f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is always the "
-                "same scene"})
+    feedback_timeout: float | None = field(
+        default=None,
+        metadata={
+            "metavar": "S",
+            "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
+            f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
+            f"ControllerConfig), {SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the "
+            f"simulators late); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
+        },
+    )
+    sim_faults: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "metavar": "SIDE:SPEC",
+            "help": "--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)",
+        },
+    )
+    task: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "NAME|TEXT",
+            "help": f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is every "
+            "camera view (rendered from the arms' measured state) and its instruction the instruction; the "
+            "outcome and the reasoning's scores are printed at the end. Any other --task TEXT is the "
+            "instruction text, as --instruction TEXT",
+        },
+    )
+    split: str | None = field(
+        default=None, metadata={"choices": SPLITS, "help": f"--task NAME: the scene's split (default {DEFAULT_SPLIT})"}
+    )
+    episode_seed: int | None = field(
+        default=None,
+        metadata={
+            "metavar": "N",
+            "help": f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is always the same scene",
+        },
+    )
 
     def __post_init__(self) -> None:
         task = self.sim_task
         if task is not None and self.robot != "sim":
-            raise InvalidInput(f"--task {task} is a simulated task: it runs with --robot sim (on --robot {self.robot}, "
-                               "give the instruction text: --instruction TEXT)")
+            raise InvalidInput(
+                f"--task {task} is a simulated task: it runs with --robot sim (on --robot {self.robot}, "
+                "give the instruction text: --instruction TEXT)"
+            )
         if self.sim_faults and self.robot != "sim":
             raise InvalidInput("simulated faults are for the simulated robot (--robot sim)")
         parse_sim_faults(self.sim_faults)
         if task is None and (self.split is not None or self.episode_seed is not None):
-            raise InvalidInput(f"--split and --episode-seed choose a simulated task's scene: give --task NAME "
-                               f"({', '.join(SIM_TASKS)}); {self.instruction_text!r} is not one: it is the instruction text")
+            raise InvalidInput(
+                f"--split and --episode-seed choose a simulated task's scene: give --task NAME "
+                f"({', '.join(SIM_TASKS)}); {self.instruction_text!r} is not one: it is the instruction text"
+            )
         if task is not None:
             if self.camera:
                 raise InvalidInput(f"--camera is not used with --task {task}: every camera view is the task scene's top camera")
             if self.instruction is not None:
-                raise InvalidInput(f"--task {task} runs with its scene's instruction: give --task NAME or --instruction "
-                                   "TEXT, not both")
+                raise InvalidInput(f"--task {task} runs with its scene's instruction: give --task NAME or --instruction TEXT, not both")
             check_split(self.scene_split)
             check_integer("--episode-seed", self.scene_seed, 0)
         elif self.task is not None and self.instruction is not None:

@@ -12,9 +12,13 @@ from chatvla2.sim.faults import parse_faults
 @dataclass(frozen=True, kw_only=True)
 class SimArmConfig:
     profile: str = field(default=ArmConfig.profile, metadata={"help": f"arm profile: {', '.join(PROFILES)}"})
-    faults: str = field(default="", metadata={
-        "help": "comma-separated faults to inject, e.g. drop=0.01,corrupt=0.001,latency=0.002,"
-                "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)"})
+    faults: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated faults to inject, e.g. drop=0.01,corrupt=0.001,latency=0.002,"
+            "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the injected faults' randomness"})
 
     def __post_init__(self) -> None:

@@ -30,11 +30,15 @@ def generate_main(config: SimTaskConfig) -> int:
     with DatasetWriter(config.out, overwrite=config.force) as writer:
         writer.add_episodes(episodes, total=config.episodes)
         if config.image_text:
-            writer.add_samples(samples(config.split, range(config.seed, config.seed + config.image_text), height, width,
-                                      kinds=config.image_text_kinds),
-                               total=config.image_text)
-    episodes = (f"{config.episodes} {config.task} episodes of {config.split}, seeds {seeds.start}..{seeds.stop - 1}"
-                if config.episodes else "no episodes")
+            writer.add_samples(
+                samples(config.split, range(config.seed, config.seed + config.image_text), height, width, kinds=config.image_text_kinds),
+                total=config.image_text,
+            )
+    episodes = (
+        f"{config.episodes} {config.task} episodes of {config.split}, seeds {seeds.start}..{seeds.stop - 1}"
+        if config.episodes
+        else "no episodes"
+    )
     print(f"dataset written: {config.out} ({episodes}; {config.image_text} image-text samples of {config.split})")
     return 0
 
@@ -54,4 +58,3 @@ def show_main(config: SimTaskConfig) -> int:
 def main(config: SimTaskConfig) -> int:
     """The options checked themselves (sim/task_config.py)."""
     return generate_main(config) if config.action == "generate" else show_main(config)
-

@@ -16,7 +16,7 @@ IMAGE_TEXT_KINDS = ("all", "math", "toy")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"252x308" -> (height, width)."""
+    """ "252x308" -> (height, width)."""
     match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
     if not match or min(int(match[1]), int(match[2])) < 16:
         raise InvalidInput(f"--size {text!r}: expected HEIGHTxWIDTH, each at least 16 pixels (e.g. 252x308)")
@@ -25,20 +25,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class SimTaskConfig:
-    action: str = field(metadata={
-        "positional": True, "choices": ACTIONS,
-        "help": "generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG"})
+    action: str = field(
+        metadata={
+            "positional": True,
+            "choices": ACTIONS,
+            "help": "generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG",
+        }
+    )
     task: str = field(default=next(iter(TASKS)), metadata={"choices": tuple(TASKS), "help": "the simulated task"})
     split: str = field(default=SPLITS[0], metadata={"choices": SPLITS, "help": "the split"})
-    seed: int = field(default=0, metadata={
-        "help": "the (first) episode's seed: any seed gives a fresh episode of the split"})
+    seed: int = field(default=0, metadata={"help": "the (first) episode's seed: any seed gives a fresh episode of the split"})
     episodes: int = field(default=10, metadata={"help": "generate: how many episodes"})
-    image_text: int = field(default=0, metadata={
-        "metavar": "N", "help": "generate: also N image-text samples of the split"})
-    image_text_kinds: str = field(default="all", metadata={
-        "choices": IMAGE_TEXT_KINDS, "help": "generate: the image-text kinds drawn (math: whiteboard, arithmetic, cards)"})
-    size: str = field(default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metadata={
-        "metavar": "HxW", "help": "camera image size"})
+    image_text: int = field(default=0, metadata={"metavar": "N", "help": "generate: also N image-text samples of the split"})
+    image_text_kinds: str = field(
+        default="all",
+        metadata={"choices": IMAGE_TEXT_KINDS, "help": "generate: the image-text kinds drawn (math: whiteboard, arithmetic, cards)"},
+    )
+    size: str = field(default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metadata={"metavar": "HxW", "help": "camera image size"})
     out: str = field(metadata={"help": "generate: the dataset directory; show: a .png file"})
     force: bool = field(default=False, metadata={"help": "generate: replace an existing dataset"})
 

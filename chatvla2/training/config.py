@@ -28,21 +28,31 @@ class TrainConfig:
     """`chatvla2 train`'s options (fields with a "help": contract/command_config.py) and the
     schedule's fixed settings (the others)."""
 
-    config: str | None = field(default=None, metadata={
-        "metavar": "NAME", "help": f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)"})
-    stage: int = field(default=1, metadata={
-        "choices": (1, 2),
-        "help": "1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen"})
-    data: tuple[str, ...] = field(metadata={
-        "metavar": "DIR", "help": "a dataset directory (chatvla2 sim generate); repeat for several"})
+    config: str | None = field(
+        default=None,
+        metadata={"metavar": "NAME", "help": f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)"},
+    )
+    stage: int = field(
+        default=1,
+        metadata={
+            "choices": (1, 2),
+            "help": "1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen",
+        },
+    )
+    data: tuple[str, ...] = field(metadata={"metavar": "DIR", "help": "a dataset directory (chatvla2 sim generate); repeat for several"})
     out: str = field(metadata={"metavar": "DIR", "help": "output directory: checkpoint/, training_state.pt, train_log.jsonl"})
-    init: str | None = field(default=None, metadata={
-        "metavar": "CHECKPOINT",
-        "help": "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)"})
+    init: str | None = field(
+        default=None,
+        metadata={"metavar": "CHECKPOINT", "help": "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)"},
+    )
     steps: int = field(default=2000, metadata={"help": "optimizer steps of the run (default %(default)s)"})
     batch_size: int = field(default=8, metadata={"help": "samples per step (default %(default)s)"})
-    lr: float | None = field(default=None, metadata={  # None: DEFAULT_LR[stage]
-        "help": f"peak learning rate (default: stage 1 {DEFAULT_LR[1]:g}, stage 2 {DEFAULT_LR[2]:g})"})
+    lr: float | None = field(
+        default=None,
+        metadata={  # None: DEFAULT_LR[stage]
+            "help": f"peak learning rate (default: stage 1 {DEFAULT_LR[1]:g}, stage 2 {DEFAULT_LR[2]:g})"
+        },
+    )
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -50,18 +60,21 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of weights, sampling and noise (default %(default)s)"})
     resume: bool = field(default=False, metadata={"help": "continue the interrupted run in --out"})
     save_every: int = field(default=200, metadata={"help": "steps between checkpoints (default %(default)s)"})
-    stop_after: int | None = field(default=None, metadata={
-        "metavar": "N", "help": "stop (saving a resumable state) after N steps of this invocation"})
+    stop_after: int | None = field(
+        default=None, metadata={"metavar": "N", "help": "stop (saving a resumable state) after N steps of this invocation"}
+    )
     device: str = field(default="auto", metadata={"help": "auto (cuda when present), cpu, cuda, cuda:N"})
     # Every frame_stride-th frame of each episode is a training frame (training/data.py).
-    frame_stride: int = field(default=5, metadata={
-        "help": "train on every Nth frame of each episode (default %(default)s)"})
+    frame_stride: int = field(default=5, metadata={"help": "train on every Nth frame of each episode (default %(default)s)"})
     # Override of the action head's reason_start_layer (None: the model's own); the head's depth
     # gives the paper's ablation "o in all layers" (models/action_head.py).
-    reason_start_layer: int | None = field(default=None, metadata={
-        "metavar": "N",
-        "help": "head blocks >= N take the reasoning r, earlier ones o (the head's depth: the o-only ablation); "
-                "default: the model's"})
+    reason_start_layer: int | None = field(
+        default=None,
+        metadata={
+            "metavar": "N",
+            "help": "head blocks >= N take the reasoning r, earlier ones o (the head's depth: the o-only ablation); default: the model's",
+        },
+    )
     progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "no progress bar"})
 
     def __post_init__(self) -> None:
@@ -92,8 +105,18 @@ class TrainConfig:
 
     def schedule_dict(self) -> dict:
         """What must match for --resume to continue the same run."""
-        keys = ("stage", "steps", "batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "seed",
-                "frame_stride", "reason_start_layer")
+        keys = (
+            "stage",
+            "steps",
+            "batch_size",
+            "warmup_fraction",
+            "min_lr_ratio",
+            "weight_decay",
+            "grad_clip",
+            "seed",
+            "frame_stride",
+            "reason_start_layer",
+        )
         return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr()}
 
     def to_dict(self) -> dict:

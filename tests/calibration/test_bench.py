@@ -17,7 +17,7 @@ from chatvla2.calibration.graph_count import count_graph
 from chatvla2.calibration.predict import analytic_counts
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 
-T, H, I, E, K = 6, 16, 24, 8, 2  # tokens, hidden, expert intermediate, experts, top-k
+T, H, I, E, K = 6, 16, 24, 8, 2  # tokens, hidden, expert intermediate, experts, top-k  # noqa: E741 (I: the papers' name)
 
 
 def _entry(*inputs: tuple[str, list[int]]) -> dict:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatvla2.calibration import selection, sweep as sweep_module
+from chatvla2.calibration import selection
+from chatvla2.calibration import sweep as sweep_module
 from chatvla2.calibration.capture import load_capture
 from chatvla2.calibration.observations import check_disjoint, observations
 from chatvla2.calibration.plans import parse_plans

@@ -32,7 +32,7 @@ from chatvla2.calibration.predict import (
 )
 from chatvla2.calibration.predict_config import PredictConfig
 from chatvla2.calibration.roofline import decode_traffic
-from chatvla2.calibration.targets import H100, ORIN, THOR, TARGETS, get_target, parse_targets
+from chatvla2.calibration.targets import H100, ORIN, TARGETS, THOR, get_target, parse_targets
 from chatvla2.contract.bundle import ENGINE_NAMES, bundle_model_config, load_manifest
 from chatvla2.contract.command_config import parse_config
 from chatvla2.contract.config import get_config

@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from chatvla2.evaluation import task_eval
 from chatvla2.contract.command_config import parse_config
+from chatvla2.evaluation import task_eval
 from chatvla2.evaluation.eval_config import EvalConfig
 from chatvla2.evaluation.task_eval import main, run_episode
 from chatvla2.sim.tasks.env import MAX_STEPS, TaskEnv

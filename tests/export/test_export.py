@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import pytest
 
+from chatvla2.contract.bundle import BundleError, load_manifest
+from chatvla2.export import thresholds
 from chatvla2.export.bundle import decode_moe_form, export_bundle
 from chatvla2.export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
 from chatvla2.export.lint import lint_bundle
-from chatvla2.contract.bundle import BundleError, load_manifest
 from chatvla2.export.parity import ParityError
 from chatvla2.export.precision import parse_plan
-from chatvla2.export import thresholds
 from chatvla2.models.loading import load_model
 from chatvla2.runtime.onnxruntime_session import create_session
 
@@ -86,7 +86,7 @@ def test_fp32_bundle_is_complete_verified_and_lint_clean(fp32_bundle):
     assert set(manifest["engines"]) == ENGINES
     assert {"tokenizer.json", "normalization.json", "embeddings.safetensors"} <= set(manifest["files"])
     assert manifest["moe_implementation"] == {"prefill": "dense", "decode": "gather"}
-    for name, engine in manifest["engines"].items():
+    for engine in manifest["engines"].values():
         assert engine["precision"] == "fp32" and engine["opset"] == 21
         assert engine["parity"]["cosine"] >= thresholds.BUDGETS["fp32"].cosine_min
         assert engine["targets"] == ["hopper", "orin", "thor"]

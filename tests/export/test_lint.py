@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from chatvla2.contract.bundle import BundleError, write_manifest
 from chatvla2.export.lint import Finding, LintError, assert_tensorrt_compatible, lint_bundle, lint_model, main
 from chatvla2.export.lint_config import LintConfig
-from chatvla2.contract.bundle import BundleError, write_manifest
 
 F = TensorProto.FLOAT
 

@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 from chatvla2.export import precision
 from chatvla2.export.calibration_data import record_engine_inputs
-from chatvla2.export.parity import ParityResult
 from chatvla2.export.lint import lint_model
+from chatvla2.export.parity import ParityResult
 from chatvla2.export.precision import ConversionReport, fp32_weights, int4_form, quantize, weight_bytes_by_dtype
 from chatvla2.export.thresholds import BUDGETS
 from chatvla2.models.loading import load_model

@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from chatvla2.contract.bundle import BundleError, write_manifest
 from chatvla2.export.build_config import BuildConfig
 from chatvla2.export.lint import LintError
-from chatvla2.contract.bundle import BundleError, write_manifest
 from chatvla2.export.tensorrt_build import main, profiles_for
 from chatvla2.runtime.tensorrt_identity import EngineMismatch, GpuIdentity, TensorRTUnavailable, check_engines_match
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from chatvla2.models.action_head import ScaleDP
 from chatvla2.contract.config import ActionHeadConfig, get_config
+from chatvla2.models.action_head import ScaleDP
 
 TINY = get_config("tiny")
 BATCH = 2

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from chatvla2.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from chatvla2.contract.scene import sample_observation
+from chatvla2.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from chatvla2.models.language import LanguageModel, write_cache
 from chatvla2.contract.prompt import mrope_position_ids, next_text_position, prompt_token_ids
+from chatvla2.models.language import LanguageModel, write_cache
 
 
 def _prompt_and_tokens(model, cfg, new_tokens):

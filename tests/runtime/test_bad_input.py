@@ -18,7 +18,6 @@ from chatvla2.contract.scene import sample_observation
 from chatvla2.runtime.policy import Policy
 
 
-
 def _observation(**change):
     frames, instruction, state = sample_observation(2)
     return {"images": frames, "instruction": instruction, "state": state, "seed": 0, **change}

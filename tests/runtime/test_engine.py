@@ -72,7 +72,7 @@ def test_decode_step_writes_the_cache_in_place(policy):
     assert language.key_cache is cache_before  # never reallocated
     np.testing.assert_array_equal(language.key_cache[:, :, :, n], language._outputs["new_keys"][:, :, :, 0])
     assert np.any(language.key_cache[:, :, :, n] != 0)
-    with pytest.raises(FeedError, match=r"'cache_position': expected %d" % (n + 1)):
+    with pytest.raises(FeedError, match=rf"'cache_position': expected {n + 1}"):
         language.step(5, n + 1, n + 5)
     with pytest.raises(FeedError, match=r"'token': expected an id in \[0, 128\)"):
         language.step(500, n + 1, n + 1)

@@ -132,7 +132,8 @@ def test_the_layout_and_metadata(written):
     assert {k: info["image_text"][k] for k in ("total_samples", "total_files", "samples_per_file")} == {
         "total_samples": 5, "total_files": 3, "samples_per_file": 2}
 
-    lines = lambda name: [json.loads(line) for line in (written / "meta" / name).read_text().splitlines()]
+    def lines(name):
+        return [json.loads(line) for line in (written / "meta" / name).read_text().splitlines()]
     assert lines("episodes.jsonl")[1] == {
         "episode_index": 1, "tasks": ["toy_placement instruction 1"], "length": 5, "task_name": "toy_placement",
         "split": "open_world", "seed": 1, "instruction": "toy_placement instruction 1"}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from chatvla2.models.checkpoint import load_checkpoint
 from chatvla2.contract.command_config import parse_config
+from chatvla2.models.checkpoint import load_checkpoint
 from chatvla2.training.cli import main
 from chatvla2.training.config import TrainConfig
 from chatvla2.training.data import TrainingData, draw_step

@@ -58,8 +58,8 @@ one has faulted, once, and records why in `restarts`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class TickTiming:
     elapsed_s: float = 0.0  # from the schedule's start to the last tick's read
     lateness_s: list[float] = field(default_factory=list)
 
-    def add(self, other: "TickTiming") -> None:
+    def add(self, other: TickTiming) -> None:
         self.ticks += other.ticks
         self.late += other.late
         self.overruns += other.overruns
@@ -241,7 +241,7 @@ class DriverBackend:
         if robot is not None:
             robot.disconnect()
 
-    def __enter__(self) -> "DriverBackend":
+    def __enter__(self) -> DriverBackend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,12 +8,12 @@ stays under it, so state[t + 1] == action[t] to float32 precision.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from chatvla2.contract.embodiment import STATE_DIM
 from chatvla2.sim.episode import FPS, Episode
 from chatvla2.sim.tasks.env import DEFAULT_SIZE, TaskEnv
+
 
 class ExpertFailed(RuntimeError):
     pass

@@ -48,7 +48,7 @@ def installed() -> dict[str, str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split_fonts(split: str) -> tuple[str, ...]:
     """The split's font names: the named ones, then (open world only) the other installed fonts."""
     check_split(split)

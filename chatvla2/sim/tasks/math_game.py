@@ -86,7 +86,7 @@ def evaluate(a: int, op: str, b: int) -> int:
 ALL = "all"  # a vocabulary, not a split: both splits' operands and every operator (image_text.py)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expressions(vocabulary: str, steps: int) -> dict[str, tuple[tuple[int, int], ...]]:
     """Operator -> every (a, b) a split's vocabulary (or ALL) allows for 1- or 2-step episodes."""
     if vocabulary == ALL:

@@ -9,8 +9,8 @@ reports what does (the joints' lag along the trajectory, event delays, ticks lat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -21,8 +21,12 @@ from chatvla2.sim.tasks.world import arm_poses
 
 # Toy placement first: its expert returns the arm to the start (a short reset for the next one).
 CASES: tuple[tuple[str, dict | None, int], ...] = (
-    ("toy_placement", None, 0), ("toy_placement", None, 1), ("math_game", {"steps": 1}, 0),
-    ("math_game", {"steps": 1}, 1), ("math_game", {"steps": 2}, 0), ("math_game", {"steps": 2}, 1),
+    ("toy_placement", None, 0),
+    ("toy_placement", None, 1),
+    ("math_game", {"steps": 1}, 0),
+    ("math_game", {"steps": 1}, 1),
+    ("math_game", {"steps": 2}, 0),
+    ("math_game", {"steps": 2}, 1),
 )
 
 

@@ -19,8 +19,8 @@ The rules (project choices, sized to the props and the X5 gripper's 0.088 m, doc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -82,7 +82,7 @@ class Lighting:
     noise: float  # sensor noise standard deviation, grey levels
 
     @staticmethod
-    def draw(rng: np.random.Generator, split: str) -> "Lighting":
+    def draw(rng: np.random.Generator, split: str) -> Lighting:
         wide = split == OPEN_WORLD  # open-world rooms are dimmer, brighter, more coloured
         gain = rng.uniform(0.7, 1.2) if wide else rng.uniform(0.88, 1.08)
         tint = tuple(float(t) for t in rng.uniform(-0.08, 0.08, 3) * (1.0 if wide else 0.4))
@@ -112,7 +112,7 @@ class Hand:
     tilt: float  # degrees, the whole text
 
     @staticmethod
-    def draw(rng: np.random.Generator, split: str, n: int, inks, jitter: float = 1.0) -> "Hand":
+    def draw(rng: np.random.Generator, split: str, n: int, inks, jitter: float = 1.0) -> Hand:
         font = fonts.pick(split, rng)
         ink = inks[int(rng.integers(len(inks)))]
         return Hand(

@@ -16,8 +16,8 @@ image (world x).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image, ImageDraw
 
@@ -207,6 +207,6 @@ TARGETS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def toy(name: str) -> Toy:
     return CATALOGUE[name]

@@ -40,7 +40,7 @@ from chatvla2.contract.embodiment import JOINT_INDICES
 from chatvla2.drivers.faults import CommunicationLost
 from chatvla2.sim.tasks.backend import HIGH, LOW, KinematicBackend
 from chatvla2.sim.tasks.driver_backend import SQUEEZE_M, ArmsNotSettled, DriverBackend, TickTiming
-from chatvla2.sim.tasks.env import START_STATE, TaskEnv
+from chatvla2.sim.tasks.env import START_STATE
 from chatvla2.sim.tasks.mode_comparison import compare_modes
 
 JOINT_REST_RAD = 0.005  # at the end of an episode, the arms still
