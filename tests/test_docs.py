@@ -23,6 +23,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SELF = Path(__file__).resolve()
 README_MAX_LINES = 250
@@ -97,15 +99,19 @@ def _citing_files(root: Path) -> list[Path]:
 # --- Markdown: headings, slugs, links ---------------------------------------------------------
 
 
-def _prose_lines(text: str) -> list[str]:
-    """The lines outside fenced code blocks, inline code spans blanked."""
-    lines, fenced = [], False
+def _lines_and_fencing(text: str):
+    """(line, inside a fenced code block) for each line but the fences themselves."""
+    fenced = False
     for line in text.splitlines():
         if FENCE.match(line):
             fenced = not fenced
             continue
-        lines.append("" if fenced else re.sub(r"`[^`]*`", "``", line))
-    return lines
+        yield line, fenced
+
+
+def _prose_lines(text: str) -> list[str]:
+    """The lines outside fenced code blocks, inline code spans blanked."""
+    return ["" if fenced else re.sub(r"`[^`]*`", "``", line) for line, fenced in _lines_and_fencing(text)]
 
 
 def _heading_text(raw: str) -> str:
@@ -116,15 +122,8 @@ def _heading_text(raw: str) -> str:
 
 def headings(text: str) -> list[str]:
     """The ATX headings of a Markdown text, outside fenced code, as rendered text."""
-    found, fenced = [], False
-    for line in text.splitlines():
-        if FENCE.match(line):
-            fenced = not fenced
-            continue
-        match = None if fenced else HEADING.match(line)
-        if match:
-            found.append(_heading_text(match.group(2)).strip())
-    return found
+    matches = (HEADING.match(line) for line, fenced in _lines_and_fencing(text) if not fenced)
+    return [_heading_text(match.group(2)).strip() for match in matches if match]
 
 
 def slug(heading: str) -> str:
@@ -291,29 +290,28 @@ def _write(root: Path, rel: str, text: str) -> None:
     path.write_text(text)
 
 
+# A small project whose links and citations all resolve, with the cases the checks must skip.
+SOUND_TREE = {
+    ".gitignore": "out/\n*.log\n",
+    "docs/guide.md": "# Guide\n\n## The `cpu` target: fast\n\n### 4. Reasoning following\n\n## Limits\n\n## Limits\n",
+    "docs/other.md": "# Other\n\nBack to [the guide](guide.md#limits-1).\n",
+    "README.md": "# Project\n\nRun `make test`.\n\n"
+    "[guide](docs/guide.md), [target](docs/guide.md#the-cpu-target-fast),\n"
+    "[site](https://example.org/x.md), [mail](mailto:a@b.c), [self](#project)\n\n"
+    "```\n[not a link](nowhere.md)\n```\n\n`[code](nowhere.md)`\n",
+    "out/notes.md": "[ignored](missing.md)\n",
+    "cache/.gitignore": "*\n",
+    "cache/page.md": "[ignored too](missing.md), docs/missing.md\n",
+    "pkg/mod.py": '"""See docs/guide.md, "The cpu target" and docs/guide.md point 4.\n\n'
+    "Also docs/guide.md's 'Limits', docs/guide.md's limits list, `docs/guide.md`,\n"
+    '"Reasoning following", and onnx-tensorrt docs/operators.md."""\n'
+    'NOTES = {"a": "not in docs/guide.md", "b": "c"}\n',
+}
+
+
 def _tree(tmp_path: Path) -> Path:
-    _write(tmp_path, ".gitignore", "out/\n*.log\n")
-    _write(tmp_path, "docs/guide.md", "# Guide\n\n## The `cpu` target: fast\n\n### 4. Reasoning following\n\n## Limits\n\n## Limits\n")
-    _write(tmp_path, "docs/other.md", "# Other\n\nBack to [the guide](guide.md#limits-1).\n")
-    _write(
-        tmp_path,
-        "README.md",
-        "# Project\n\nRun `make test`.\n\n"
-        "[guide](docs/guide.md), [target](docs/guide.md#the-cpu-target-fast),\n"
-        "[site](https://example.org/x.md), [mail](mailto:a@b.c), [self](#project)\n\n"
-        "```\n[not a link](nowhere.md)\n```\n\n`[code](nowhere.md)`\n",
-    )
-    _write(tmp_path, "out/notes.md", "[ignored](missing.md)\n")
-    _write(tmp_path, "cache/.gitignore", "*\n")
-    _write(tmp_path, "cache/page.md", "[ignored too](missing.md), docs/missing.md\n")
-    _write(
-        tmp_path,
-        "pkg/mod.py",
-        '"""See docs/guide.md, "The cpu target" and docs/guide.md point 4.\n\n'
-        "Also docs/guide.md's 'Limits', docs/guide.md's limits list, `docs/guide.md`,\n"
-        '"Reasoning following", and onnx-tensorrt docs/operators.md."""\n'
-        'NOTES = {"a": "not in docs/guide.md", "b": "c"}\n',
-    )
+    for rel, text in SOUND_TREE.items():
+        _write(tmp_path, rel, text)
     return tmp_path
 
 
@@ -329,10 +327,45 @@ def test_a_sound_tree_has_no_problems(tmp_path):
     assert not files & {"out/notes.md", "cache/page.md"}
 
 
-def test_a_link_to_a_missing_file_is_found(tmp_path):
+BROKEN = {  # what is added to a sound tree -> the checker -> the problems it must report
+    "a link to a missing file": (
+        {"docs/extra.md": "# Extra\n\nSee [nothing](missing.md) and [the readme](../README.md).\n"},
+        broken_links,
+        ["docs/extra.md:3: missing.md: no such file"],
+    ),
+    "a cited page that does not exist": (
+        {"Makefile": "# the steps: docs/build.md\n", "pkg/other.py": "# docs/guide.md is fine; docs/reference/gone.md is not\n"},
+        missing_cited_pages,
+        ["Makefile: docs/build.md", "pkg/other.py: docs/reference/gone.md"],
+    ),
+    "a cited section that is not a heading": (
+        {"pkg/other.py": '# (docs/guide.md, "The gpu\n# target") and docs/guide.md point 5\nX = "docs/guide.md, \'Limits\'"\n'},
+        missing_cited_sections,
+        ['pkg/other.py: docs/guide.md, "The gpu target": no such heading', 'pkg/other.py: docs/guide.md, point 5: no heading "5. ..."'],
+    ),
+    "a citation outside the repository": (
+        {"pkg/other.py": "# the sizes worked out in ../shared/docs/model.md\n"},
+        outside_citations,
+        ["pkg/other.py: ../shared/"],
+    ),
+    "a long readme without the test command": (
+        {"README.md": "# Project\n" + "line\n" * README_MAX_LINES},
+        readme_problems,
+        [
+            f"README.md: {README_MAX_LINES + 1} lines, more than {README_MAX_LINES}",
+            "README.md: does not name `make test`, the test command",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_each_broken_tree_is_found(tmp_path, case):
+    files, check, expected = BROKEN[case]
     root = _tree(tmp_path)
-    _write(root, "docs/extra.md", "# Extra\n\nSee [nothing](missing.md) and [the readme](../README.md).\n")
-    assert broken_links(root) == ["docs/extra.md:3: missing.md: no such file"]
+    for path, text in files.items():
+        _write(root, path, text)
+    assert check(root) == expected
 
 
 def test_a_link_to_a_missing_heading_is_found(tmp_path):
@@ -342,37 +375,6 @@ def test_a_link_to_a_missing_heading_is_found(tmp_path):
     assert len(problems) == 2, problems
     assert problems[0].startswith("docs/extra.md:3: guide.md#limits-2: no heading")
     assert problems[1].startswith("docs/extra.md:3: #nowhere: no heading")
-
-
-def test_a_cited_page_that_does_not_exist_is_found(tmp_path):
-    root = _tree(tmp_path)
-    _write(root, "Makefile", "# the steps: docs/build.md\n")
-    _write(root, "pkg/other.py", "# docs/guide.md is fine; docs/reference/gone.md is not\n")
-    assert missing_cited_pages(root) == ["Makefile: docs/build.md", "pkg/other.py: docs/reference/gone.md"]
-
-
-def test_a_cited_section_that_is_not_a_heading_is_found(tmp_path):
-    root = _tree(tmp_path)
-    _write(root, "pkg/other.py", '# (docs/guide.md, "The gpu\n# target") and docs/guide.md point 5\nX = "docs/guide.md, \'Limits\'"\n')
-    assert missing_cited_sections(root) == [
-        'pkg/other.py: docs/guide.md, "The gpu target": no such heading',
-        'pkg/other.py: docs/guide.md, point 5: no heading "5. ..."',
-    ]
-
-
-def test_a_citation_outside_the_repository_is_found(tmp_path):
-    root = _tree(tmp_path)
-    _write(root, "pkg/other.py", "# the sizes worked out in ../shared/docs/model.md\n")
-    assert outside_citations(root) == ["pkg/other.py: ../shared/"]
-
-
-def test_a_long_readme_or_one_without_the_test_command_is_found(tmp_path):
-    root = _tree(tmp_path)
-    _write(root, "README.md", "# Project\n" + "line\n" * README_MAX_LINES)
-    assert readme_problems(root) == [
-        f"README.md: {README_MAX_LINES + 1} lines, more than {README_MAX_LINES}",
-        "README.md: does not name `make test`, the test command",
-    ]
 
 
 def test_github_slugs():

@@ -3,40 +3,28 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.backend_options import BackendOptions
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig(BackendOptions):
-    bundles: tuple[str, ...] = field(
-        default=(), metadata={"positional": True, "metavar": "BUNDLE", "help": "bundle directories (or --bundle, repeatable)"}
+    bundles: tuple[str, ...] = option("bundle directories (or --bundle, repeatable)", (), metavar="BUNDLE", positional=True)
+    bundle_options: tuple[str, ...] = option("a bundle, as an option", (), metavar="DIR", flag="--bundle")
+    runs: int = option("timed inferences per bundle (after warm-up)", 10)
+    warmup: int = option("untimed inferences first (default %(default)s)", 2)
+    reference: bool = option("also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)", False)
+    preset: str | None = option("the reference's preset (default: the bundle's model_config name)", None, metavar="NAME", flag="--config")
+    checkpoint: str | None = option("the reference's checkpoint instead of a preset", None, metavar="DIR")
+    tokens: int = option(
+        "reasoning length of the whole-step figure (stages + N decode tokens); default 32, a sentence like the paper's", 32, metavar="N"
     )
-    bundle_options: tuple[str, ...] = field(default=(), metadata={"flag": "--bundle", "metavar": "DIR", "help": "a bundle, as an option"})
-    runs: int = field(default=10, metadata={"help": "timed inferences per bundle (after warm-up)"})
-    warmup: int = field(default=2, metadata={"help": "untimed inferences first (default %(default)s)"})
-    reference: bool = field(
-        default=False, metadata={"help": "also time the PyTorch eager reference (needs torch; built like `chatvla2 export --config NAME`)"}
-    )
-    preset: str | None = field(
-        default=None,
-        metadata={"flag": "--config", "metavar": "NAME", "help": "the reference's preset (default: the bundle's model_config name)"},
-    )
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "help": "the reference's checkpoint instead of a preset"})
-    tokens: int = field(
-        default=32,
-        metadata={
-            "metavar": "N",
-            "help": "reasoning length of the whole-step figure (stages + N decode tokens); default 32, a sentence like the paper's",
-        },
-    )
-    bandwidth: float | None = field(
-        default=None, metadata={"metavar": "GB_S", "help": "memory bandwidth for the roofline (default: measured BLAS GEMV)"}
-    )
-    json_out: str | None = field(default=None, metadata={"metavar": "FILE", "help": "also write the JSON line to FILE"})
+    bandwidth: float | None = option("memory bandwidth for the roofline (default: measured BLAS GEMV)", None, metavar="GB_S")
+    json_out: str | None = option("also write the JSON line to FILE", None, metavar="FILE")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 
 DEFAULT_DECODE_CALLS = 8
@@ -19,37 +20,23 @@ def check_reasoning_tokens(decode_calls: int, min_tokens: int, max_tokens: int |
 
 @dataclass(frozen=True, kw_only=True)
 class CaptureConfig:
-    preset: str | None = field(
-        default=None,
-        metadata={
-            "flag": "--config",
-            "metavar": "NAME",
-            "exclusive": "model",
-            "help": "a preset, initialised from --seed (tests, untrained)",
-        },
+    preset: str | None = option(
+        "a preset, initialised from --seed (tests, untrained)", None, metavar="NAME", flag="--config", exclusive="model"
     )
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
-    observations: str = field(
-        metadata={"metavar": "SOURCE", "help": "sim:TASK:SPLIT:FIRST-LAST, a dataset directory, or several joined by '+'"}
+    checkpoint: str | None = option("a trained checkpoint", None, metavar="DIR", exclusive="model")
+    observations: str = option("sim:TASK:SPLIT:FIRST-LAST, a dataset directory, or several joined by '+'", metavar="SOURCE")
+    out: str = option("the .npz to write", metavar="FILE")
+    decode_calls: int = option(
+        "decode steps kept per observation for quantization, spread over its reasoning (default %(default)s)",
+        DEFAULT_DECODE_CALLS,
+        metavar="N",
     )
-    out: str = field(metadata={"metavar": "FILE", "help": "the .npz to write"})
-    decode_calls: int = field(
-        default=DEFAULT_DECODE_CALLS,
-        metadata={
-            "metavar": "N",
-            "help": "decode steps kept per observation for quantization, spread over its reasoning (default %(default)s)",
-        },
+    min_tokens: int = option(
+        "no end of reasoning before N tokens (an untrained model would stop at once; default %(default)s)", 0, metavar="N"
     )
-    min_tokens: int = field(
-        default=0,
-        metadata={
-            "metavar": "N",
-            "help": "no end of reasoning before N tokens (an untrained model would stop at once; default %(default)s)",
-        },
-    )
-    max_tokens: int | None = field(default=None, metadata={"metavar": "N", "help": "reasoning token cap (default: the model's)"})
-    stride: int = field(default=25, metadata={"help": "a dataset's frames: every S-th (default %(default)s)"})
-    seed: int = field(default=0, metadata={"help": "the preset's initialisation and the diffusion noise"})
+    max_tokens: int | None = option("reasoning token cap (default: the model's)", None, metavar="N")
+    stride: int = option("a dataset's frames: every S-th (default %(default)s)", 25)
+    seed: int = option("the preset's initialisation and the diffusion noise", 0)
 
     def __post_init__(self) -> None:
         if bool(self.preset) == bool(self.checkpoint):

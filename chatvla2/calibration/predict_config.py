@@ -2,42 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from chatvla2.calibration.predict import CONTROL_HZ, DEFAULT_QUERY_EVERY, DEFAULT_RUNS, DEFAULT_TOKENS
 from chatvla2.calibration.targets import TARGETS, parse_targets
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 
 
 @dataclass(frozen=True, kw_only=True)
 class PredictConfig:
-    bundle: str | None = field(
-        default=None, metadata={"positional": True, "metavar": "BUNDLE", "help": "a bundle directory (or --config NAME)"}
+    bundle: str | None = option("a bundle directory (or --config NAME)", None, metavar="BUNDLE", positional=True)
+    preset: str | None = option("predict a preset from its configuration alone (e.g. paper)", None, metavar="NAME", flag="--config")
+    precision: str = option(
+        "with --config: the precision plan, as `chatvla2 export --precision` takes it (default fp16)", "fp16", metavar="PLAN"
     )
-    preset: str | None = field(
-        default=None, metadata={"flag": "--config", "metavar": "NAME", "help": "predict a preset from its configuration alone (e.g. paper)"}
+    target: tuple[str, ...] = option(f"repeatable or a comma list of {', '.join(TARGETS)} (default: all)", (), metavar="NAME")
+    tokens: int = option(f"reasoning tokens per step (default {DEFAULT_TOKENS})", DEFAULT_TOKENS, metavar="N")
+    query_every: int = option(
+        f"control steps executed per query at {CONTROL_HZ:g} Hz (default {DEFAULT_QUERY_EVERY})", DEFAULT_QUERY_EVERY, metavar="K"
     )
-    precision: str = field(
-        default="fp16",
-        metadata={"metavar": "PLAN", "help": "with --config: the precision plan, as `chatvla2 export --precision` takes it (default fp16)"},
-    )
-    target: tuple[str, ...] = field(
-        default=(), metadata={"metavar": "NAME", "help": f"repeatable or a comma list of {', '.join(TARGETS)} (default: all)"}
-    )
-    tokens: int = field(default=DEFAULT_TOKENS, metadata={"metavar": "N", "help": f"reasoning tokens per step (default {DEFAULT_TOKENS})"})
-    query_every: int = field(
-        default=DEFAULT_QUERY_EVERY,
-        metadata={"metavar": "K", "help": f"control steps executed per query at {CONTROL_HZ:g} Hz (default {DEFAULT_QUERY_EVERY})"},
-    )
-    ddim_steps: int | None = field(
-        default=None, metadata={"metavar": "N", "help": "with --config: the action head's denoising steps (default: the config's)"}
-    )
-    prompt_length: int | None = field(
-        default=None, metadata={"metavar": "N", "help": "with --config: the prefill's tokens (default: the export's opt length)"}
-    )
-    runs: int = field(default=DEFAULT_RUNS, metadata={"help": f"timed runs per engine here (default {DEFAULT_RUNS})"})
-    no_measure: bool = field(default=False, metadata={"help": "do not time the engines on this machine"})
-    threads: int | None = field(default=None, metadata={"metavar": "N", "help": "ONNX Runtime intra-op threads (default: its own)"})
+    ddim_steps: int | None = option("with --config: the action head's denoising steps (default: the config's)", None, metavar="N")
+    prompt_length: int | None = option("with --config: the prefill's tokens (default: the export's opt length)", None, metavar="N")
+    runs: int = option(f"timed runs per engine here (default {DEFAULT_RUNS})", DEFAULT_RUNS)
+    no_measure: bool = option("do not time the engines on this machine", False)
+    threads: int | None = option("ONNX Runtime intra-op threads (default: its own)", None, metavar="N")
 
     def __post_init__(self) -> None:
         if bool(self.bundle) == bool(self.preset):

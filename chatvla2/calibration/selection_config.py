@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from chatvla2.calibration.targets import TARGETS
+from chatvla2.contract.command_config import option
 from chatvla2.contract.names import UnknownChoice
 
 # The devices predict knows (calibration/targets.py), and this machine's CPU, which runs every graph.
@@ -13,10 +14,10 @@ SELECT_TARGETS = (*TARGETS, "cpu")
 
 @dataclass(frozen=True, kw_only=True)
 class SelectConfig:
-    report: str = field(metadata={"positional": True, "metavar": "REPORT", "help": "a sweep directory or its report.json"})
-    budget: str = field(metadata={"help": 'e.g. "action_deg<=0.5,token_agreement>=0.99,success_drop<=2"'})
-    target: str = field(metadata={"help": f"where the plan runs: {', '.join(SELECT_TARGETS)}"})
-    bundle: str | None = field(default=None, metadata={"metavar": "DIR", "help": "record the chosen plan in this bundle's manifest"})
+    report: str = option("a sweep directory or its report.json", metavar="REPORT", positional=True)
+    budget: str = option('e.g. "action_deg<=0.5,token_agreement>=0.99,success_drop<=2"')
+    target: str = option(f"where the plan runs: {', '.join(SELECT_TARGETS)}")
+    bundle: str | None = option("record the chosen plan in this bundle's manifest", None, metavar="DIR")
 
     def __post_init__(self) -> None:
         from chatvla2.calibration.selection import parse_budget  # it imports this module

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from chatvla2.calibration.capture_config import check_reasoning_tokens
 from chatvla2.calibration.plans import parse_plans
 from chatvla2.calibration.targets import parse_targets
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import UnknownChoice
 
@@ -21,32 +22,26 @@ def _items(text: str) -> list[str]:
 
 @dataclass(frozen=True, kw_only=True)
 class SweepConfig:
-    preset: str | None = field(
-        default=None,
-        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": "a preset, initialised from --seed (untrained)"},
+    preset: str | None = option("a preset, initialised from --seed (untrained)", None, metavar="NAME", flag="--config", exclusive="model")
+    checkpoint: str | None = option("a trained checkpoint", None, metavar="DIR", exclusive="model")
+    plans: str = option("plans (calibration/plans.py; default %(default)s)", DEFAULT_PLANS)
+    out: str = option("the report directory (resumed if it exists)", metavar="DIR")
+    calibration: str = option(
+        "observations that set the quantization scales (default %(default)s)", DEFAULT_CALIBRATION, metavar="SOURCE|FILE"
     )
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a trained checkpoint"})
-    plans: str = field(default=DEFAULT_PLANS, metadata={"help": "plans (calibration/plans.py; default %(default)s)"})
-    out: str = field(metadata={"metavar": "DIR", "help": "the report directory (resumed if it exists)"})
-    calibration: str = field(
-        default=DEFAULT_CALIBRATION,
-        metadata={"metavar": "SOURCE|FILE", "help": "observations that set the quantization scales (default %(default)s)"},
-    )
-    held_out: str = field(
-        default=DEFAULT_HELD_OUT, metadata={"metavar": "SOURCE|FILE", "help": "observations accuracy is measured on (default %(default)s)"}
-    )
-    runs: int = field(default=50, metadata={"help": "timed runs per engine and per policy (default %(default)s)"})
-    warmup: int = field(default=5, metadata={"help": "untimed runs first (default %(default)s)"})
-    task: str | None = field(default=None, metadata={"help": "also measure the paper's task scores (math_game, toy_placement)"})
-    episodes: int = field(default=10, metadata={"help": "episodes per split at the task level (default %(default)s)"})
-    splits: str = field(default="in_domain,open_world", metadata={"help": "the task level's splits (default %(default)s)"})
-    episode_seed: int = field(default=0, metadata={"help": "the task level's first episode seed"})
-    targets: str = field(default="orin,thor,h100", metadata={"help": "devices to predict a lower bound for"})
-    min_tokens: int = field(default=0, metadata={"help": "no end of reasoning before N tokens (untrained presets)"})
-    max_tokens: int | None = field(default=None, metadata={"help": "the reference's reasoning cap (default: the model's)"})
-    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime and torch threads"})
-    seed: int = field(default=0, metadata={"help": "the preset's initialisation and the diffusion noise"})
-    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+    held_out: str = option("observations accuracy is measured on (default %(default)s)", DEFAULT_HELD_OUT, metavar="SOURCE|FILE")
+    runs: int = option("timed runs per engine and per policy (default %(default)s)", 50)
+    warmup: int = option("untimed runs first (default %(default)s)", 5)
+    task: str | None = option("also measure the paper's task scores (math_game, toy_placement)", None)
+    episodes: int = option("episodes per split at the task level (default %(default)s)", 10)
+    splits: str = option("the task level's splits (default %(default)s)", "in_domain,open_world")
+    episode_seed: int = option("the task level's first episode seed", 0)
+    targets: str = option("devices to predict a lower bound for", "orin,thor,h100")
+    min_tokens: int = option("no end of reasoning before N tokens (untrained presets)", 0)
+    max_tokens: int | None = option("the reference's reasoning cap (default: the model's)", None)
+    threads: int | None = option("ONNX Runtime and torch threads", None)
+    seed: int = option("the preset's initialisation and the diffusion noise", 0)
+    quiet: bool = option("no progress bar", False)
 
     def __post_init__(self) -> None:
         if bool(self.preset) == bool(self.checkpoint):

@@ -4,7 +4,8 @@ command run from the shell and one called in code (`main(DemoConfig(episodes=1))
 typed config, refused alike, and each default is written once, in the field.
 
 An option is a field with `field(default=..., metadata={...})` (lerobot's draccus configs and
-openpi's config registry are the models, kept to the standard library):
+openpi's config registry are the models, kept to the standard library), written with `option`:
+`decode_calls: int = option("decode steps kept per observation", 8, metavar="N")`. Its metadata:
 
     help        the help text; a field without "help" is not an option (it keeps its default)
     flag        "--name", or ("--name", "--alias", ...); default: "--" + the field's name, dashed
@@ -33,6 +34,26 @@ from typing import Any, TypeVar
 from chatvla2.contract.errors import InvalidInput
 
 Config = TypeVar("Config")
+
+
+def option(
+    help: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    metavar: str | None = None,
+    flag: str | tuple[str, ...] | None = None,
+    choices: Any = None,
+    type: Any = None,
+    group: str | None = None,
+    exclusive: str | None = None,
+    positional: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A field that is a command-line option: `dataclasses.field` with the metadata (module
+    docstring) of the keywords given; no `default` (nor `default_factory`): a required option."""
+    given = dict(flag=flag, positional=positional or None, choices=choices, metavar=metavar, type=type, group=group, exclusive=exclusive)
+    metadata = {key: value for key, value in given.items() if value is not None}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={**metadata, "help": help})
 
 
 def option_fields(cls: type) -> list[dataclasses.Field]:

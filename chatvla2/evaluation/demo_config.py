@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from chatvla2.contract.command_config import check_integer
+from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import UnknownChoice
 from chatvla2.evaluation.eval_config import MODES, TORCH_BACKEND
@@ -16,50 +16,34 @@ BOTH = "both"
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    checkpoint: str | None = field(
-        default=None, metadata={"metavar": "DIR", "help": "the model (default: the shipped checkpoints/chatvla2-demo)"}
+    checkpoint: str | None = option("the model (default: the shipped checkpoints/chatvla2-demo)", None, metavar="DIR")
+    task: str = option("math_game or toy_placement (default %(default)s)", "math_game")
+    split: str = option(f"{BOTH}, in_domain or open_world (default %(default)s)", BOTH)
+    episodes: int = option("episodes per split (default %(default)s)", 3)
+    seed: int = option("first episode seed (default %(default)s)", 0)
+    plan: str = option(
+        "auto: without TensorRT the cpu target's auto plan (per engine the first of int8, fp32 within its parity budget), else fp32; "
+        "cpu or cpu:PLAN (cpu target); or a TensorRT plan: fp32, fp16, int8, ... or one per engine "
+        "(default %(default)s)",
+        "auto",
+        metavar="PLAN",
     )
-    task: str = field(default="math_game", metadata={"help": "math_game or toy_placement (default %(default)s)"})
-    split: str = field(default=BOTH, metadata={"help": f"{BOTH}, in_domain or open_world (default %(default)s)"})
-    episodes: int = field(default=3, metadata={"help": "episodes per split (default %(default)s)"})
-    seed: int = field(default=0, metadata={"help": "first episode seed (default %(default)s)"})
-    plan: str = field(
-        default="auto",
-        metadata={
-            "metavar": "PLAN",
-            "help": "auto: without TensorRT the cpu target's auto plan (per engine the first of int8, fp32 within its parity budget), else fp32; "
-            "cpu or cpu:PLAN (cpu target); or a TensorRT plan: fp32, fp16, int8, ... or one per engine "
-            "(default %(default)s)",
-        },
+    cpu_isa: str | None = option(
+        "a cpu plan: the class of CPU the bundle is for (export/cpu_target.py's CPU_ISAS, or native: this machine's; default generic)",
+        None,
+        metavar="CLASS",
     )
-    cpu_isa: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "CLASS",
-            "help": "a cpu plan: the class of CPU the bundle is for (export/cpu_target.py's CPU_ISAS, or native: this "
-            "machine's; default generic)",
-        },
+    backend: str = option("auto, onnxruntime or tensorrt (default %(default)s)", "auto")
+    mode: str = option("driver (simulated arms on ptys through the drivers, real time) or fast (default %(default)s)", "driver")
+    query_every: int = option("query the policy every K control steps (default %(default)s)", 20, metavar="K")
+    gif: str = option("where the episode GIF goes (default %(default)s)", "demo_output/demo.gif", metavar="FILE")
+    json_out: str = option(
+        "where the record goes: the settings, the bundle, every episode's queries and reasoning, as one JSON line (default %(default)s)",
+        "demo_output/demo.json",
+        metavar="FILE",
     )
-    backend: str = field(default="auto", metadata={"help": "auto, onnxruntime or tensorrt (default %(default)s)"})
-    mode: str = field(
-        default="driver", metadata={"help": "driver (simulated arms on ptys through the drivers, real time) or fast (default %(default)s)"}
-    )
-    query_every: int = field(default=20, metadata={"metavar": "K", "help": "query the policy every K control steps (default %(default)s)"})
-    gif: str = field(
-        default="demo_output/demo.gif", metadata={"metavar": "FILE", "help": "where the episode GIF goes (default %(default)s)"}
-    )
-    json_out: str = field(
-        default="demo_output/demo.json",
-        metadata={
-            "metavar": "FILE",
-            "help": "where the record goes: the settings, the bundle, every episode's queries and reasoning, as one "
-            "JSON line (default %(default)s)",
-        },
-    )
-    cache: str | None = field(
-        default=None, metadata={"metavar": "DIR", "help": "exported bundles' cache (default $CHATVLA2_CACHE or ~/.cache/chatvla2-edge)"}
-    )
-    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads"})
+    cache: str | None = option("exported bundles' cache (default $CHATVLA2_CACHE or ~/.cache/chatvla2-edge)", None, metavar="DIR")
+    threads: int | None = option("ONNX Runtime intra-op threads", None)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

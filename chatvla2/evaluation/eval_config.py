@@ -3,9 +3,9 @@ build one to run their episodes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from chatvla2.contract.command_config import check_integer
+from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import UnknownChoice
 from chatvla2.runtime.engine import BACKENDS
@@ -23,61 +23,39 @@ class EvalConfig:
     """Names are checked here (one line each), not by argparse choices, so the command line and a
     config built in code are refused the same way."""
 
-    task: str = field(metadata={"help": f"the task: {', '.join(TASKS)}"})
-    split: str = field(metadata={"help": f"the split: {', '.join(SPLITS)}"})
-    episodes: int = field(metadata={"help": "how many episodes (seeds S .. S+N-1)"})
-    seed: int = field(default=0, metadata={"help": "the first episode's seed (default %(default)s); episode i uses seed S + i"})
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "group": POLICY, "help": "a checkpoint: the PyTorch model"})
-    preset: str | None = field(
-        default=None,
-        metadata={
-            "flag": "--config",
-            "metavar": "NAME",
-            "group": POLICY,
-            "help": "a named preset (seed 0, as export builds it): the PyTorch model",
-        },
+    task: str = option(f"the task: {', '.join(TASKS)}")
+    split: str = option(f"the split: {', '.join(SPLITS)}")
+    episodes: int = option("how many episodes (seeds S .. S+N-1)")
+    seed: int = option("the first episode's seed (default %(default)s); episode i uses seed S + i", 0)
+    checkpoint: str | None = option("a checkpoint: the PyTorch model", None, metavar="DIR", group=POLICY)
+    preset: str | None = option(
+        "a named preset (seed 0, as export builds it): the PyTorch model", None, metavar="NAME", flag="--config", group=POLICY
     )
-    bundle: str | None = field(
-        default=None, metadata={"metavar": "DIR", "group": POLICY, "help": "an exported bundle: the runtime's engines"}
+    bundle: str | None = option("an exported bundle: the runtime's engines", None, metavar="DIR", group=POLICY)
+    backend: str = option(
+        f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on {TORCH_BACKEND}, "
+        "a bundle on auto, onnxruntime or tensorrt)",
+        "auto",
     )
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": f"{', '.join(EVAL_BACKENDS)} (default %(default)s; a checkpoint or preset runs on {TORCH_BACKEND}, "
-            "a bundle on auto, onnxruntime or tensorrt)"
-        },
+    mode: str = option(
+        "fast (kinematic arms) or driver (simulated arms on ptys through the drivers, real time) (default %(default)s)", "fast"
     )
-    mode: str = field(
-        default="fast",
-        metadata={"help": "fast (kinematic arms) or driver (simulated arms on ptys through the drivers, real time) (default %(default)s)"},
+    query_every: int = option(
+        "query the policy every K control steps, executing the chunk's first K actions (default %(default)s)", 20, metavar="K"
     )
-    query_every: int = field(
-        default=20,
-        metadata={
-            "metavar": "K",
-            "help": "query the policy every K control steps, executing the chunk's first K actions (default %(default)s)",
-        },
+    reason_every: int = option(
+        "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)", 1, metavar="N"
     )
-    reason_every: int = field(
-        default=1,
-        metadata={
-            "metavar": "N",
-            "help": "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)",
-        },
+    max_steps: int = option(
+        "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)", MAX_STEPS, metavar="T"
     )
-    max_steps: int = field(
-        default=MAX_STEPS,
-        metadata={"metavar": "T", "help": "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)"},
-    )
-    engines: str | None = field(default=None, metadata={"metavar": "DIR", "help": "prebuilt TensorRT engines (default BUNDLE/engines)"})
-    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime intra-op threads"})
-    json_out: str = field(
-        default="eval_output/eval.json",
-        metadata={
-            "metavar": "FILE",
-            "help": "where the record goes: the settings, the summary, per-stage latency and every episode's queries "
-            "and reasoning, as one JSON line (default %(default)s)",
-        },
+    engines: str | None = option("prebuilt TensorRT engines (default BUNDLE/engines)", None, metavar="DIR")
+    threads: int | None = option("ONNX Runtime intra-op threads", None)
+    json_out: str = option(
+        "where the record goes: the settings, the summary, per-stage latency and every episode's queries "
+        "and reasoning, as one JSON line (default %(default)s)",
+        "eval_output/eval.json",
+        metavar="FILE",
     )
 
     def __post_init__(self) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 
 
 @dataclass(frozen=True, kw_only=True)
 class BuildConfig:
-    bundle: str = field(metadata={"positional": True, "help": "a bundle directory written by `chatvla2 export`"})
-    out: str = field(metadata={"metavar": "ENGINES", "help": "the engines directory to write"})
-    workspace: float = field(default=4.0, metadata={"metavar": "GB", "help": "TensorRT workspace limit"})
-    timing_cache: str | None = field(default=None, metadata={"metavar": "FILE", "help": "TensorRT timing cache, reused across builds"})
+    bundle: str = option("a bundle directory written by `chatvla2 export`", positional=True)
+    out: str = option("the engines directory to write", metavar="ENGINES")
+    workspace: float = option("TensorRT workspace limit", 4.0, metavar="GB")
+    timing_cache: str | None = option("TensorRT timing cache, reused across builds", None, metavar="FILE")
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.workspace) and self.workspace > 0):

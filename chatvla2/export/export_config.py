@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.config import MOE_FORMS, PRESETS
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import unknown_name
@@ -16,55 +17,38 @@ MOE_CHOICES = ("auto", *MOE_FORMS)
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
-    preset: str | None = field(
-        default=None,
-        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"},
+    preset: str | None = option(f"a named preset: {', '.join(PRESETS)}", None, metavar="NAME", flag="--config", exclusive="model")
+    checkpoint: str | None = option("a checkpoint directory", None, metavar="DIR", exclusive="model")
+    out: str = option("the bundle directory to write", metavar="BUNDLE")
+    target: str = option(
+        "tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators (MoE/QMoE, "
+        "dynamic int8, MatMulNBits int4), never handed to TensorRT",
+        "tensorrt",
+        choices=TARGETS,
     )
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
-    out: str = field(metadata={"metavar": "BUNDLE", "help": "the bundle directory to write"})
-    target: str = field(
-        default="tensorrt",
-        metadata={
-            "choices": TARGETS,
-            "help": "tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators (MoE/QMoE, "
-            "dynamic int8, MatMulNBits int4), never handed to TensorRT",
-        },
+    precision: str | None = option(
+        f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
+        "(default fp32; with --target cpu: auto, each engine's first of int8, fp32 within its parity budget (a rule, no timing; recorded in the manifest), "
+        "prefill and decode as one language graph; language=P sets both)",
+        None,
+        metavar="PLAN",
     )
-    precision: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "PLAN",
-            "help": f"{', '.join(PRECISIONS)}, or one per engine: vision=fp16,prefill=int4,decode=int4,action_head=int8 "
-            "(default fp32; with --target cpu: auto, each engine's first of int8, fp32 within its parity budget (a rule, no timing; recorded in the manifest), "
-            "prefill and decode as one language graph; language=P sets both)",
-        },
+    moe: str = option(
+        "MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token", "auto", choices=MOE_CHOICES
     )
-    moe: str = field(
-        default="auto",
-        metadata={
-            "choices": MOE_CHOICES,
-            "help": "MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token",
-        },
+    cpu_isa: str | None = option(
+        "--target cpu: the class of CPU the bundle is for, which sets its int8 weights' range "
+        "(export/cpu_target.py's CPU_ISAS, or native: this machine's; default generic)",
+        None,
+        metavar="CLASS",
     )
-    cpu_isa: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "CLASS",
-            "help": "--target cpu: the class of CPU the bundle is for, which sets its int8 weights' range "
-            "(export/cpu_target.py's CPU_ISAS, or native: this machine's; default generic)",
-        },
-    )
-    calibration: str | None = field(
-        default=None, metadata={"metavar": "FILE", "help": "an .npz of recorded engine inputs (default: made by running the model)"}
-    )
-    max_seq: int | None = field(default=None, metadata={"metavar": "N", "help": "KV cache length (default: the model's max_cache_len)"})
-    seed: int = field(default=0, metadata={"help": "seed of the parity inputs"})
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": "replace an existing bundle at --out (refused if the folder holds anything the bundle's manifest "
-            "does not list, e.g. engines/ from chatvla2 build: those are never deleted)"
-        },
+    calibration: str | None = option("an .npz of recorded engine inputs (default: made by running the model)", None, metavar="FILE")
+    max_seq: int | None = option("KV cache length (default: the model's max_cache_len)", None, metavar="N")
+    seed: int = option("seed of the parity inputs", 0)
+    force: bool = option(
+        "replace an existing bundle at --out (refused if the folder holds anything the bundle's manifest "
+        "does not list, e.g. engines/ from chatvla2 build: those are never deleted)",
+        False,
     )
 
     def __post_init__(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from chatvla2.contract.command_config import option
 
 
 @dataclass(frozen=True, kw_only=True)
 class LintConfig:
-    bundle: str = field(metadata={"positional": True, "help": "a bundle directory written by `chatvla2 export`"})
+    bundle: str = option("a bundle directory written by `chatvla2 export`", positional=True)

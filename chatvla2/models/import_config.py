@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from chatvla2.contract.command_config import check_integer
+from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.config import PRESETS, MoEConfig, field_default
 from chatvla2.contract.errors import InvalidInput
 
@@ -23,34 +23,23 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class ImportConfig:
-    qwen2vl: str = field(
-        metadata={"metavar": "DIR", "help": "a Hugging Face Qwen2-VL directory (config.json, safetensors, tokenizer.json)"}
+    qwen2vl: str = option("a Hugging Face Qwen2-VL directory (config.json, safetensors, tokenizer.json)", metavar="DIR")
+    head: str | None = option("a ScaleDP head in DexVLA's layout (safetensors; optional config.json)", None, metavar="DIR")
+    experts: int = option("experts per MoE layer (default %(default)s)", field_default(MoEConfig, "num_experts"))
+    top_k: int = option("experts per token (default %(default)s)", field_default(MoEConfig, "top_k"))
+    out: str = option("the checkpoint directory to write", metavar="CHECKPOINT")
+    dtype: str = option("weights' dtype (default: the source's)", "auto", choices=DTYPE_NAMES)
+    like: str = option(
+        "preset for what Qwen2-VL's config does not hold: image size, views, KV cache, head when none is given (default %(default)s)",
+        "paper",
+        choices=tuple(PRESETS),
     )
-    head: str | None = field(
-        default=None, metadata={"metavar": "DIR", "help": "a ScaleDP head in DexVLA's layout (safetensors; optional config.json)"}
-    )
-    experts: int = field(default=field_default(MoEConfig, "num_experts"), metadata={"help": "experts per MoE layer (default %(default)s)"})
-    top_k: int = field(default=field_default(MoEConfig, "top_k"), metadata={"help": "experts per token (default %(default)s)"})
-    out: str = field(metadata={"metavar": "CHECKPOINT", "help": "the checkpoint directory to write"})
-    dtype: str = field(default="auto", metadata={"choices": DTYPE_NAMES, "help": "weights' dtype (default: the source's)"})
-    like: str = field(
-        default="paper",
-        metadata={
-            "choices": tuple(PRESETS),
-            "help": "preset for what Qwen2-VL's config does not hold: image size, views, KV cache, head when none is "
-            "given (default %(default)s)",
-        },
-    )
-    image_size: str | None = field(
-        default=None, metadata={"metavar": "HxW", "help": "camera images' size after resizing (default: the preset's)"}
-    )
-    views: int | None = field(default=None, metadata={"help": "camera views (default: the preset's)"})
-    normalization: str | None = field(
-        default=None, metadata={"metavar": "FILE", "help": "a normalization.json (default: the ARX bimanual ranges)"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the routers' (and a fresh head's) initialisation"})
-    force: bool = field(default=False, metadata={"help": "replace an existing --out"})
-    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+    image_size: str | None = option("camera images' size after resizing (default: the preset's)", None, metavar="HxW")
+    views: int | None = option("camera views (default: the preset's)", None)
+    normalization: str | None = option("a normalization.json (default: the ARX bimanual ranges)", None, metavar="FILE")
+    seed: int = option("seed of the routers' (and a fresh head's) initialisation", 0)
+    force: bool = option("replace an existing --out", False)
+    quiet: bool = option("no progress bar", False)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPE_NAMES:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.config import PRESETS
 from chatvla2.contract.errors import InvalidInput
 
 
 @dataclass(frozen=True, kw_only=True)
 class InfoConfig:
-    preset: str | None = field(
-        default=None,
-        metadata={"flag": "--config", "metavar": "NAME", "exclusive": "model", "help": f"a named preset: {', '.join(PRESETS)}"},
-    )
-    checkpoint: str | None = field(default=None, metadata={"metavar": "DIR", "exclusive": "model", "help": "a checkpoint directory"})
+    preset: str | None = option(f"a named preset: {', '.join(PRESETS)}", None, metavar="NAME", flag="--config", exclusive="model")
+    checkpoint: str | None = option("a checkpoint directory", None, metavar="DIR", exclusive="model")
 
     def __post_init__(self) -> None:
         if self.preset and self.checkpoint:

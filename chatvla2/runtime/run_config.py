@@ -5,10 +5,10 @@ control loop. `chatvla2 run`'s options are these and the simulated robot's
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from chatvla2.contract.command_config import option_flags
+from chatvla2.contract.command_config import option, option_flags
 from chatvla2.contract.config import field_default
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import INSTRUCTION
@@ -43,79 +43,53 @@ def _loop(name: str):
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(BackendOptions):
-    bundle: str | None = field(
-        default=None, metadata={"positional": True, "help": "a bundle directory written by `chatvla2 export` (or --bundle)"}
+    bundle: str | None = option("a bundle directory written by `chatvla2 export` (or --bundle)", None, positional=True)
+    bundle_option: str | None = option("the bundle, as an option", None, metavar="DIR", flag="--bundle")
+    robot: str = option("sim: two simulated arms on ptys; arx: real arms", "sim", choices=ROBOTS)
+    port: tuple[str, ...] = option("--robot arx: an SLCAN adapter, given twice (left, then right)", (), metavar="PORT")
+    left_port: str | None = option("left arm's SLCAN adapter (--robot arx)", None)
+    right_port: str | None = option("right arm's SLCAN adapter (--robot arx)", None)
+    profile: str = option(f"arm profile: {', '.join(PROFILES)}", field_default(ArmConfig, "profile"))
+    feedback_timeout: float | None = option(
+        "no reply from a motor for S seconds is a communication fault (the arm damps); default "
+        f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
+        f"ControllerConfig); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
+        None,
+        metavar="S",
     )
-    bundle_option: str | None = field(default=None, metadata={"flag": "--bundle", "metavar": "DIR", "help": "the bundle, as an option"})
-    robot: str = field(default="sim", metadata={"choices": ROBOTS, "help": "sim: two simulated arms on ptys; arx: real arms"})
-    port: tuple[str, ...] = field(
-        default=(), metadata={"metavar": "PORT", "help": "--robot arx: an SLCAN adapter, given twice (left, then right)"}
+    instruction: str | None = option("the instruction (default: the math game's instruction)", None, metavar="TEXT")
+    camera: tuple[str, ...] = option(
+        f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}", (), metavar="SPEC"
     )
-    left_port: str | None = field(default=None, metadata={"help": "left arm's SLCAN adapter (--robot arx)"})
-    right_port: str | None = field(default=None, metadata={"help": "right arm's SLCAN adapter (--robot arx)"})
-    profile: str = field(default=field_default(ArmConfig, "profile"), metadata={"help": f"arm profile: {', '.join(PROFILES)}"})
-    feedback_timeout: float | None = field(
-        default=None,
-        metadata={
-            "metavar": "S",
-            "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
-            f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
-            f"ControllerConfig); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
-        },
+    camera_max_age: float = option(
+        "a view whose newest frame is older (or frozen this long) holds the plan", DEFAULT_MAX_AGE_S, metavar="S"
     )
-    instruction: str | None = field(
-        default=None, metadata={"metavar": "TEXT", "help": "the instruction (default: the math game's instruction)"}
+    duration: float | None = option("stop after S seconds (default: until Ctrl-C)", None, metavar="S")
+    rate: float = option("control rate of the execution thread", _loop("rate_hz"), metavar="HZ")
+    chunk_mode: str = option(
+        "switch: each new chunk replaces the plan; ensemble: temporal ensembling", _loop("chunk_mode"), choices=CHUNK_MODES
     )
-    camera: tuple[str, ...] = field(
-        default=(),
-        metadata={"metavar": "SPEC", "help": f"one per camera view, in the model's order (default: static per view). {CAMERA_SPEC_HELP}"},
-    )
-    camera_max_age: float = field(
-        default=DEFAULT_MAX_AGE_S,
-        metadata={"metavar": "S", "help": "a view whose newest frame is older (or frozen this long) holds the plan"},
-    )
-    duration: float | None = field(default=None, metadata={"metavar": "S", "help": "stop after S seconds (default: until Ctrl-C)"})
-    rate: float = field(default=_loop("rate_hz"), metadata={"metavar": "HZ", "help": "control rate of the execution thread"})
-    chunk_mode: str = field(
-        default=_loop("chunk_mode"),
-        metadata={"choices": CHUNK_MODES, "help": "switch: each new chunk replaces the plan; ensemble: temporal ensembling"},
-    )
-    ensemble_decay: float = field(
-        default=_loop("ensemble_decay"), metadata={"metavar": "M", "help": "temporal ensembling weight exp(-M i)"}
-    )
+    ensemble_decay: float = option("temporal ensembling weight exp(-M i)", _loop("ensemble_decay"), metavar="M")
     # "hold" / --reasoning-hold: this cadence's names before 0.2 ("hold" now means only the watchdog's).
-    reasoning: str = field(
-        default=_loop("reasoning"),
-        metadata={
-            "choices": REASONING_CADENCES,
-            "type": lambda value: "reuse" if value == "hold" else value,
-            "help": "every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds",
-        },
+    reasoning: str = option(
+        "every: new reasoning each inference; reuse: reuse it for --reasoning-reuse seconds",
+        _loop("reasoning"),
+        choices=REASONING_CADENCES,
+        type=lambda value: "reuse" if value == "hold" else value,
     )
-    reasoning_reuse: float = field(
-        default=_loop("reasoning_reuse_s"),
-        metadata={
-            "flag": ("--reasoning-reuse", "--reasoning-hold"),
-            "metavar": "S",
-            "help": "how long --reasoning reuse keeps a reasoning (default %(default)s s)",
-        },
+    reasoning_reuse: float = option(
+        "how long --reasoning reuse keeps a reasoning (default %(default)s s)",
+        _loop("reasoning_reuse_s"),
+        metavar="S",
+        flag=("--reasoning-reuse", "--reasoning-hold"),
     )
-    max_tokens: int | None = field(
-        default=None, metadata={"metavar": "N", "help": "cap the reasoning at N tokens (default: the model's max_reasoning_tokens)"}
-    )
-    hold: float = field(
-        default=_loop("hold_s"),
-        metadata={"metavar": "S", "help": "watchdog: hold the last action this long without new actions, then damp and stop"},
-    )
-    latency_margin: float = field(
-        default=_loop("latency_margin_s"), metadata={"metavar": "S", "help": "start inference this much earlier than the latency estimate"}
-    )
-    latency_headroom: float = field(
-        default=_loop("latency_headroom"), metadata={"metavar": "X", "help": "latency estimate = X times the largest recent latency"}
-    )
-    max_joint_speed: float = field(default=DEFAULT_JOINT_SPEED, metadata={"metavar": "RAD_S", "help": "policy-side rate limit per joint"})
-    telemetry: str | None = field(default=None, metadata={"metavar": "FILE", "help": "JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)"})
-    seed: int = field(default=0, metadata={"help": "seed of the diffusion noise (numpy)"})
+    max_tokens: int | None = option("cap the reasoning at N tokens (default: the model's max_reasoning_tokens)", None, metavar="N")
+    hold: float = option("watchdog: hold the last action this long without new actions, then damp and stop", _loop("hold_s"), metavar="S")
+    latency_margin: float = option("start inference this much earlier than the latency estimate", _loop("latency_margin_s"), metavar="S")
+    latency_headroom: float = option("latency estimate = X times the largest recent latency", _loop("latency_headroom"), metavar="X")
+    max_joint_speed: float = option("policy-side rate limit per joint", DEFAULT_JOINT_SPEED, metavar="RAD_S")
+    telemetry: str | None = option("JSON lines (default runs/run-YYYYmmdd-HHMMSS.jsonl)", None, metavar="FILE")
+    seed: int = option("seed of the diffusion noise (numpy)", 0)
 
     def __post_init__(self) -> None:
         """Everything a run can check before it loads or starts anything: one line naming the option."""

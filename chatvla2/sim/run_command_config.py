@@ -4,9 +4,9 @@ simulated task whose scene is the camera."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from chatvla2.contract.command_config import check_integer
+from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.config import field_default
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.drivers.controller import ControllerConfig
@@ -19,42 +19,28 @@ from chatvla2.sim.tasks.splits import SPLITS, check_split
 @dataclass(frozen=True, kw_only=True)
 class RunCommandConfig(RunConfig):
     # RunConfig's option, its help naming the simulated robot's default too
-    feedback_timeout: float | None = field(
-        default=None,
-        metadata={
-            "metavar": "S",
-            "help": "no reply from a motor for S seconds is a communication fault (the arm damps); default "
-            f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
-            f"ControllerConfig), {SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the "
-            f"simulators late); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
-        },
+    feedback_timeout: float | None = option(
+        "no reply from a motor for S seconds is a communication fault (the arm damps); default "
+        f"{field_default(ControllerConfig, 'feedback_timeout_s'):g} s for --robot arx (the drivers' "
+        f"ControllerConfig), {SIM_FEEDBACK_TIMEOUT_S:g} s for --robot sim (a loaded machine runs the "
+        f"simulators late); at most {MAX_FEEDBACK_TIMEOUT_S:g} s",
+        None,
+        metavar="S",
     )
-    sim_faults: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "metavar": "SIDE:SPEC",
-            "help": "--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)",
-        },
+    sim_faults: tuple[str, ...] = option(
+        "--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)", (), metavar="SIDE:SPEC"
     )
-    task: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "NAME|TEXT",
-            "help": f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is every "
-            "camera view (rendered from the arms' measured state) and its instruction the instruction; the "
-            "outcome and the reasoning's scores are printed at the end. Any other --task TEXT is the "
-            "instruction text, as --instruction TEXT",
-        },
+    task: str | None = option(
+        f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is every "
+        "camera view (rendered from the arms' measured state) and its instruction the instruction; the "
+        "outcome and the reasoning's scores are printed at the end. Any other --task TEXT is the "
+        "instruction text, as --instruction TEXT",
+        None,
+        metavar="NAME|TEXT",
     )
-    split: str | None = field(
-        default=None, metadata={"choices": SPLITS, "help": f"--task NAME: the scene's split (default {DEFAULT_SPLIT})"}
-    )
-    episode_seed: int | None = field(
-        default=None,
-        metadata={
-            "metavar": "N",
-            "help": f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is always the same scene",
-        },
+    split: str | None = option(f"--task NAME: the scene's split (default {DEFAULT_SPLIT})", None, choices=SPLITS)
+    episode_seed: int | None = option(
+        f"--task NAME: the scene's seed (default {DEFAULT_EPISODE_SEED}); (task, split, seed) is always the same scene", None, metavar="N"
     )
 
     def __post_init__(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.drivers.arm import ArmConfig
 from chatvla2.drivers.profiles import PROFILES, get_profile
 from chatvla2.sim.faults import parse_faults
@@ -11,15 +12,13 @@ from chatvla2.sim.faults import parse_faults
 
 @dataclass(frozen=True, kw_only=True)
 class SimArmConfig:
-    profile: str = field(default=ArmConfig.profile, metadata={"help": f"arm profile: {', '.join(PROFILES)}"})
-    faults: str = field(
-        default="",
-        metadata={
-            "help": "comma-separated faults to inject, e.g. drop=0.01,corrupt=0.001,latency=0.002,"
-            "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)"
-        },
+    profile: str = option(f"arm profile: {', '.join(PROFILES)}", ArmConfig.profile)
+    faults: str = option(
+        "comma-separated faults to inject, e.g. drop=0.01,corrupt=0.001,latency=0.002,"
+        "silent=4,overcurrent=2,overtemp=5,unplug=10 (see `sim/faults.py`)",
+        "",
     )
-    seed: int = field(default=0, metadata={"help": "seed of the injected faults' randomness"})
+    seed: int = option("seed of the injected faults' randomness", 0)
 
     def __post_init__(self) -> None:
         get_profile(self.profile)

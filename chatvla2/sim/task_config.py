@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import UnknownChoice
 from chatvla2.sim.tasks.env import DEFAULT_SIZE, TASKS
@@ -25,25 +26,20 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class SimTaskConfig:
-    action: str = field(
-        metadata={
-            "positional": True,
-            "choices": ACTIONS,
-            "help": "generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG",
-        }
+    action: str = option(
+        "generate: expert episodes (+ image-text samples) as a dataset; show: one scene as a PNG", choices=ACTIONS, positional=True
     )
-    task: str = field(default=next(iter(TASKS)), metadata={"choices": tuple(TASKS), "help": "the simulated task"})
-    split: str = field(default=SPLITS[0], metadata={"choices": SPLITS, "help": "the split"})
-    seed: int = field(default=0, metadata={"help": "the (first) episode's seed: any seed gives a fresh episode of the split"})
-    episodes: int = field(default=10, metadata={"help": "generate: how many episodes"})
-    image_text: int = field(default=0, metadata={"metavar": "N", "help": "generate: also N image-text samples of the split"})
-    image_text_kinds: str = field(
-        default="all",
-        metadata={"choices": IMAGE_TEXT_KINDS, "help": "generate: the image-text kinds drawn (math: whiteboard, arithmetic, cards)"},
+    task: str = option("the simulated task", next(iter(TASKS)), choices=tuple(TASKS))
+    split: str = option("the split", SPLITS[0], choices=SPLITS)
+    seed: int = option("the (first) episode's seed: any seed gives a fresh episode of the split", 0)
+    episodes: int = option("generate: how many episodes", 10)
+    image_text: int = option("generate: also N image-text samples of the split", 0, metavar="N")
+    image_text_kinds: str = option(
+        "generate: the image-text kinds drawn (math: whiteboard, arithmetic, cards)", "all", choices=IMAGE_TEXT_KINDS
     )
-    size: str = field(default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metadata={"metavar": "HxW", "help": "camera image size"})
-    out: str = field(metadata={"help": "generate: the dataset directory; show: a .png file"})
-    force: bool = field(default=False, metadata={"help": "generate: replace an existing dataset"})
+    size: str = option("camera image size", f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metavar="HxW")
+    out: str = option("generate: the dataset directory; show: a .png file")
+    force: bool = option("generate: replace an existing dataset", False)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from chatvla2.contract.command_config import option
 from chatvla2.contract.config import PRESETS, get_config
 from chatvla2.contract.errors import InvalidInput
 
@@ -28,54 +29,36 @@ class TrainConfig:
     """`chatvla2 train`'s options (fields with a "help": contract/command_config.py) and the
     schedule's fixed settings (the others)."""
 
-    config: str | None = field(
-        default=None,
-        metadata={"metavar": "NAME", "help": f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)"},
+    config: str | None = option(f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)", None, metavar="NAME")
+    stage: int = option("1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen", 1, choices=(1, 2))
+    data: tuple[str, ...] = option("a dataset directory (chatvla2 sim generate); repeat for several", metavar="DIR")
+    out: str = option("output directory: checkpoint/, training_state.pt, train_log.jsonl", metavar="DIR")
+    init: str | None = option(
+        "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)", None, metavar="CHECKPOINT"
     )
-    stage: int = field(
-        default=1,
-        metadata={
-            "choices": (1, 2),
-            "help": "1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen",
-        },
-    )
-    data: tuple[str, ...] = field(metadata={"metavar": "DIR", "help": "a dataset directory (chatvla2 sim generate); repeat for several"})
-    out: str = field(metadata={"metavar": "DIR", "help": "output directory: checkpoint/, training_state.pt, train_log.jsonl"})
-    init: str | None = field(
-        default=None,
-        metadata={"metavar": "CHECKPOINT", "help": "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)"},
-    )
-    steps: int = field(default=2000, metadata={"help": "optimizer steps of the run (default %(default)s)"})
-    batch_size: int = field(default=8, metadata={"help": "samples per step (default %(default)s)"})
-    lr: float | None = field(
-        default=None,
-        metadata={  # None: DEFAULT_LR[stage]
-            "help": f"peak learning rate (default: stage 1 {DEFAULT_LR[1]:g}, stage 2 {DEFAULT_LR[2]:g})"
-        },
-    )
+    steps: int = option("optimizer steps of the run (default %(default)s)", 2000)
+    batch_size: int = option("samples per step (default %(default)s)", 8)
+    # None: DEFAULT_LR[stage]
+    lr: float | None = option(f"peak learning rate (default: stage 1 {DEFAULT_LR[1]:g}, stage 2 {DEFAULT_LR[2]:g})", None)
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max global gradient norm
-    seed: int = field(default=0, metadata={"help": "seed of weights, sampling and noise (default %(default)s)"})
-    resume: bool = field(default=False, metadata={"help": "continue the interrupted run in --out"})
-    save_every: int = field(default=200, metadata={"help": "steps between checkpoints (default %(default)s)"})
-    stop_after: int | None = field(
-        default=None, metadata={"metavar": "N", "help": "stop (saving a resumable state) after N steps of this invocation"}
-    )
-    device: str = field(default="auto", metadata={"help": "auto (cuda when present), cpu, cuda, cuda:N"})
+    seed: int = option("seed of weights, sampling and noise (default %(default)s)", 0)
+    resume: bool = option("continue the interrupted run in --out", False)
+    save_every: int = option("steps between checkpoints (default %(default)s)", 200)
+    stop_after: int | None = option("stop (saving a resumable state) after N steps of this invocation", None, metavar="N")
+    device: str = option("auto (cuda when present), cpu, cuda, cuda:N", "auto")
     # Every frame_stride-th frame of each episode is a training frame (training/data.py).
-    frame_stride: int = field(default=5, metadata={"help": "train on every Nth frame of each episode (default %(default)s)"})
+    frame_stride: int = option("train on every Nth frame of each episode (default %(default)s)", 5)
     # Override of the action head's reason_start_layer (None: the model's own); the head's depth
     # gives the paper's ablation "o in all layers" (models/action_head.py).
-    reason_start_layer: int | None = field(
-        default=None,
-        metadata={
-            "metavar": "N",
-            "help": "head blocks >= N take the reasoning r, earlier ones o (the head's depth: the o-only ablation); default: the model's",
-        },
+    reason_start_layer: int | None = option(
+        "head blocks >= N take the reasoning r, earlier ones o (the head's depth: the o-only ablation); default: the model's",
+        None,
+        metavar="N",
     )
-    progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "no progress bar"})
+    progress: bool = option("no progress bar", True, flag="--no-progress")
 
     def __post_init__(self) -> None:
         """The values alone, one line each (the datasets and checkpoints: trainer.py, before any data is read)."""
