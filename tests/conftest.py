@@ -21,6 +21,17 @@ def _deterministic_torch():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread for the whole suite. The models here are small, where a second thread buys
+    little, and on a machine whose other core is busy (a training run, CI's neighbours) torch's
+    threads wait on each other: a tiny training step went from 0.2 s to 4 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """`chatvla2 export --config tiny --out BUNDLE` (fp32) in a subprocess, once per session: the
@@ -32,10 +43,20 @@ def tiny_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"
     result = subprocess.run(
         [sys.executable, "-m", "chatvla2", "export", "--config", "tiny", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def trace_cache(tmp_path_factory):
+    """One trace cache for every export of the session (`export_bundle(trace_cache=...)`): the
+    traced fp32 graphs of the same weights and code are reused, so each test pays only for what it
+    checks (quantization, parity, the bundle). Tests that must trace afresh leave it out."""
+    return tmp_path_factory.mktemp("trace-cache")
 
 
 @pytest.fixture

@@ -60,9 +60,7 @@ class ChatVLA2(nn.Module):
         if tokenizer is None and cfg.tokenizer == "char":
             tokenizer = character_tokenizer()
         if tokenizer is not None and tokenizer.vocab_size > cfg.language.vocab_size:
-            raise InvalidInput(
-                f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only {cfg.language.vocab_size}"
-            )
+            raise InvalidInput(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary only {cfg.language.vocab_size}")
         self.tokenizer = tokenizer
         head = cfg.action_head
         if stats is None and head.action_dim == head.state_dim and head.action_dim % ARM_DIM == 0:  # whole ARX arms
@@ -96,9 +94,7 @@ class ChatVLA2(nn.Module):
         visual = self.vision(pixel_values.flatten(0, 1)).to(embeddings.dtype)
         image_positions = input_ids == self.tokenizer.image_pad_id
         if int(image_positions.sum()) != visual.shape[0]:
-            raise ValueError(
-                f"{int(image_positions.sum())} image tokens in the prompt, {visual.shape[0]} visual embeddings"
-            )
+            raise ValueError(f"{int(image_positions.sum())} image tokens in the prompt, {visual.shape[0]} visual embeddings")
         return embeddings.masked_scatter(image_positions.unsqueeze(-1), visual)
 
     def set_moe_implementation(self, name: str) -> None:
@@ -133,7 +129,10 @@ class ChatVLA2(nn.Module):
         )
         o = masked_mean(hidden, observation_mask)
         r = masked_mean(hidden, reasoning_mask)
-        action_loss = self.action_head.loss(o, r, state, actions, is_pad, noise=noise, timesteps=timesteps)
+        if bool(is_pad.all()):  # image-text samples only: no action to learn, the head's loss is 0 (skip its work)
+            action_loss = hidden.new_zeros((), dtype=torch.float32)
+        else:
+            action_loss = self.action_head.loss(o, r, state, actions, is_pad, noise=noise, timesteps=timesteps)
         losses = {"lm_loss": lm_loss, "action_loss": action_loss}
         total = lm_loss + action_loss
         if router_logits:
@@ -186,9 +185,7 @@ class ChatVLA2(nn.Module):
         embeddings = self.embed(input_ids, pixels.unsqueeze(0))
         lap("vision")
 
-        hidden, logits, keys, values = self.language.prefill(
-            embeddings, torch.from_numpy(positions).to(device).unsqueeze(1)
-        )
+        hidden, logits, keys, values = self.language.prefill(embeddings, torch.from_numpy(positions).to(device).unsqueeze(1))
         key_cache, value_cache = self.language.new_cache(1, dtype, device)
         write_cache(key_cache, keys, 0)
         write_cache(value_cache, values, 0)
@@ -200,11 +197,7 @@ class ChatVLA2(nn.Module):
         cache_position = len(prompt_ids)
         text_position = next_text_position(positions)
         token = int(logits.argmax(dim=-1))
-        while (
-            token != tokenizer.eos_id
-            and len(reasoning_ids) < max_new_tokens
-            and cache_position < cfg.language.max_cache_len
-        ):
+        while token != tokenizer.eos_id and len(reasoning_ids) < max_new_tokens and cache_position < cfg.language.max_cache_len:
             reasoning_ids.append(token)
             logits, token_hidden, keys, values = self.language.decode_step(
                 self.language.embed_tokens(torch.tensor([[token]], device=device)),
@@ -233,4 +226,3 @@ class ChatVLA2(nn.Module):
         actions = self.stats.unnormalize_actions(normalised_actions[0].float().cpu().numpy())
         lap("action_head")
         return ActOutput(tokenizer.decode(reasoning_ids), reasoning_ids, actions, timer.finish(len(reasoning_ids)))
-

@@ -6,6 +6,14 @@ million parameters and batches of 8 on a CPU, so stage 1 uses a larger peak rate
 rate for transformers of this width trained from scratch), and stage 2 (the action head alone, from
 its stage-1 weights) 1e-4. Both warm up linearly over `warmup_fraction` of the steps (at least one
 step) and decay by a cosine to `min_lr_ratio` x the peak (0.1, the paper's 2e-5 -> 2e-6).
+
+Stage 0 stands in for the pre-training the paper starts from (Qwen2-VL, a VLM that already reads):
+the vision encoder and the language model learn to answer questions about rendered scenes whose
+text is known exactly (sim/tasks/reading.py, image_text.py); the action head does not train.
+
+Data: without --data every sample is drawn fresh, on the fly, from (seed, step, slot)
+(training/scene_stream.py), by the stage's mixture of sources (MIXES, or --mix); with --data the
+samples come from datasets on disk (training/data.py: recorded robot data arrives that way).
 """
 
 from __future__ import annotations
@@ -19,9 +27,17 @@ from chatvla2.contract.config import PRESETS, get_config
 from chatvla2.contract.errors import InvalidInput
 
 # Peak learning rate per stage when --lr is not given (see the module docstring).
-DEFAULT_LR = {1: 3e-4, 2: 1e-4}
+DEFAULT_LR = {0: 3e-4, 1: 3e-4, 2: 1e-4}
 # Image-text : robot samples in stage 1 (docs/reference/model.md, point 5: 1:3): every 4th sample is image-text.
 IMAGE_TEXT_EVERY = 4
+# The on-the-fly mixture of each stage (source -> weight, training/scene_stream.py). Stage 1 keeps
+# the paper's 1:3 of image-text to robot samples (half of the image-text share is stage 0's reading
+# questions, so reading is not forgotten); robot data is the in-domain split only.
+MIXES = {
+    0: "reading=3,image_text=1",
+    1: "robot_math=3,robot_toy=3,reading=1,image_text=1",
+    2: "robot_math=1,robot_toy=1",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,8 +46,21 @@ class TrainConfig:
     schedule's fixed settings (the others)."""
 
     config: str | None = option(f"model preset of a new model: {', '.join(PRESETS)} (with --init: the checkpoint's)", None, metavar="NAME")
-    stage: int = option("1: co-train everything on image-text + robot data (1:3); 2: the action head only, VLM frozen", 1, choices=(1, 2))
-    data: tuple[str, ...] = option("a dataset directory (chatvla2 sim generate); repeat for several", metavar="DIR")
+    stage: int = option(
+        "0: the VLM learns to read (image-text only); 1: co-train everything on image-text + robot data (1:3); "
+        "2: the action head only, VLM frozen",
+        1,
+        choices=(0, 1, 2),
+    )
+    data: tuple[str, ...] = option(
+        "a dataset directory (chatvla2 sim generate); repeat for several (default: fresh scenes on the fly)", (), metavar="DIR"
+    )
+    mix: str | None = option(
+        "on-the-fly sources and weights, e.g. robot_math=3,reading=1 (default: the stage's, config.MIXES)", None, metavar="SPEC"
+    )
+    workers: int = option("processes drawing on-the-fly samples ahead of the trainer (default %(default)s; 0: in the trainer)", 1)
+    eval_every: int = option("steps between held-out measurements, written to the log and curves.png (0: never)", 500, metavar="N")
+    eval_scenes: int = option("held-out scenes per split and task in each measurement (default %(default)s)", 16, metavar="N")
     out: str = option("output directory: checkpoint/, training_state.pt, train_log.jsonl", metavar="DIR")
     init: str | None = option(
         "start from this checkpoint (stage 2: the stage-1 model; a training --out works too)", None, metavar="CHECKPOINT"
@@ -49,6 +78,9 @@ class TrainConfig:
     save_every: int = option("steps between checkpoints (default %(default)s)", 200)
     stop_after: int | None = option("stop (saving a resumable state) after N steps of this invocation", None, metavar="N")
     device: str = option("auto (cuda when present), cpu, cuda, cuda:N", "auto")
+    # One thread: at these model sizes a CPU step was faster on one thread than on two (0.17 s
+    # against 0.66 s, docs/training-and-demo-model.md), and the other core draws the samples.
+    threads: int = option("torch threads of the trainer on the CPU (default %(default)s)", 1)
     # Every frame_stride-th frame of each episode is a training frame (training/data.py).
     frame_stride: int = option("train on every Nth frame of each episode (default %(default)s)", 5)
     # Override of the action head's reason_start_layer (None: the model's own); the head's depth
@@ -62,15 +94,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """The values alone, one line each (the datasets and checkpoints: trainer.py, before any data is read)."""
-        if self.stage not in (1, 2):
-            raise InvalidInput(f"--stage {self.stage}: expected 1 or 2")
+        if self.stage not in (0, 1, 2):
+            raise InvalidInput(f"--stage {self.stage}: expected 0, 1 or 2")
         if self.stage == 2 and not self.init and not self.resume:
             raise InvalidInput("--stage 2 trains the action head of a stage-1 model: give --init CHECKPOINT")
         if not self.out:
             raise InvalidInput("--out DIR is required")
-        if not self.data:
-            raise InvalidInput("no training data: give at least one --data DIR")
-        for name in ("steps", "batch_size", "save_every", "frame_stride"):
+        if self.data and self.mix is not None:
+            raise InvalidInput("--mix chooses on-the-fly sources: it does not apply to --data")
+        if self.data and self.stage == 0:
+            raise InvalidInput("--stage 0 draws its reading samples on the fly: leave out --data")
+        if self.workers < 0 or self.eval_every < 0:
+            raise InvalidInput("--workers and --eval-every must be at least 0")
+        self.mix_weights()  # a malformed --mix: one clear error before any work
+        for name in ("steps", "batch_size", "save_every", "frame_stride", "eval_scenes", "threads"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -79,6 +116,25 @@ class TrainConfig:
             raise InvalidInput(f"--lr must be a positive number, got {self.lr}")
         if self.config is not None:
             get_config(self.config)  # an unknown preset: one clear error before any data is read
+
+    def mix_weights(self) -> dict[str, float]:
+        """The on-the-fly sources and weights (--mix, else the stage's MIXES entry)."""
+        spec = self.mix if self.mix is not None else MIXES[self.stage]
+        weights = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, sep, value = item.partition("=")
+            try:
+                weight = float(value) if sep else float("nan")
+            except ValueError:
+                weight = float("nan")
+            if not name.strip() or not math.isfinite(weight) or weight < 0:
+                raise InvalidInput(f"--mix {spec!r}: expected SOURCE=WEIGHT[,SOURCE=WEIGHT...], got {item!r}")
+            weights[name.strip()] = weight
+        if not any(weights.values()):
+            raise InvalidInput(f"--mix {spec!r}: give at least one source a positive weight")
+        if self.stage == 2 and any(not name.startswith("robot_") for name, w in weights.items() if w > 0):
+            raise InvalidInput(f"--mix {spec!r}: stage 2 trains the action head, on robot sources only")
+        return weights
 
     def peak_lr(self) -> float:
         return DEFAULT_LR[self.stage] if self.lr is None else self.lr
@@ -100,7 +156,8 @@ class TrainConfig:
             "frame_stride",
             "reason_start_layer",
         )
-        return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr()}
+        fly = {} if self.data else {"mix": self.mix_weights()}
+        return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr(), **fly}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """The training loop: `train(TrainConfig)`.
 
-Stage 1 co-trains the whole model on robot frames and image-text samples (1:3, training/data.py):
+Stage 0 (a VLM that reads) trains the vision encoder and the language model on image-text samples
+alone: the cross-entropy of the answers; the action head is left as initialised. Stage 1 co-trains the whole model on robot frames and image-text samples (1:3, training/data.py):
 the loss is the cross-entropy on the reasoning / answer tokens plus the diffusion loss on the robot
 samples' action chunks (`ChatVLA2.forward`). Stage 2 starts from a stage-1 checkpoint (`init`),
 freezes the VLM (`ChatVLA2.freeze_vlm`) and trains only the action head on robot frames; the
@@ -16,12 +17,20 @@ The output directory:
                              with the normalisation statistics of the training episodes
     OUT/training_state.pt    optimizer, scheduler, step, RNG states, the run's settings, and the
                              sha256 of the checkpoint's weights it goes with (for --resume)
-    OUT/train_log.jsonl      one JSON line per step: losses, learning rate, samples/s, s/step
+    OUT/train_log.jsonl      one JSON line per step: losses, learning rate, samples/s, s/step, the
+                             seconds the trainer waited for data; and every --eval-every steps a line
+                             {"step", "eval": {...}} of held-out measurements (training/held_out.py)
+    OUT/curves.png           those curves (training/curves.py), redrawn at each measurement
     OUT/train_config.json    the TrainConfig of the run
+
+On the fly (no --data), worker processes draw each step's samples ahead of the trainer
+(training/sample_workers.py); `utilisation` in the log is the share of the step's wall time the
+trainer computed rather than waited.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -40,12 +49,17 @@ from chatvla2.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoin
 from chatvla2.models.training_batch import make_batch
 from chatvla2.models.vla import ChatVLA2
 from chatvla2.training.config import TrainConfig
+from chatvla2.training.curves import plot_curves, write_eval_record
 from chatvla2.training.data import TrainingData, draw_step
+from chatvla2.training.held_out_plan import HeldOutPlan
+from chatvla2.training.sample_workers import BatchPrefetcher
+from chatvla2.training.scene_stream import ROBOT_SOURCES, Mixture, expert_normalization_stats
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
 CONFIG_JSON = "train_config.json"
+CURVES_PNG = "curves.png"
 STATE_VERSION = 1
 
 
@@ -112,7 +126,7 @@ def _rng_states() -> dict:
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 1]).integers(2 ** 62)))
+    return torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 1]).integers(2**62)))
 
 
 def _build_model(cfg: TrainConfig, out: Path, stats) -> ChatVLA2:
@@ -127,10 +141,13 @@ def _build_model(cfg: TrainConfig, out: Path, stats) -> ChatVLA2:
             raise InvalidInput("--config NAME is required to train a new model (or --init CHECKPOINT)")
         torch.manual_seed(cfg.seed)
         return ChatVLA2(get_config(cfg.config), stats=stats)
+    if stats is None:
+        return model
     head = model.cfg.action_head
     if (stats.action_dim, stats.state_dim) != (head.action_dim, head.state_dim):
-        raise InvalidInput(f"the data has {stats.action_dim}-D actions and {stats.state_dim}-D state, "
-                         f"the model {head.action_dim} and {head.state_dim}")
+        raise InvalidInput(
+            f"the data has {stats.action_dim}-D actions and {stats.state_dim}-D state, the model {head.action_dim} and {head.state_dim}"
+        )
     model.stats = stats
     return model
 
@@ -143,9 +160,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda line: print(line
     arithmetic on them is ~100x slower (measured: the tiny preset's step 7.3 s -> 0.45 s)."""
     _check(cfg)
     flushed = torch.set_flush_denormal(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
     try:
         return _train(cfg, log)
     finally:
+        torch.set_num_threads(threads)
         if flushed:
             torch.set_flush_denormal(False)
 
@@ -160,12 +180,18 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
         raise FileExistsError(f"--out {out} already holds a training run: --resume to continue it, or another --out")
     device = select_device(cfg.device)
 
-    data = TrainingData(cfg.data, load_image_text=cfg.stage == 1, frame_stride=cfg.frame_stride,
-                        progress=cfg.progress)
-    if not data.episodes:
-        raise InvalidInput(f"no robot episodes in {', '.join(cfg.data)}")
-    stats = data.normalization_stats()
+    if cfg.data:
+        data = TrainingData(cfg.data, load_image_text=cfg.stage == 1, frame_stride=cfg.frame_stride, progress=cfg.progress)
+        if not data.episodes:
+            raise InvalidInput(f"no robot episodes in {', '.join(cfg.data)}")
+        stats = data.normalization_stats()
+    else:
+        data = None
+        # A new model gets the expert's statistics on fixed scenes (the same for every run); a model
+        # trained on the fly before (--init, --resume) keeps its own, which are those.
+        stats = None if cfg.init or cfg.resume else _expert_statistics()
     model = _build_model(cfg, out, stats)
+    stats = model.stats
     if cfg.reason_start_layer is not None:
         model.set_reason_start_layer(cfg.reason_start_layer)
     mcfg = model.cfg
@@ -175,8 +201,10 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     model.set_moe_implementation("grouped")
     if cfg.stage == 2:
         model.freeze_vlm()
+    if cfg.stage == 0:  # the VLM learns to read; the action head has nothing to learn from text
+        model.action_head.requires_grad_(False)
     model.to(device)
-    if cfg.stage == 1 and not data.samples:
+    if data is not None and cfg.stage == 1 and not data.samples:
         log("warning: no image-text samples in the data: stage 1 trains on robot frames only")
 
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -202,39 +230,67 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_JSON).write_text(json.dumps(cfg.to_dict(), indent=2))
     _truncate_log(out / LOG_FILE, step)
+    # Measured at step 0, every eval_every steps and at the end; a run shorter than eval_every is not.
+    held_out = HeldOutPlan.for_stage(cfg.stage, mcfg, cfg.eval_scenes) if 0 < cfg.eval_every <= cfg.steps else None
 
     def save() -> None:
         save_checkpoint(model, out / CHECKPOINT_DIR)
-        state = {"version": STATE_VERSION, "step": step, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": _rng_states(), "schedule": cfg.schedule_dict(),
-                 "weights_sha256": _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE)}
+        state = {
+            "version": STATE_VERSION,
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_states(),
+            "schedule": cfg.schedule_dict(),
+            "weights_sha256": _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE),
+        }
         partial = state_path.with_name(STATE_FILE + ".partial")
         torch.save(state, partial)
         os.replace(partial, state_path)
 
     trainable = sum(p.numel() for p in parameters)
-    log(f"stage {cfg.stage}: {mcfg.name} model, {trainable:,} trainable parameters on {device}; "
-        f"{data.num_frames} robot frames in {len(data.episodes)} episodes, {len(data.samples)} image-text samples; "
-        f"{cfg.steps} steps of {cfg.batch_size}, peak lr {cfg.peak_lr():g}, warm-up {cfg.warmup_steps()}")
-    model.train()
-    if cfg.stage == 2:
-        model.vision.eval()
-        model.language.eval()
+    source = (
+        f"{data.num_frames} robot frames in {len(data.episodes)} episodes, {len(data.samples)} image-text samples"
+        if data is not None
+        else "fresh samples on the fly: " + ", ".join(f"{k} {v:g}" for k, v in cfg.mix_weights().items())
+    )
+    log(
+        f"stage {cfg.stage}: {mcfg.name} model, {trainable:,} trainable parameters on {device}; {source}; "
+        f"{cfg.steps} steps of {cfg.batch_size}, peak lr {cfg.peak_lr():g}, warm-up {cfg.warmup_steps()}"
+    )
+
+    def train_mode() -> None:
+        model.train()
+        if cfg.stage == 2:
+            model.vision.eval()
+            model.language.eval()
+
+    def measure() -> None:
+        started = time.perf_counter()
+        metrics = held_out.measure(model)
+        metrics["seconds"] = time.perf_counter() - started
+        write_eval_record(log_file, step, metrics)
+        plot_curves(out / LOG_FILE, out / CURVES_PNG)
+        train_mode()
+        log(f"step {step}: held-out {held_out.summary(metrics)} ({metrics['seconds']:.0f} s)")
+
+    train_mode()
     from tqdm import tqdm
 
-    head = mcfg.action_head
     last = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     history: list[dict] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step", disable=not cfg.progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step", disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True
+    )
+    batches = _batches(cfg, data, model, stats, step, last)
     try:
-        with (out / LOG_FILE).open("a") as log_file:
+        with batches, (out / LOG_FILE).open("a") as log_file:
+            if held_out is not None and step == 0:
+                measure()  # the curves start from the untrained model
             while step < last:
+                drawn_step, examples, waited = batches.next()
+                assert drawn_step == step, (drawn_step, step)
                 started = time.perf_counter()
-                drawn = draw_step(cfg.seed, step, cfg.batch_size, data.num_frames, len(data.samples), cfg.stage == 1)
-                examples = [data.robot_example(i, head.chunk_size, mcfg.vision.num_views) if kind == "robot" else
-                            data.image_text_example(i, stats.state_mean, head.action_dim, mcfg.vision.num_views)
-                            for kind, i in drawn]
                 batch = {k: v.to(device) for k, v in make_batch(examples, mcfg, model.tokenizer, stats).items()}
                 generator = _step_generator(cfg.seed, step)
                 noise = torch.randn(batch["actions"].shape, generator=generator).to(device)
@@ -248,15 +304,29 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 scheduler.step()
                 step += 1
                 seconds = time.perf_counter() - started
-                record = {"step": step, **{k: v.item() for k, v in losses.items()}, "grad_norm": float(grad_norm),
-                          "lr": lr, "image_text": sum(kind == "image_text" for kind, _ in drawn),
-                          "seconds_per_step": seconds, "samples_per_s": len(examples) / seconds}
+                record = {
+                    "step": step,
+                    **{k: v.item() for k, v in losses.items()},
+                    "grad_norm": float(grad_norm),
+                    "lr": lr,
+                    "image_text": sum(len(e.actions) == 0 for e in examples),
+                    "seconds_per_step": seconds,
+                    "samples_per_s": len(examples) / seconds,
+                    "wait_s": waited,
+                    "utilisation": seconds / (seconds + waited),
+                }
                 history.append(record)
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lm=f"{record['lm_loss']:.3f}",
-                                act=f"{record['action_loss']:.3f}", sps=f"{record['samples_per_s']:.1f}")
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    lm=f"{record['lm_loss']:.3f}",
+                    act=f"{record['action_loss']:.3f}",
+                    sps=f"{record['samples_per_s']:.1f}",
+                )
+                if held_out is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    measure()
                 if step % cfg.save_every == 0 and step < last:
                     save()
     except KeyboardInterrupt:
@@ -268,14 +338,74 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     save()
     if history:
         mean = lambda key: float(np.mean([r[key] for r in history]))  # noqa: E731
-        log(f"step {step}/{cfg.steps}: loss {history[-1]['loss']:.4f}; {mean('samples_per_s'):.2f} samples/s, "
-            f"{mean('seconds_per_step'):.3f} s/step over {len(history)} steps; saved {out / CHECKPOINT_DIR}")
+        computed = sum(r["seconds_per_step"] for r in history)
+        utilisation = computed / (computed + sum(r["wait_s"] for r in history))
+        log(
+            f"step {step}/{cfg.steps}: loss {history[-1]['loss']:.4f}; {mean('samples_per_s'):.2f} samples/s, "
+            f"{mean('seconds_per_step'):.3f} s/step over {len(history)} steps, trainer utilisation {utilisation:.1%}; "
+            f"saved {out / CHECKPOINT_DIR}"
+        )
     return {"step": step, "losses": history}
+
+
+@functools.cache
+def _expert_statistics():
+    """expert_normalization_stats of both tasks, once per process (~10 s: 200 kinematic trajectories)."""
+    return expert_normalization_stats(ROBOT_SOURCES.values())
+
+
+class _DatasetBatches:
+    """The batches of steps start.. from datasets on disk (training/data.py), drawn in the trainer."""
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, model: ChatVLA2, stats, start: int) -> None:
+        self.cfg, self.data, self.model, self.stats, self.step = cfg, data, model, stats, start
+
+    def next(self) -> tuple[int, list, float]:
+        cfg, data, mcfg = self.cfg, self.data, self.model.cfg
+        head = mcfg.action_head
+        drawn = draw_step(cfg.seed, self.step, cfg.batch_size, data.num_frames, len(data.samples), cfg.stage == 1)
+        examples = [
+            data.robot_example(i, head.chunk_size, mcfg.vision.num_views)
+            if kind == "robot"
+            else data.image_text_example(i, self.stats.state_mean, head.action_dim, mcfg.vision.num_views)
+            for kind, i in drawn
+        ]
+        self.step += 1
+        return self.step - 1, examples, 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+
+def _batches(cfg: TrainConfig, data: TrainingData | None, model: ChatVLA2, stats, start: int, end: int):
+    """The step batches of the run, from --data or drawn on the fly by worker processes."""
+    if data is not None:
+        return _DatasetBatches(cfg, data, model, stats, start)
+    mcfg = model.cfg
+    mixture = Mixture(
+        weights=cfg.mix_weights(),
+        height=mcfg.vision.image_height,
+        width=mcfg.vision.image_width,
+        chunk_size=mcfg.action_head.chunk_size,
+        num_views=mcfg.vision.num_views,
+        action_dim=mcfg.action_head.action_dim,
+        text_state=stats.state_mean,
+    )
+    return BatchPrefetcher(mixture, cfg.seed, cfg.batch_size, start_step=start, workers=cfg.workers, end_step=end)
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the log lines of steps <= step (a resumed run rewrites what came after its checkpoint)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if line.strip() and json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a line half-written when the run was killed
     path.write_text("".join(line + "\n" for line in kept))

@@ -10,6 +10,7 @@ cannot run is never selected for it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,27 @@ def _one_torch_thread():
 
 
 def _sweep_args(out: Path, plans: str, calibration: str = CALIBRATION, held_out: str = HELD_OUT) -> SweepConfig:
-    return parse_config(SweepConfig, ["--config", "tiny", "--plans", plans, "--out", str(out), "--calibration", calibration,
-                                      "--held-out", held_out, "--runs", "3", "--warmup", "1", "--quiet", *TOKENS])
+    return parse_config(
+        SweepConfig,
+        [
+            "--config",
+            "tiny",
+            "--plans",
+            plans,
+            "--out",
+            str(out),
+            "--calibration",
+            calibration,
+            "--held-out",
+            held_out,
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--quiet",
+            *TOKENS,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +86,10 @@ def broken_sweep(tiny_sweep, tmp_path_factory):
     zeros = {k: (np.zeros_like(v) if "." in k and "/" not in k and v.dtype.kind == "f" else v) for k, v in data.items()}
     broken = tmp_path_factory.mktemp("broken")
     np.savez(broken / "zeros.npz", **zeros)
-    report = sweep_module.sweep(_sweep_args(broken / "sweep", "int8", calibration=str(broken / "zeros.npz")),
-                                log=lambda line: None)
+    # The same weights trace the same fp32 graphs: start from the first sweep's traces (the sweep
+    # keeps them in OUT/trace_cache), so this sweep pays only for its own quantization.
+    shutil.copytree(out / "trace_cache", broken / "sweep" / "trace_cache")
+    report = sweep_module.sweep(_sweep_args(broken / "sweep", "int8", calibration=str(broken / "zeros.npz")), log=lambda line: None)
     return broken / "sweep", report
 
 
@@ -136,8 +158,12 @@ def test_a_broken_quantization_is_caught_and_rejected(broken_sweep, tiny_sweep):
 def test_select_on_the_tiny_sweep_and_the_bundle_follows(tiny_sweep, tmp_path):
     out, report = tiny_sweep
     budget = "action_deg<=1000,token_agreement>=0"
-    result = subprocess.run([sys.executable, "-m", "chatvla2", "calibrate", "select", str(out), "--budget", budget,
-                             "--target", "orin"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "chatvla2", "calibrate", "select", str(out), "--budget", budget, "--target", "orin"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["target"] == "orin" and "fp8" not in record["plan"].values()
@@ -161,25 +187,42 @@ def test_select_on_the_tiny_sweep_and_the_bundle_follows(tiny_sweep, tmp_path):
 
 
 def _plan(name, step, targets, ok=True, action_deg=0.1, agreement=1.0, drop=None, orin=None):
-    plan = {"name": name, "ok": ok, "status": "within budgets" if ok else "misses: decode cosine 0.5 < 0.98",
-            "targets": targets, "plan": {"precisions": dict.fromkeys(("vision", "prefill", "decode", "action_head"), name),
-                                         "steps": None, "tokens": None, "every": 1},
-            "engines": {"decode": {"cosine": 0.999}},
-            "policy": {"latency": {"p50_ms": step}, "action_deg": action_deg, "token_agreement": agreement,
-                       "first_divergence_min": None, "gripper_mm": 0.0},
-            "predicted": {"targets": {t: {"step_ms": (orin or step) / 10} for t in ("orin", "thor", "h100")}}}
+    plan = {
+        "name": name,
+        "ok": ok,
+        "status": "within budgets" if ok else "misses: decode cosine 0.5 < 0.98",
+        "targets": targets,
+        "plan": {
+            "precisions": dict.fromkeys(("vision", "prefill", "decode", "action_head"), name),
+            "steps": None,
+            "tokens": None,
+            "every": 1,
+        },
+        "engines": {"decode": {"cosine": 0.999}},
+        "policy": {
+            "latency": {"p50_ms": step},
+            "action_deg": action_deg,
+            "token_agreement": agreement,
+            "first_divergence_min": None,
+            "gripper_mm": 0.0,
+        },
+        "predicted": {"targets": {t: {"step_ms": (orin or step) / 10} for t in ("orin", "thor", "h100")}},
+    }
     if drop is not None:
         plan["task"] = {"success_drop_pp": drop}
     return plan
 
 
-REPORT = {"reference": {"policy": {"latency": {"p50_ms": 100}}}, "plans": [
-    _plan("fp32", 100, ["hopper", "orin", "thor"]),
-    _plan("fp16", 80, ["hopper", "orin", "thor"], action_deg=0.2),
-    _plan("int8", 60, ["hopper", "orin", "thor"], action_deg=0.9),
-    _plan("fp8", 40, ["hopper", "thor"], action_deg=0.3),
-    _plan("int4", 30, ["hopper", "orin", "thor"], ok=False, action_deg=0.05),
-]}
+REPORT = {
+    "reference": {"policy": {"latency": {"p50_ms": 100}}},
+    "plans": [
+        _plan("fp32", 100, ["hopper", "orin", "thor"]),
+        _plan("fp16", 80, ["hopper", "orin", "thor"], action_deg=0.2),
+        _plan("int8", 60, ["hopper", "orin", "thor"], action_deg=0.9),
+        _plan("fp8", 40, ["hopper", "thor"], action_deg=0.3),
+        _plan("int4", 30, ["hopper", "orin", "thor"], ok=False, action_deg=0.05),
+    ],
+}
 
 
 def test_select_takes_the_fastest_plan_the_target_runs_within_the_budget():
@@ -194,21 +237,28 @@ def test_select_takes_the_fastest_plan_the_target_runs_within_the_budget():
     assert selection.select(REPORT, selection.parse_budget("action_deg<=1"), "cpu")["chosen"]["name"] == "fp8"
 
 
-@pytest.mark.parametrize("budget, target, message", [
-    ("action_deg<=0.01", "orin", "no plan that runs on orin meets the budget; closest: fp32: action_deg 0.1"),
-    ("success_drop<=2", "orin", "measured no task level"),
-    ("speed>=3", "orin", "unknown metric 'speed'"),
-    ("action_deg<0.5", "orin", "cannot read 'action_deg<0.5'"),
-    ("action_deg<=1", "jetson", "unknown target 'jetson'"),
-])
+@pytest.mark.parametrize(
+    "budget, target, message",
+    [
+        ("action_deg<=0.01", "orin", "no plan that runs on orin meets the budget; closest: fp32: action_deg 0.1"),
+        ("success_drop<=2", "orin", "measured no task level"),
+        ("speed>=3", "orin", "unknown metric 'speed'"),
+        ("action_deg<0.5", "orin", "cannot read 'action_deg<0.5'"),
+        ("action_deg<=1", "jetson", "unknown target 'jetson'"),
+    ],
+)
 def test_select_refuses_with_one_line(budget, target, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         selection.select(REPORT, selection.parse_budget(budget), target)
 
 
 def test_select_cli_bad_input_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "chatvla2", "calibrate", "select", str(tmp_path), "--budget",
-                             "action_deg<=1", "--target", "orin"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "chatvla2", "calibrate", "select", str(tmp_path), "--budget", "action_deg<=1", "--target", "orin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no sweep report" in result.stderr
 
 
@@ -221,8 +271,14 @@ def test_plans_by_name_per_engine_and_with_knobs():
     assert plans[1].steps == 5 and plans[1].tokens == 64 and set(plans[1].precisions.values()) == {"int8"}
     assert plans[2].precisions == {"vision": "int8", "prefill": "fp16", "decode": "int4", "action_head": "fp16"}
     assert plans[2].every == 4 and plans[0].export_key != plans[1].export_key
-    for bad, message in [("int9", "unknown precision"), ("int8+speed=2", "unknown setting"), ("int8+steps=0", ">= 1"),
-                         ("vision=int8", "needs a NAME"), ("fp16,fp16", "given twice"), ("", "no plan")]:
+    for bad, message in [
+        ("int9", "unknown precision"),
+        ("int8+speed=2", "unknown setting"),
+        ("int8+steps=0", ">= 1"),
+        ("vision=int8", "needs a NAME"),
+        ("fp16,fp16", "given twice"),
+        ("", "no plan"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_plans(bad)
 
@@ -230,19 +286,29 @@ def test_plans_by_name_per_engine_and_with_knobs():
 def test_calibration_and_evaluation_observations_are_disjoint(tmp_path):
     cfg = get_config("tiny")
     found = observations("sim:math_game:in_domain:3-5+sim:toy_placement:open_world:7", cfg)
-    assert [o.id for o in found] == ["sim:math_game:in_domain:3", "sim:math_game:in_domain:4", "sim:math_game:in_domain:5",
-                                     "sim:toy_placement:open_world:7"]
+    assert [o.id for o in found] == [
+        "sim:math_game:in_domain:3",
+        "sim:math_game:in_domain:4",
+        "sim:math_game:in_domain:5",
+        "sim:toy_placement:open_world:7",
+    ]
     assert found[0].data["images"][0].shape == (cfg.vision.image_height, cfg.vision.image_width, 3)
     check_disjoint([o.id for o in found[:2]], [o.id for o in found[2:]])
     with pytest.raises(ValueError, match="overlap: sim:math_game:in_domain:4"):
         check_disjoint([o.id for o in found[:2]], [o.id for o in found[1:]])
     # and the sweep refuses overlapping sources before it exports anything
     with pytest.raises(ValueError, match="overlap"):
-        sweep_module.sweep(_sweep_args(tmp_path / "s", "fp32", calibration="sim:math_game:in_domain:0-1",
-                                       held_out="sim:math_game:in_domain:1-2"), log=lambda line: None)
+        sweep_module.sweep(
+            _sweep_args(tmp_path / "s", "fp32", calibration="sim:math_game:in_domain:0-1", held_out="sim:math_game:in_domain:1-2"),
+            log=lambda line: None,
+        )
     assert not (tmp_path / "s" / "bundles").exists()
-    for bad, message in [("sim:math_game:in_domain", "write sim:TASK:SPLIT"), ("sim:chess:in_domain:0", "unknown task"),
-                         ("sim:math_game:in_domain:5-2", "increasing"), (str(tmp_path / "none"), "no such dataset")]:
+    for bad, message in [
+        ("sim:math_game:in_domain", "write sim:TASK:SPLIT"),
+        ("sim:chess:in_domain:0", "unknown task"),
+        ("sim:math_game:in_domain:5-2", "increasing"),
+        (str(tmp_path / "none"), "no such dataset"),
+    ]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             observations(bad, cfg)
 
@@ -262,13 +328,32 @@ def test_token_agreement_and_action_errors():
 @pytest.mark.slow
 def test_capture_cli_writes_what_export_reads(tmp_path):
     out = tmp_path / "capture.npz"
-    result = subprocess.run([sys.executable, "-m", "chatvla2", "calibrate", "capture", "--config", "tiny", "--observations",
-                             "sim:math_game:in_domain:0-1+sim:toy_placement:in_domain:0", "--out", str(out), *TOKENS],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatvla2",
+            "calibrate",
+            "capture",
+            "--config",
+            "tiny",
+            "--observations",
+            "sim:math_game:in_domain:0-1+sim:toy_placement:in_domain:0",
+            "--out",
+            str(out),
+            *TOKENS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     meta, data = load_capture(out)
-    assert [o["id"] for o in meta["observations"]] == ["sim:math_game:in_domain:0", "sim:math_game:in_domain:1",
-                                                       "sim:toy_placement:in_domain:0"]
+    assert [o["id"] for o in meta["observations"]] == [
+        "sim:math_game:in_domain:0",
+        "sim:math_game:in_domain:1",
+        "sim:toy_placement:in_domain:0",
+    ]
     assert 3 * 4 <= meta["calls"]["decode"] <= 3 * 8 and meta["calls"]["vision"] == 3  # 8 a reasoning at most
     # what `chatvla2 export --calibration FILE` reads, checked by its own loader (any prompt length)
     from chatvla2.export.calibration_data import expected_inputs, load_engine_inputs
@@ -278,6 +363,22 @@ def test_capture_cli_writes_what_export_reads(tmp_path):
     assert inputs["decode"]["token"].shape == (meta["calls"]["decode"], 1)
     # the prefill takes the calls as long as the first prompt (the math game's two, not the toy's)
     assert inputs["prefill"]["embeddings"].shape[0] == 2 and inputs["action_head"]["noise"].shape[0] == 3
-    bad = subprocess.run([sys.executable, "-m", "chatvla2", "calibrate", "capture", "--config", "tiny", "--observations",
-                          "sim:math_game:nowhere:0", "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatvla2",
+            "calibrate",
+            "capture",
+            "--config",
+            "tiny",
+            "--observations",
+            "sim:math_game:nowhere:0",
+            "--out",
+            str(tmp_path / "x.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "unknown split 'nowhere'" in bad.stderr and not (tmp_path / "x.npz").exists()

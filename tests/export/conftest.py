@@ -1,16 +1,10 @@
-"""Export fixtures: the session's fp32 bundle and a shared trace cache so that the precision tests
-trace each graph once. The tests build the tiny model as `chatvla2 export --config tiny` does,
-with `models.loading.load_model("tiny")` (a fresh one per export: exporting switches its MoE
-form)."""
+"""Export fixtures: the session's fp32 bundle (the shared trace cache is tests/conftest.py's).
+The tests build the tiny model as `chatvla2 export --config tiny` does, with
+`models.loading.load_model("tiny")` (a fresh one per export: exporting switches its MoE form)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def trace_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("trace-cache")
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def _busy_clock(patch: pytest.MonkeyPatch, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def cpu_bundles(tmp_path_factory):
+def cpu_bundles(tmp_path_factory, trace_cache):
     """tiny exported for the cpu target (the default CPU class, generic): `auto` (each engine's
     first candidate within budget), exported under a clock that reads anything, fp32, int4, and
     `split` (prefill and decode at different precisions: a graph each)."""
@@ -62,14 +62,20 @@ def cpu_bundles(tmp_path_factory):
         with pytest.MonkeyPatch.context() as patch:
             if name == "auto":
                 _busy_clock(patch)
-            export_bundle(load_model("tiny"), root / name, parse_cpu_plan(plan), log=lambda line: None, target="cpu")
+            export_bundle(
+                load_model("tiny"), root / name, parse_cpu_plan(plan), log=lambda line: None, target="cpu", trace_cache=trace_cache
+            )
     return root
 
 
 SPLIT_PLAN = "vision=int8,prefill=int8,decode=int4,action_head=int8"
 # The manifest's engines -> the plan's candidate lists (prefill and decode: the shared language graph's).
-AUTO = {"vision": CANDIDATES["vision"], "prefill": CANDIDATES["language"], "decode": CANDIDATES["language"],
-        "action_head": CANDIDATES["action_head"]}
+AUTO = {
+    "vision": CANDIDATES["vision"],
+    "prefill": CANDIDATES["language"],
+    "decode": CANDIDATES["language"],
+    "action_head": CANDIDATES["action_head"],
+}
 
 
 def _expert_bits(path) -> set[int]:
@@ -100,8 +106,11 @@ def test_plan_parsing():
     assert parse_cpu_plan("vision=int8,language=int4") == {"vision": "int8", "prefill": "int4", "decode": "int4", "action_head": "fp32"}
     with pytest.raises(ValueError, match="no precision .fp16. for language"):
         parse_cpu_plan("language=fp16")
-    for bad, message in (("fp8", "no precision 'fp8'"), ("vision=fp16", "no precision 'fp16' for vision"),
-                         ("eyes=int8", "unknown engine 'eyes'")):
+    for bad, message in (
+        ("fp8", "no precision 'fp8'"),
+        ("vision=fp16", "no precision 'fp16' for vision"),
+        ("eyes=int8", "unknown engine 'eyes'"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_cpu_plan(bad)
 
@@ -130,7 +139,12 @@ def test_graphs_use_onnxruntime_cpu_operators(cpu_bundles):
     assert ("ai.onnx", "SimplifiedLayerNormalization") in int4 & ops["language"]  # RMSNorm as one fused node
     assert not any(op == "ReduceMean" for _, op in int4)
     split = {(n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(cpu_bundles / "split" / "prefill.onnx")).graph.node}
-    for name, graph_ops in (("vision", ops["vision"]), ("language", ops["language"]), ("split prefill", split), ("action_head", ops["action_head"])):
+    for name, graph_ops in (
+        ("vision", ops["vision"]),
+        ("language", ops["language"]),
+        ("split prefill", split),
+        ("action_head", ops["action_head"]),
+    ):
         assert any(op in graph_ops for op in (("com.microsoft", "DynamicQuantizeMatMul"), ("ai.onnx", "MatMulInteger"))), name
     assert not any(op == "QuantizeLinear" for _, op in ops["vision"] | ops["action_head"])  # no TensorRT-style Q/DQ
 
@@ -158,17 +172,22 @@ def test_quantized_cpu_plan_stays_close_to_the_reference(cpu_bundles, plan):
         frames, instruction, state, noise = _observation(seed)
         reference = model.act(frames, instruction, state, noise=torch.from_numpy(noise))
         got = policy.infer({"images": frames, "instruction": instruction, "state": state, "noise": noise})
-        common = next((i for i, (a, b) in enumerate(zip(got["reasoning_ids"], reference.reasoning_ids)) if a != b),
-                      min(len(got["reasoning_ids"]), len(reference.reasoning_ids)))
+        common = next(
+            (i for i, (a, b) in enumerate(zip(got["reasoning_ids"], reference.reasoning_ids)) if a != b),
+            min(len(got["reasoning_ids"]), len(reference.reasoning_ids)),
+        )
         agreements.append(common / max(len(got["reasoning_ids"]), len(reference.reasoning_ids), 1))
     assert np.mean(agreements) >= 0.5  # export/thresholds.py POLICY_BUDGETS["int8"/"int4"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"images": sample_observation(2)[0][:1]}, r"expected 2 camera view\(s\), got 1"),
-    ({"state": np.zeros(7, np.float32)}, r"state has shape \(7,\), expected \(14,\)"),
-    ({"state": np.full(14, np.nan, np.float32)}, r"state has non-finite values"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"images": sample_observation(2)[0][:1]}, r"expected 2 camera view\(s\), got 1"),
+        ({"state": np.zeros(7, np.float32)}, r"state has shape \(7,\), expected \(14,\)"),
+        ({"state": np.full(14, np.nan, np.float32)}, r"state has non-finite values"),
+    ],
+)
 def test_bad_observations_are_named_as_for_other_bundles(cpu_bundles, change, message):
     policy = Policy.from_bundle(cpu_bundles / "auto", backend="onnxruntime")
     frames, instruction, state = sample_observation(2)
@@ -194,9 +213,13 @@ def _int8_weights(path) -> list[np.ndarray]:
     """The int8 weights of a graph's integer matrix products (quantize_dynamic's)."""
     graph = onnx.load(str(path))
     initializers = {t.name: t for t in graph.graph.initializer}
-    return [onnx.numpy_helper.to_array(initializers[n.input[1]]) for n in graph.graph.node
-            if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") and n.input[1] in initializers
-            and initializers[n.input[1]].data_type == onnx.TensorProto.INT8]
+    return [
+        onnx.numpy_helper.to_array(initializers[n.input[1]])
+        for n in graph.graph.node
+        if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
+        and n.input[1] in initializers
+        and initializers[n.input[1]].data_type == onnx.TensorProto.INT8
+    ]
 
 
 def test_the_plan_rule_and_the_cpu_class_are_in_the_manifest(cpu_bundles):
@@ -273,7 +296,7 @@ def test_the_cpu_class_sets_the_int8_weights_and_is_never_guessed(cpu_bundles, t
     assert not (tmp_path / "b").exists()
 
 
-def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeypatch):
+def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeypatch, trace_cache):
     import chatvla2.export.bundle as bundle_module
     from chatvla2.export.thresholds import ParityBudget
     from chatvla2.models.loading import load_model
@@ -286,11 +309,12 @@ def test_a_candidate_outside_its_budget_falls_back_to_the_next(tmp_path, monkeyp
     monkeypatch.setattr(bundle_module, "budget_for", strict_int8)
     lines = []
     plan = {"vision": ("int8", "fp32"), "prefill": "fp32", "decode": "fp32", "action_head": "fp32"}
-    manifest = bundle_module.export_bundle(load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu")
+    manifest = bundle_module.export_bundle(
+        load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu", trace_cache=trace_cache
+    )
     assert manifest["plan"]["vision"] == "fp32" and manifest["engines"]["vision"]["precision"] == "fp32"
     assert any("vision" in line and "outside its budget, trying fp32" in line for line in lines)
-    assert manifest["plan_rule"] == ("cpu: vision first of int8|fp32 within its parity budget, prefill fp32, decode fp32, "
-                                     "action_head fp32")
+    assert manifest["plan_rule"] == ("cpu: vision first of int8|fp32 within its parity budget, prefill fp32, decode fp32, action_head fp32")
     assert sorted(p.name for p in (tmp_path / "b").glob("vision*")) == ["vision.onnx"]  # the int8 graph is gone
 
 
@@ -339,10 +363,13 @@ def test_shared_language_session_checks_what_it_is_fed(cpu_bundles):
         language.step(1, 5, 5)  # not the next free position
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("precision", "fp32", "share language.onnx but their 'precision' differ"),
-    ("inputs", [], "share language.onnx but their 'inputs' differ"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("precision", "fp32", "share language.onnx but their 'precision' differ"),
+        ("inputs", [], "share language.onnx but their 'inputs' differ"),
+    ],
+)
 def test_shared_graph_entries_that_disagree_are_refused(cpu_bundles, tmp_path, key, value, message):
     import shutil
 
@@ -356,7 +383,7 @@ def test_shared_graph_entries_that_disagree_are_refused(cpu_bundles, tmp_path, k
     assert "\n" not in str(caught.value)
 
 
-def test_the_language_falls_back_when_either_stage_misses_its_budget(tmp_path, monkeypatch):
+def test_the_language_falls_back_when_either_stage_misses_its_budget(tmp_path, monkeypatch, trace_cache):
     """Prefill and decode share a graph, so they share its precision: an int4 graph whose decode
     misses the int4 budget (its prefill meets it) falls back to int8 for both."""
     import chatvla2.export.bundle as bundle_module
@@ -373,7 +400,9 @@ def test_the_language_falls_back_when_either_stage_misses_its_budget(tmp_path, m
     monkeypatch.setattr(bundle_module, "budget_for", strict_int4_decode)
     lines = []
     plan = {"vision": "fp32", "prefill": ("int4", "int8"), "decode": ("int4", "int8"), "action_head": "fp32"}
-    manifest = bundle_module.export_bundle(load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu")
+    manifest = bundle_module.export_bundle(
+        load_model("tiny"), tmp_path / "b", plan, log=lines.append, target="cpu", trace_cache=trace_cache
+    )
     assert manifest["plan"]["prefill"] == manifest["plan"]["decode"] == "int8"
     assert manifest["engines"]["prefill"]["file"] == manifest["engines"]["decode"]["file"] == "language.onnx"
     assert any(line.startswith("decode") and "outside its budget, trying int8" in line for line in lines)

@@ -1,0 +1,131 @@
+"""`chatvla2 train` without --data: fresh samples on the fly (training/scene_stream.py) drawn by
+worker processes, stage 0 (the VLM learns to read), exact resume, the held-out measurements and
+their curves. The tiny preset, a few steps each."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from chatvla2.contract.command_config import parse_config
+from chatvla2.contract.config import get_config
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.models.checkpoint import load_checkpoint
+from chatvla2.models.vla import ChatVLA2
+from chatvla2.training.cli import main
+from chatvla2.training.config import TrainConfig
+from chatvla2.training.held_out_plan import READING_SEED_BASE, HeldOutPlan
+from chatvla2.training.scene_stream import SCENE_SEED_BITS
+from chatvla2.training.trainer import CHECKPOINT_DIR, CURVES_PNG, LOG_FILE
+
+FAST = ("--config", "tiny", "--batch-size", "2", "--no-progress", "--eval-every", "0")
+
+
+def _train(out, *extra: str, steps: int = 2) -> list[dict]:
+    assert main(parse_config(TrainConfig, ["--out", str(out), "--steps", str(steps), *FAST, *extra])) == 0
+    return [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def stage0(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "stage0"
+    return out, _train(out, "--stage", "0", "--workers", "0")
+
+
+def test_stage0_trains_the_vlm_only(stage0):
+    out, log = stage0
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["lm_loss"]) and r["action_loss"] == 0.0 and r["image_text"] == 2 for r in log)
+    assert all(0 < r["utilisation"] <= 1 and r["wait_s"] >= 0 for r in log)
+    trained = load_checkpoint(out / CHECKPOINT_DIR).state_dict()
+    torch.manual_seed(0)  # a new model of the run's seed, as the trainer builds it
+    initial = ChatVLA2(get_config("tiny")).state_dict()
+    changed = {name for name in trained if not torch.equal(trained[name], initial[name])}
+    assert any(n.startswith("vision.") for n in changed) and any(n.startswith("language.") for n in changed)
+    assert not any(n.startswith("action_head.") for n in changed)
+
+
+def test_stage1_on_the_fly_draws_robot_and_text_samples_from_a_stage0_model(stage0, tmp_path):
+    out0, _ = stage0
+    log = _train(
+        tmp_path / "stage1", "--stage", "1", "--init", str(out0), "--mix", "robot_math=1,robot_toy=1,reading=1", "--workers", "0", steps=3
+    )
+    assert any(r["action_loss"] > 0 for r in log)  # robot samples reach the head
+    assert sum(r["image_text"] for r in log) < 6  # and not every sample is text
+
+
+def test_resume_on_the_fly_continues_exactly_with_or_without_workers(tmp_path):
+    straight = _train(tmp_path / "straight", "--stage", "1", "--workers", "0", steps=3)
+    out = tmp_path / "interrupted"
+    _train(out, "--stage", "1", "--workers", "1", "--stop-after", "1", steps=3)
+    resumed = _train(out, "--stage", "1", "--workers", "1", "--resume", steps=3)
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in straight], rtol=1e-6)
+    assert [r["image_text"] for r in resumed] == [r["image_text"] for r in straight]
+
+
+def test_held_out_measurements_go_to_the_log_and_the_curves(tmp_path):
+    out = tmp_path / "measured"
+    main(
+        parse_config(
+            TrainConfig,
+            [
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--config",
+                "tiny",
+                "--batch-size",
+                "1",
+                "--no-progress",
+                "--stage",
+                "0",
+                "--workers",
+                "0",
+                "--eval-every",
+                "1",
+                "--eval-scenes",
+                "1",
+            ],
+        )
+    )
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+    assert [r["step"] for r in evals] == [0, 1]  # before training, and at the end
+    metrics = evals[-1]["eval"]
+    assert {"math/in_domain/read_board", "math/open_world/read_cards", "reading/board_beyond/exact"} <= set(metrics)
+    assert all(0.0 <= v <= 4.0 for k, v in metrics.items() if k != "seconds")
+    assert (out / CURVES_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_held_out_reading_seeds_are_never_training_seeds():
+    # Training draws scene seeds below 2**SCENE_SEED_BITS; the held-out reading samples start there.
+    assert READING_SEED_BASE == 2**SCENE_SEED_BITS
+    plan = HeldOutPlan.for_stage(0, get_config("tiny"), scenes=1)
+    assert all(s["seed"] >= READING_SEED_BASE for s in plan.reading_samples)
+    assert len({s["seed"] for s in plan.reading_samples}) == len(plan.reading_samples)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stage", "0", "--data", "d"], "leave out --data"),
+        (["--mix", "robot_math"], "expected SOURCE=WEIGHT"),
+        (["--mix", "robot_math=0"], "at least one source a positive weight"),
+        (["--stage", "2", "--init", "x", "--mix", "reading=1"], "robot sources only"),
+        (["--data", "d", "--mix", "reading=1"], "does not apply to --data"),
+    ],
+)
+def test_bad_on_the_fly_options_are_one_clear_error(argv, message):
+    with pytest.raises(InvalidInput, match=message):
+        parse_config(TrainConfig, ["--out", "o", *argv])
+
+
+def test_an_unknown_source_is_named(tmp_path):
+    with pytest.raises(LookupError, match="robot_mth"):
+        _train(tmp_path / "x", "--mix", "robot_mth=1", "--workers", "0")
+    assert not (tmp_path / "x" / CHECKPOINT_DIR).exists()
