@@ -372,6 +372,31 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         action_head=ActionHeadConfig(depth=4, width=96, heads=4),
     ),
+    # The reading demo model (issue 22), trained on a 2-core CPU from stage 0 (training/). The demo
+    # preset's 112x140 images, cut into 7-pixel patches: 16x20 patches, 8x10 = 80 visual tokens,
+    # each a 14-pixel cell that holds about one handwritten board character. Measured (a ViT with
+    # a linear probe on its tokens naming the characters in each cell, 2,000 steps of 32 images):
+    # 7-pixel patches at 112x140 reached 65% of the characters, 14-pixel ones 57%, 14-pixel ones on
+    # 224x280 images 66% at four times the rendering cost. Vision and language one layer deeper
+    # and a third wider than `demo` (the ViT was the slow learner); 8 experts / top-2 in every layer.
+    "reader": ModelConfig(
+        name="reader",
+        vision=VisionConfig(depth=3, width=128, heads=2, patch_size=7, image_height=112, image_width=140, num_views=1),
+        language=LanguageConfig(
+            hidden=128,
+            layers=3,
+            heads=4,
+            kv_heads=2,
+            intermediate=256,
+            vocab_size=128,  # the built-in character tokenizer
+            mrope_section=(4, 6, 6),
+            # 80 image tokens + the instruction (~60 characters) + reasoning (<= 200 characters).
+            max_cache_len=384,
+            max_reasoning_tokens=200,
+            moe=MoEConfig(num_experts=8, top_k=2),
+        ),
+        action_head=ActionHeadConfig(depth=4, width=128, heads=4),
+    ),
     # The paper: Qwen2-VL-2B + 8 experts / top-2 in all 28 layers + ScaleDP-H (docs/reference/model.md).
     "paper": ModelConfig(
         name="paper",

@@ -27,11 +27,12 @@ class Example:
     reasoning: str
     state: np.ndarray  # (state_dim,), unnormalised
     actions: np.ndarray  # (steps <= chunk_size, action_dim), unnormalised
+    # Where the text in the image is, for training's auxiliary reading loss (training/reading_probe.py):
+    # (character, (u1, v1, u2, v2) pixel box in the frame); None when unknown. Not part of the batch.
+    chars: list | None = None
 
 
-def make_batch(
-    examples: list[Example], cfg: ModelConfig, tokenizer: TextTokenizer, stats: NormalizationStats
-) -> dict[str, torch.Tensor]:
+def make_batch(examples: list[Example], cfg: ModelConfig, tokenizer: TextTokenizer, stats: NormalizationStats) -> dict[str, torch.Tensor]:
     chunk, action_dim = cfg.action_head.chunk_size, cfg.action_head.action_dim
     sequences, reasoning_spans = [], []
     for example in examples:
@@ -52,9 +53,7 @@ def make_batch(
     for i, (sequence, (start, end)) in enumerate(zip(sequences, reasoning_spans)):
         n = len(sequence)
         input_ids[i, :n] = torch.tensor(sequence)
-        position_ids[:, i, :n] = torch.from_numpy(
-            mrope_position_ids(sequence, tokenizer.image_pad_id, cfg.vision.merged_grid)
-        )
+        position_ids[:, i, :n] = torch.from_numpy(mrope_position_ids(sequence, tokenizer.image_pad_id, cfg.vision.merged_grid))
         attention_mask[i, :n] = True
         labels[i, start:n] = input_ids[i, start:n]  # the reasoning and its EOS are learned
         observation_mask[i, :start] = True
@@ -62,9 +61,7 @@ def make_batch(
         steps = np.asarray(examples[i].actions)[:chunk]
         actions[i, : len(steps)] = torch.from_numpy(stats.normalize_actions(steps))
         is_pad[i, : len(steps)] = False
-    pixel_values = torch.from_numpy(
-        np.stack([preprocess_images(e.frames, cfg.vision) for e in examples])
-    )
+    pixel_values = torch.from_numpy(np.stack([preprocess_images(e.frames, cfg.vision) for e in examples]))
     state = torch.from_numpy(np.stack([stats.normalize_state(e.state) for e in examples]))
     return {
         "pixel_values": pixel_values,

@@ -87,11 +87,14 @@ class ChatVLA2(nn.Module):
                     nn.init.normal_(parameter, std=0.02)
 
     # ---- shared pieces -------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, visual: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the image placeholder positions replaced by visual embeddings.
-        input_ids (B, S); pixel_values (B, views, 3, H, W)."""
+        input_ids (B, S); pixel_values (B, views, 3, H, W); visual: the vision encoder's output for
+        them when the caller already has it (training reads it too: training/reading_probe.py)."""
         embeddings = self.language.embed_tokens(input_ids)
-        visual = self.vision(pixel_values.flatten(0, 1)).to(embeddings.dtype)
+        if visual is None:
+            visual = self.vision(pixel_values.flatten(0, 1))
+        visual = visual.to(embeddings.dtype)
         image_positions = input_ids == self.tokenizer.image_pad_id
         if int(image_positions.sum()) != visual.shape[0]:
             raise ValueError(f"{int(image_positions.sum())} image tokens in the prompt, {visual.shape[0]} visual embeddings")
@@ -115,11 +118,13 @@ class ChatVLA2(nn.Module):
         is_pad: torch.Tensor,
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
+        visual: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Losses of one batch (see `models.training_batch.make_batch`). All inputs normalised."""
+        """Losses of one batch (see `models.training_batch.make_batch`). All inputs normalised.
+        visual: `self.vision`'s output for pixel_values, if the caller computed it already."""
         moe = self.cfg.language.moe
         router_logits: list[torch.Tensor] | None = [] if moe.load_balancing_weight > 0 else None
-        embeddings = self.embed(input_ids, pixel_values)
+        embeddings = self.embed(input_ids, pixel_values, visual)
         hidden, _, _ = self.language(embeddings, position_ids, attention_mask, router_logits)
         logits = self.language.logits(hidden)
         lm_loss = F.cross_entropy(

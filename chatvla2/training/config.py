@@ -59,6 +59,9 @@ class TrainConfig:
         "on-the-fly sources and weights, e.g. robot_math=3,reading=1 (default: the stage's, config.MIXES)", None, metavar="SPEC"
     )
     workers: int = option("processes drawing on-the-fly samples ahead of the trainer (default %(default)s; 0: in the trainer)", 1)
+    reading_loss_weight: float = option(
+        "weight of the auxiliary per-visual-token reading loss, stages 0-1 (training/reading_probe.py; default %(default)s)", 1.0
+    )
     eval_every: int = option("steps between held-out measurements, written to the log and curves.png (0: never)", 500, metavar="N")
     eval_scenes: int = option("held-out scenes per split and task in each measurement (default %(default)s)", 16, metavar="N")
     out: str = option("output directory: checkpoint/, training_state.pt, train_log.jsonl", metavar="DIR")
@@ -104,8 +107,8 @@ class TrainConfig:
             raise InvalidInput("--mix chooses on-the-fly sources: it does not apply to --data")
         if self.data and self.stage == 0:
             raise InvalidInput("--stage 0 draws its reading samples on the fly: leave out --data")
-        if self.workers < 0 or self.eval_every < 0:
-            raise InvalidInput("--workers and --eval-every must be at least 0")
+        if self.workers < 0 or self.eval_every < 0 or self.reading_loss_weight < 0:
+            raise InvalidInput("--workers, --eval-every and --reading-loss-weight must be at least 0")
         self.mix_weights()  # a malformed --mix: one clear error before any work
         for name in ("steps", "batch_size", "save_every", "frame_stride", "eval_scenes", "threads"):
             if getattr(self, name) < 1:
@@ -155,6 +158,7 @@ class TrainConfig:
             "seed",
             "frame_stride",
             "reason_start_layer",
+            "reading_loss_weight",
         )
         fly = {} if self.data else {"mix": self.mix_weights()}
         return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr(), **fly}

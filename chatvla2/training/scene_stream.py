@@ -229,7 +229,9 @@ def reading_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator)
     from chatvla2.sim.tasks import reading
 
     drawn = reading.sample(scene_seed, mixture.height, mixture.width)
-    return text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
+    example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
+    example.chars = drawn["chars"] or None
+    return example
 
 
 # The registry: name -> Source. The trainer may add to it (before building its Mixture); worker processes

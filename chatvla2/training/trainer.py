@@ -52,6 +52,7 @@ from chatvla2.training.config import TrainConfig
 from chatvla2.training.curves import plot_curves, write_eval_record
 from chatvla2.training.data import TrainingData, draw_step
 from chatvla2.training.held_out_plan import HeldOutPlan
+from chatvla2.training.reading_probe import ReadingProbe
 from chatvla2.training.sample_workers import BatchPrefetcher
 from chatvla2.training.scene_stream import ROBOT_SOURCES, Mixture, expert_normalization_stats
 
@@ -207,7 +208,9 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     if data is not None and cfg.stage == 1 and not data.samples:
         log("warning: no image-text samples in the data: stage 1 trains on robot frames only")
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    # The auxiliary reading loss (training/reading_probe.py): stages 0 and 1, where the VLM learns.
+    probe = ReadingProbe(mcfg, seed=cfg.seed).to(device) if cfg.reading_loss_weight > 0 and cfg.stage < 2 else None
+    parameters = [p for p in model.parameters() if p.requires_grad] + (list(probe.parameters()) if probe else [])
     optimizer = torch.optim.AdamW(parameters, lr=cfg.peak_lr(), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     step = 0
@@ -221,6 +224,8 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
         if state["weights_sha256"] != _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE):
             raise InvalidInput(f"--resume: {out / CHECKPOINT_DIR} is not the checkpoint {STATE_FILE} was saved with")
         optimizer.load_state_dict(state["optimizer"])
+        if probe is not None:
+            probe.load_state_dict(state["reading_probe"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -239,6 +244,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
             "version": STATE_VERSION,
             "step": step,
             "optimizer": optimizer.state_dict(),
+            "reading_probe": probe.state_dict() if probe is not None else None,
             "scheduler": scheduler.state_dict(),
             "rng": _rng_states(),
             "schedule": cfg.schedule_dict(),
@@ -295,7 +301,13 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 generator = _step_generator(cfg.seed, step)
                 noise = torch.randn(batch["actions"].shape, generator=generator).to(device)
                 timesteps = torch.randint(0, mcfg.scheduler.train_steps, (len(examples),), generator=generator).to(device)
-                losses = model(**batch, noise=noise, timesteps=timesteps)
+                visual = model.vision(batch["pixel_values"].flatten(0, 1))
+                losses = model(**batch, noise=noise, timesteps=timesteps, visual=visual)
+                reading = probe.loss(visual, examples) if probe is not None else None
+                if reading is not None:
+                    losses["reading_loss"] = reading
+                    losses["loss"] = losses["loss"] + cfg.reading_loss_weight * reading
+                probe_accuracy = probe.accuracy(visual.detach(), examples) if reading is not None else None
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
@@ -314,6 +326,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                     "samples_per_s": len(examples) / seconds,
                     "wait_s": waited,
                     "utilisation": seconds / (seconds + waited),
+                    **({"reading_probe_accuracy": probe_accuracy} if probe_accuracy is not None else {}),
                 }
                 history.append(record)
                 log_file.write(json.dumps(record) + "\n")

@@ -39,6 +39,8 @@ def test_stage0_trains_the_vlm_only(stage0):
     out, log = stage0
     assert [r["step"] for r in log] == [1, 2]
     assert all(np.isfinite(r["lm_loss"]) and r["action_loss"] == 0.0 and r["image_text"] == 2 for r in log)
+    # the auxiliary reading loss, where a step drew a sample with written characters
+    assert any(np.isfinite(r.get("reading_loss", np.nan)) and 0 <= r["reading_probe_accuracy"] <= 1 for r in log)
     assert all(0 < r["utilisation"] <= 1 and r["wait_s"] >= 0 for r in log)
     trained = load_checkpoint(out / CHECKPOINT_DIR).state_dict()
     torch.manual_seed(0)  # a new model of the run's seed, as the trainer builds it
