@@ -44,8 +44,7 @@ class VisionConfig:
         unit = self.patch_size * self.spatial_merge_size
         if self.image_height % unit or self.image_width % unit:
             raise InvalidInput(
-                f"image size {self.image_height}x{self.image_width} must be a multiple of "
-                f"patch_size * spatial_merge_size = {unit}"
+                f"image size {self.image_height}x{self.image_width} must be a multiple of patch_size * spatial_merge_size = {unit}"
             )
         if self.width % self.heads:
             raise InvalidInput(f"vision width {self.width} is not divisible by {self.heads} heads")
@@ -117,9 +116,7 @@ class LanguageConfig:
         if self.heads % self.kv_heads:
             raise InvalidInput(f"{self.heads} query heads cannot share {self.kv_heads} key/value heads")
         if 2 * sum(self.mrope_section) != self.head_dim:
-            raise InvalidInput(
-                f"mrope_section {self.mrope_section} must add up to head_dim/2 = {self.head_dim // 2}"
-            )
+            raise InvalidInput(f"mrope_section {self.mrope_section} must add up to head_dim/2 = {self.head_dim // 2}")
 
     @property
     def head_dim(self) -> int:
@@ -312,9 +309,7 @@ PRESETS: dict[str, ModelConfig] = {
     # Under 5M parameters: fast tests on a 2-core CPU. Two camera views to exercise concatenation.
     "tiny": ModelConfig(
         name="tiny",
-        vision=VisionConfig(
-            depth=2, width=64, heads=2, image_height=56, image_width=84, num_views=2
-        ),
+        vision=VisionConfig(depth=2, width=64, heads=2, image_height=56, image_width=84, num_views=2),
         language=LanguageConfig(
             hidden=64,
             layers=2,
@@ -372,31 +367,6 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         action_head=ActionHeadConfig(depth=4, width=96, heads=4),
     ),
-    # The reading demo model (issue 22), trained on a 2-core CPU from stage 0 (training/). The demo
-    # preset's 112x140 images, cut into 7-pixel patches: 16x20 patches, 8x10 = 80 visual tokens,
-    # each a 14-pixel cell that holds about one handwritten board character. Measured (a ViT with
-    # a linear probe on its tokens naming the characters in each cell, 2,000 steps of 32 images):
-    # 7-pixel patches at 112x140 reached 65% of the characters, 14-pixel ones 57%, 14-pixel ones on
-    # 224x280 images 66% at four times the rendering cost. Vision and language one layer deeper
-    # and a third wider than `demo` (the ViT was the slow learner); 8 experts / top-2 in every layer.
-    "reader": ModelConfig(
-        name="reader",
-        vision=VisionConfig(depth=3, width=128, heads=2, patch_size=7, image_height=112, image_width=140, num_views=1),
-        language=LanguageConfig(
-            hidden=128,
-            layers=3,
-            heads=4,
-            kv_heads=2,
-            intermediate=256,
-            vocab_size=128,  # the built-in character tokenizer
-            mrope_section=(4, 6, 6),
-            # 80 image tokens + the instruction (~60 characters) + reasoning (<= 200 characters).
-            max_cache_len=384,
-            max_reasoning_tokens=200,
-            moe=MoEConfig(num_experts=8, top_k=2),
-        ),
-        action_head=ActionHeadConfig(depth=4, width=128, heads=4),
-    ),
     # The paper: Qwen2-VL-2B + 8 experts / top-2 in all 28 layers + ScaleDP-H (docs/reference/model.md).
     "paper": ModelConfig(
         name="paper",
@@ -407,6 +377,24 @@ PRESETS: dict[str, ModelConfig] = {
         prompt_format="qwen2vl-chat",
     ),
 }
+
+
+# The reading demo model (issue 22), trained on a 2-core CPU from stage 0 (training/). The demo
+# preset's 112x140 images, cut into 7-pixel patches: 16x20 patches, 8x10 = 80 visual tokens,
+# each a 14-pixel cell that holds about one handwritten board character. Measured (a ViT with
+# a linear probe on its tokens naming the characters in each cell, 2,000 steps of 32 images):
+# 7-pixel patches at 112x140 reached 65% of the characters, 14-pixel ones 57%, 14-pixel ones on
+# 224x280 images 66% at four times the rendering cost. Vision and language one layer deeper
+# and a third wider than `demo` (the ViT was the slow learner); 8 experts / top-2 in every layer.
+_demo = PRESETS["demo"]
+PRESETS["reader"] = dataclasses.replace(
+    _demo,
+    name="reader",
+    vision=dataclasses.replace(_demo.vision, depth=3, width=128, patch_size=7),
+    # 80 image tokens + the instruction (~60 characters) + reasoning (<= 200 characters).
+    language=dataclasses.replace(_demo.language, hidden=128, layers=3, intermediate=256, mrope_section=(4, 6, 6), max_cache_len=384),
+    action_head=dataclasses.replace(_demo.action_head, width=128),
+)
 
 
 def get_config(name: str) -> ModelConfig:

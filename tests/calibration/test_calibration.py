@@ -325,28 +325,16 @@ def test_token_agreement_and_action_errors():
     assert joint_deg == pytest.approx(2.0) and gripper_mm == pytest.approx(4.0)
 
 
+def _capture_command(observations: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`chatvla2 calibrate capture` of the tiny preset, in a subprocess, as a user runs it."""
+    argv = [sys.executable, "-m", "chatvla2", "calibrate", "capture", "--config", "tiny", "--observations", observations]
+    return subprocess.run([*argv, "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_capture_cli_writes_what_export_reads(tmp_path):
     out = tmp_path / "capture.npz"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatvla2",
-            "calibrate",
-            "capture",
-            "--config",
-            "tiny",
-            "--observations",
-            "sim:math_game:in_domain:0-1+sim:toy_placement:in_domain:0",
-            "--out",
-            str(out),
-            *TOKENS,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _capture_command("sim:math_game:in_domain:0-1+sim:toy_placement:in_domain:0", out, *TOKENS)
     assert result.returncode == 0, result.stderr
     meta, data = load_capture(out)
     assert [o["id"] for o in meta["observations"]] == [
@@ -363,22 +351,5 @@ def test_capture_cli_writes_what_export_reads(tmp_path):
     assert inputs["decode"]["token"].shape == (meta["calls"]["decode"], 1)
     # the prefill takes the calls as long as the first prompt (the math game's two, not the toy's)
     assert inputs["prefill"]["embeddings"].shape[0] == 2 and inputs["action_head"]["noise"].shape[0] == 3
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatvla2",
-            "calibrate",
-            "capture",
-            "--config",
-            "tiny",
-            "--observations",
-            "sim:math_game:nowhere:0",
-            "--out",
-            str(tmp_path / "x.npz"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _capture_command("sim:math_game:nowhere:0", tmp_path / "x.npz")
     assert bad.returncode == 2 and "unknown split 'nowhere'" in bad.stderr and not (tmp_path / "x.npz").exists()

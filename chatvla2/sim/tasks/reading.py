@@ -403,33 +403,9 @@ def _text_points(text: str, hand: Hand, height_px: float) -> tuple[tuple[int, in
     ink pixels (alpha >= INK_ALPHA, supersampled) in that image's continuous pixel coordinates.
     render.handwriting's steps, each character kept apart (test_reading checks the size)."""
     ss = SUPERSAMPLE
-    size = max(4, int(round(height_px * ss / 0.73)))
-    font = fonts.load(hand.font, size)
-    stroke = int(round(hand.stroke * size))
-    cell = int(size * 1.8)
-    strip = (cell * (len(text) + 1), cell)
+    strip, placed = render.placed_glyphs(text, hand, height_px)
     points, boxes = [], []
-    cursor = cell * 0.3
-    for k, character in enumerate(text):
-        glyph = Image.new("L", (cell, cell), 0)
-        ImageDraw.Draw(glyph).text(
-            (cell / 2, cell / 2),
-            render._glyph_text(font, character),
-            font=font,
-            fill=255,
-            anchor="mm",
-            stroke_width=stroke,
-            stroke_fill=255,
-        )
-        glyph = glyph.rotate(hand.rotations[k % len(hand.rotations)], resample=Image.BICUBIC)
-        scale = hand.scales[k % len(hand.scales)]
-        if abs(scale - 1) > 1e-3:
-            side = max(1, int(round(cell * scale)))
-            glyph = glyph.resize((side, side), Image.BICUBIC)
-        dx, dy = hand.offsets[k % len(hand.offsets)]
-        advance = font.getlength(character if character not in "-x" else "+") * scale + stroke
-        x0 = int(round(cursor + advance / 2 - glyph.width / 2 + dx * size))
-        y0 = int(round(cell / 2 - glyph.height / 2 + dy * size))
+    for glyph, x0, y0 in placed:
         alpha = np.asarray(glyph)
         ys, xs = np.nonzero(alpha)
         ink = alpha[ys, xs] >= INK_ALPHA
@@ -439,7 +415,6 @@ def _text_points(text: str, hand: Hand, height_px: float) -> tuple[tuple[int, in
             boxes.append((xs[inside].min(), ys[inside].min(), xs[inside].max() + 1, ys[inside].max() + 1))
         ink &= inside
         points.append(np.stack([xs[ink], ys[ink]], axis=1).astype(float) + 0.5)  # pixel centres
-        cursor += advance * 1.02
     crop = (
         (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)) if boxes else (0, 0, 1, 1)
     )

@@ -135,19 +135,22 @@ def _glyph_text(font, character: str) -> str:
     return character
 
 
-def handwriting(text: str, hand: Hand, height_px: float) -> Image.Image:
-    """An RGBA image of `text` in `hand`, characters about `height_px` tall (digits' height)."""
+def placed_glyphs(text: str, hand: Hand, height_px: float) -> tuple[tuple[int, int], list[tuple[Image.Image, int, int]]]:
+    """`handwriting`'s characters before they are joined: (strip size, [(glyph alpha, x0, y0)]), each
+    glyph where it is pasted in the supersampled strip (sim/tasks/reading.py finds each character's box
+    from them)."""
     ss = SUPERSAMPLE
     size = max(4, int(round(height_px * ss / 0.73)))  # digits are ~0.73 of the font size
     font = fonts.load(hand.font, size)
     stroke = int(round(hand.stroke * size))
     cell = int(size * 1.8)
-    strip = Image.new("L", (cell * (len(text) + 1), cell), 0)
+    placed = []
     cursor = cell * 0.3
     for k, character in enumerate(text):
         glyph = Image.new("L", (cell, cell), 0)
-        ImageDraw.Draw(glyph).text((cell / 2, cell / 2), _glyph_text(font, character), font=font, fill=255,
-                                   anchor="mm", stroke_width=stroke, stroke_fill=255)
+        ImageDraw.Draw(glyph).text(
+            (cell / 2, cell / 2), _glyph_text(font, character), font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255
+        )
         glyph = glyph.rotate(hand.rotations[k % len(hand.rotations)], resample=Image.BICUBIC)
         scale = hand.scales[k % len(hand.scales)]
         if abs(scale - 1) > 1e-3:
@@ -157,10 +160,20 @@ def handwriting(text: str, hand: Hand, height_px: float) -> Image.Image:
         advance = font.getlength(character if character not in "-x" else "+") * scale + stroke
         x0 = int(round(cursor + advance / 2 - glyph.width / 2 + dx * size))
         y0 = int(round(cell / 2 - glyph.height / 2 + dy * size))
+        placed.append((glyph, x0, y0))
+        cursor += advance * 1.02
+    return (cell * (len(text) + 1), cell), placed
+
+
+def handwriting(text: str, hand: Hand, height_px: float) -> Image.Image:
+    """An RGBA image of `text` in `hand`, characters about `height_px` tall (digits' height)."""
+    ss = SUPERSAMPLE
+    strip_size, placed = placed_glyphs(text, hand, height_px)
+    strip = Image.new("L", strip_size, 0)
+    for glyph, x0, y0 in placed:
         piece = Image.new("L", strip.size, 0)
         piece.paste(glyph, (x0, y0))
         strip = ImageChops.lighter(strip, piece)
-        cursor += advance * 1.02
     bbox = strip.getbbox() or (0, 0, 1, 1)
     alpha = strip.crop(bbox).rotate(hand.tilt, resample=Image.BICUBIC, expand=True)
     out = Image.new("RGBA", alpha.size, hand.ink + (0,))
