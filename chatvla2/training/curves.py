@@ -20,7 +20,7 @@ from typing import IO
 
 import numpy as np
 
-LOSSES = ("lm_loss", "action_loss")
+LOSSES = ("lm_loss", "action_loss", "reading_loss")
 MATH_CURVES = ("read_board", "read_cards", "arithmetic", "chosen_card")
 TOY_CURVES = ("object_recognition", "spatial_affordance")
 ACTION_CURVES = ("action/l1", "action/l1_teacher_forced")
@@ -96,7 +96,8 @@ def plot_curves(log_path: str | Path, out_png: str | Path) -> Path:
     if keys & set(ACTION_CURVES):
         panels.append("action")
     reading = sorted(key for key in keys if key.startswith("reading/") and key.endswith("/exact"))
-    if reading:
+    probe = [(r["step"], r["reading_probe_accuracy"]) for r in train if isinstance(r.get("reading_probe_accuracy"), (int, float))]
+    if reading or probe:
         panels.append("reading")
     columns = 2 if len(panels) > 1 else 1
     rows = max(1, -(-len(panels) // columns))
@@ -126,7 +127,10 @@ def plot_curves(log_path: str | Path, out_png: str | Path) -> Path:
             for key in reading:
                 steps, values = _series(evals, key)
                 ax.plot(steps, values, marker=".", label=key.split("/")[1])
-            ax.set(title="stage-0 question answering: exact match", xlabel="step", ylabel="rate", ylim=(-0.05, 1.05))
+            if probe:  # the auxiliary reading probe (training/reading_probe.py), on the training batches
+                steps, values = zip(*probe)
+                ax.plot(steps, smooth(values), color="black", linestyle=":", label="probe: symbols named per cell (train, smoothed)")
+            ax.set(title="reading: held-out exact answers; the probe", xlabel="step", ylabel="rate", ylim=(-0.05, 1.05))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
     for ax in axes[len(panels) :]:
