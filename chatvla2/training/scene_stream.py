@@ -59,6 +59,7 @@ SLOT_TAG = 20
 STATS_TAG = 23
 
 SCENE_SEED_BITS = 62  # a scene's own seed: a 62-bit int drawn from its slot's generator
+MAX_REDRAWS = 8  # seeds a slot tries before an unplaceable layout is an error (one in millions fails once)
 DEFAULT_STATS_SCENES = 100  # per task, ~50 ms a scene (plan and kinematic steps, no rendering): ~10 s for both tasks
 
 ROBOT_MATH, ROBOT_TOY, IMAGE_TEXT, READING = "robot_math", "robot_toy", "image_text", "reading"
@@ -157,7 +158,13 @@ def source_of(mixture: Mixture, seed: int, step: int, slot: int) -> str:
 def sample(mixture: Mixture, seed: int, step: int, slot: int, sources: Mapping[str, Source] | None = None) -> Example:
     """The sample of (seed, step, slot): always the same Example. `sources`: the registry (default SOURCES)."""
     source, scene_seed, rng = slot_draw(mixture, seed, step, slot)
-    return (SOURCES if sources is None else sources)[source](mixture, scene_seed, rng)
+    draw = (SOURCES if sources is None else sources)[source]
+    for _ in range(MAX_REDRAWS):
+        try:
+            return draw(mixture, scene_seed, rng)
+        except toy_placement.NoLayout:  # a seed the toy layout sampler cannot place (rare): the slot's next seed
+            scene_seed = int(rng.integers(2**SCENE_SEED_BITS))
+    return draw(mixture, scene_seed, rng)
 
 
 def step_examples(mixture: Mixture, seed: int, step: int, batch_size: int, sources: Mapping[str, Source] | None = None) -> list[Example]:

@@ -273,3 +273,24 @@ def test_reading_is_a_source_when_its_module_exists():
     mixture = dataclasses.replace(MIXTURE, weights={"reading": 1})
     example = sample(mixture, 0, 0, 0)
     assert example.frames[0].shape == (*SIZE, 3) and example.actions.shape == (0, 14)
+
+
+def test_a_seed_without_a_toy_layout_is_redrawn_the_same_way_every_time(monkeypatch):
+    """One toy seed in millions has no layout (toy_placement.NoLayout): the slot draws its next seed,
+    so a run goes on and still draws the same sample for the same (seed, step, slot)."""
+    real = scene_stream.robot_toy_example
+    refused = []
+
+    def first_seed_unplaceable(mixture, scene_seed, rng):
+        if not refused or refused[0] == scene_seed:
+            refused.append(scene_seed)
+            raise toy_placement.NoLayout(f"no toy-placement layout for in_domain seed {scene_seed}")
+        return real(mixture, scene_seed, rng)
+
+    sources = {scene_stream.ROBOT_TOY: first_seed_unplaceable}
+    mixture = scene_stream.Mixture(weights={scene_stream.ROBOT_TOY: 1}, height=56, width=84, chunk_size=10)
+    a = scene_stream.sample(mixture, 0, 0, 0, sources)
+    b = scene_stream.sample(mixture, 0, 0, 0, sources)
+    assert len(set(refused)) == 1 and len(refused) == 2  # the same seed refused both times, the next one used
+    np.testing.assert_array_equal(a.frames[0], b.frames[0])
+    np.testing.assert_array_equal(a.actions, b.actions)

@@ -34,8 +34,16 @@ from chatvla2.sim.tasks.env import DEFAULT_SIZE, still_world
 from chatvla2.sim.tasks.scoring import PLACE_PHRASES
 from chatvla2.sim.tasks.splits import SPLITS, check_split
 
-KINDS = ("whiteboard_ocr", "arithmetic", "card_values", "object_names", "object_box", "spatial_yes_no",
-         "spatial_relation", "placement_point")
+KINDS = (
+    "whiteboard_ocr",
+    "arithmetic",
+    "card_values",
+    "object_names",
+    "object_box",
+    "spatial_yes_no",
+    "spatial_relation",
+    "placement_point",
+)
 MATH_KINDS = KINDS[:3]
 TAG_KIND, TAG_MATH, TAG_TOY = 3, 11, 12  # random streams of their own: never a robot episode's scene
 
@@ -62,8 +70,7 @@ def _relation(a, b) -> str | None:
     return None
 
 
-def sample(split: str, seed: int, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1],
-           kind: str | None = None) -> dict:
+def sample(split: str, seed: int, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1], kind: str | None = None) -> dict:
     """The image-text sample of (split, seed); `kind` forces one of KINDS."""
     check_split(split)
     rng = np.random.default_rng([TAG_KIND, SPLITS.index(split), seed])
@@ -93,30 +100,39 @@ def sample(split: str, seed: int, height: int = DEFAULT_SIZE[0], width: int = DE
         names = [p.name for p in world.props]
         if kind == "object_names":
             order = sorted(range(len(names)), key=lambda i: (boxes[i][0] + boxes[i][2], i))
-            return _sample(image, "What objects are on the table?", f"There are: {_listing([names[i] for i in order])}.",
-                           kind, split, seed)
+            return _sample(image, "What objects are on the table?", f"There are: {_listing([names[i] for i in order])}.", kind, split, seed)
         if kind == "object_box":
             i = int(rng.integers(len(names)))
-            return _sample(image, f"Where is the {names[i]}? Give its bounding box.",
-                           f"The {names[i]} is at [{', '.join(str(v) for v in boxes[i])}].", kind, split, seed)
+            return _sample(
+                image,
+                f"Where is the {names[i]}? Give its bounding box.",
+                f"The {names[i]} is at [{', '.join(str(v) for v in boxes[i])}].",
+                kind,
+                split,
+                seed,
+            )
         if kind == "placement_point":
             truth = scene.truth(world)
-            return _sample(image, f"Point to a place {truth.phrase}.", f"[{truth.point[0]}, {truth.point[1]}]",
-                           kind, split, seed)
-        pairs = [(i, j) for i in range(len(names)) for j in range(len(names))
-                 if i != j and _relation(boxes[i], boxes[j]) is not None]
+            return _sample(image, f"Point to a place {truth.phrase}.", f"[{truth.point[0]}, {truth.point[1]}]", kind, split, seed)
+        pairs = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j and _relation(boxes[i], boxes[j]) is not None]
         if not pairs:
             continue
         i, j = pairs[int(rng.integers(len(pairs)))]
         relation = _relation(boxes[i], boxes[j])
         if kind == "spatial_relation":
-            return _sample(image, f"Where is the {names[i]} relative to the {names[j]}?",
-                           f"The {names[i]} is {PLACE_PHRASES[relation].format(names[j])}.", kind, split, seed)
-        asked = relation if rng.random() < 0.5 else [r for r in ("left", "right", "front", "behind") if r != relation][
-            int(rng.integers(3))]
-        return _sample(image, f"Is the {names[i]} {PLACE_PHRASES[asked].format(names[j])}?",
-                       "Yes." if asked == relation else "No.", kind, split, seed)
-    raise RuntimeError(f"no clear spatial relation in 20 scenes for {split} seed {seed}")  # not seen
+            return _sample(
+                image,
+                f"Where is the {names[i]} relative to the {names[j]}?",
+                f"The {names[i]} is {PLACE_PHRASES[relation].format(names[j])}.",
+                kind,
+                split,
+                seed,
+            )
+        asked = relation if rng.random() < 0.5 else [r for r in ("left", "right", "front", "behind") if r != relation][int(rng.integers(3))]
+        return _sample(
+            image, f"Is the {names[i]} {PLACE_PHRASES[asked].format(names[j])}?", "Yes." if asked == relation else "No.", kind, split, seed
+        )
+    raise toy_placement.NoLayout(f"no clear spatial relation in 20 scenes for {split} seed {seed}")  # not seen
 
 
 def _sample(image, question, answer, kind, split, seed) -> dict:
@@ -124,7 +140,7 @@ def _sample(image, question, answer, kind, split, seed) -> dict:
 
 
 # Which kinds `samples` draws from: every kind, or only one task's (a math-only model's co-training).
-KIND_SETS = {"all": KINDS, "math": MATH_KINDS, "toy": KINDS[len(MATH_KINDS):]}
+KIND_SETS = {"all": KINDS, "math": MATH_KINDS, "toy": KINDS[len(MATH_KINDS) :]}
 
 
 def samples(split: str, seeds, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1], kinds: str = "all"):

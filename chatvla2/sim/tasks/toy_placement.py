@@ -96,9 +96,19 @@ class ToyScene:
         props = []
         for item in self.items:
             t = toy(item.name)
-            props.append(Prop(name=item.name, kind="toy", position=np.array([item.x, item.y, item.z]), size=t.size,
-                              height=t.height, grasp_width=t.grasp_width, draw=functools.partial(_sprite, item.name),
-                              yaw=item.yaw, rest_z=item.z))
+            props.append(
+                Prop(
+                    name=item.name,
+                    kind="toy",
+                    position=np.array([item.x, item.y, item.z]),
+                    size=t.size,
+                    height=t.height,
+                    grasp_width=t.grasp_width,
+                    draw=functools.partial(_sprite, item.name),
+                    yaw=item.yaw,
+                    rest_z=item.z,
+                )
+            )
         return props
 
     def shelf_steps(self) -> dict[str, tuple[float, float, float, float]]:
@@ -192,8 +202,7 @@ def _region(place: str, target: Placed | None, shelf) -> tuple[float, float, flo
     if place in ("top", "bottom"):
         x0, yc = shelf
         x1 = x0 + (SHELF_STEP if place == "top" else 0.0)
-        return (x1 + 0.01, x1 + SHELF_STEP - 0.01, yc - SHELF_WIDTH / 2 + 0.01, yc + SHELF_WIDTH / 2 - 0.01,
-                SHELF_Z[place])
+        return (x1 + 0.01, x1 + SHELF_STEP - 0.01, yc - SHELF_WIDTH / 2 + 0.01, yc + SHELF_WIDTH / 2 - 0.01, SHELF_Z[place])
     hx, hy = (s / 2 for s in toy(target.name).size)
     tx, ty = target.x, target.y
     near, far = BAND
@@ -264,8 +273,11 @@ def vocabulary_of(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return OBJECTS[name], TARGETS[name]
 
 
-def make_scene(split: str, seed: int, place: str | None = None, vocabulary: str | None = None,
-               tag: int = 2) -> ToyScene:
+class NoLayout(RuntimeError):
+    """The layout sampler found no placement for the seed's objects (the seed is unusable)."""
+
+
+def make_scene(split: str, seed: int, place: str | None = None, vocabulary: str | None = None, tag: int = 2) -> ToyScene:
     """The episode of (split, seed): always the same scene. `place` forces one of PLACES.
 
     `vocabulary` (default: the split) chooses the objects and targets, the split everything else
@@ -312,9 +324,13 @@ def make_scene(split: str, seed: int, place: str | None = None, vocabulary: str 
             r = _radius(name)
             for _ in range(100):
                 x, y = float(rng.uniform(0.12, 0.5)), float(rng.uniform(-0.32, 0.32))
-                clear = (_visible(x, y, r) and not _on_shelf(x, y, r, shelf) and not _in_region(x, y, region, r + 0.02)
-                         and math.hypot(x - point[0], y - point[1]) > r + r_obj + 0.03
-                         and all(math.hypot(x - p.x, y - p.y) > r + _radius(p.name) + 0.03 for p in placed))
+                clear = (
+                    _visible(x, y, r)
+                    and not _on_shelf(x, y, r, shelf)
+                    and not _in_region(x, y, region, r + 0.02)
+                    and math.hypot(x - point[0], y - point[1]) > r + r_obj + 0.03
+                    and all(math.hypot(x - p.x, y - p.y) > r + _radius(p.name) + 0.03 for p in placed)
+                )
                 if clear:
                     placed.append(Placed(name, x, y, float(rng.uniform(-0.5, 0.5))))
                     break
@@ -326,7 +342,6 @@ def make_scene(split: str, seed: int, place: str | None = None, vocabulary: str 
         backgrounds = BACKGROUNDS[split]
         background = backgrounds[int(rng.integers(len(backgrounds)))]
         lighting = Lighting.draw(rng, split)
-        return ToyScene(split, seed, obj, target, place, arm, tuple(placed), shelf, point, region, background, lighting,
-                        tag)
-    raise RuntimeError(f"no toy-placement layout for {split} seed {seed}")  # not seen: the sampler has ample room
-
+        return ToyScene(split, seed, obj, target, place, arm, tuple(placed), shelf, point, region, background, lighting, tag)
+    # Rare: one seed in millions of the training stream's (training/scene_stream.py draws another).
+    raise NoLayout(f"no toy-placement layout for {split} seed {seed}")
