@@ -61,9 +61,11 @@ class ReadingProbe(nn.Module):
                 out[cell, slot] = symbol
         return out
 
-    def loss(self, visual: torch.Tensor, examples) -> torch.Tensor | None:
-        """The weighted cross-entropy over the batch's cells and slots; None when no example has
-        character boxes. visual: (B * views * cells, hidden), the vision encoder's output."""
+    def loss(self, visual: torch.Tensor, examples) -> tuple[torch.Tensor, float | None] | None:
+        """(the weighted cross-entropy over the batch's cells and slots, the share of written slots
+        whose symbol the probe names: a reading curve of the vision side, None when nothing is
+        written), from one set of targets and logits; None when no example has character boxes.
+        visual: (B * views * cells, hidden), the vision encoder's output."""
         if all(e.chars is None for e in examples):
             return None
         targets = np.stack([self.targets(e.chars, np.asarray(e.frames[0]).shape[:2]) for e in examples for _ in range(self.views)])
@@ -71,15 +73,7 @@ class ReadingProbe(nn.Module):
         logits = self.linear(visual).view(-1, NONE + 1).float()
         weights = torch.where(targets == NONE, NONE_WEIGHT, 1.0) * (targets != IGNORE)
         losses = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
-        return (losses * weights).sum() / weights.sum().clamp(min=1e-6)
-
-    @torch.no_grad()
-    def accuracy(self, visual: torch.Tensor, examples) -> float | None:
-        """The share of written slots whose symbol the probe names (a reading curve of the vision side)."""
-        if all(e.chars is None for e in examples):
-            return None
-        targets = np.stack([self.targets(e.chars, np.asarray(e.frames[0]).shape[:2]) for e in examples for _ in range(self.views)])
-        targets = torch.from_numpy(targets).to(visual.device).view(-1)
-        predicted = self.linear(visual).view(-1, NONE + 1).argmax(-1)
         written = (targets != NONE) & (targets != IGNORE)
-        return float((predicted[written] == targets[written]).float().mean()) if bool(written.any()) else None
+        named = logits.detach().argmax(-1)[written] == targets[written]
+        accuracy = float(named.float().mean()) if bool(written.any()) else None
+        return (losses * weights).sum() / weights.sum().clamp(min=1e-6), accuracy

@@ -1,7 +1,8 @@
 """The training loop: `train(TrainConfig)`.
 
 Stage 0 (a VLM that reads) trains the vision encoder and the language model on image-text samples
-alone: the cross-entropy of the answers; the action head is left as initialised. Stage 1 co-trains the whole model on robot frames and image-text samples (1:3, training/data.py):
+alone: the cross-entropy of the answers; the action head is left as initialised. Stage 1 co-trains
+the whole model on robot frames and image-text samples (1:3, training/data.py):
 the loss is the cross-entropy on the reasoning / answer tokens plus the diffusion loss on the robot
 samples' action chunks (`ChatVLA2.forward`). Stage 2 starts from a stage-1 checkpoint (`init`),
 freezes the VLM (`ChatVLA2.freeze_vlm`) and trains only the action head on robot frames; the
@@ -303,11 +304,10 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 timesteps = torch.randint(0, mcfg.scheduler.train_steps, (len(examples),), generator=generator).to(device)
                 visual = model.vision(batch["pixel_values"].flatten(0, 1))
                 losses = model(**batch, noise=noise, timesteps=timesteps, visual=visual)
-                reading = probe.loss(visual, examples) if probe is not None else None
+                reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
                 if reading is not None:
                     losses["reading_loss"] = reading
                     losses["loss"] = losses["loss"] + cfg.reading_loss_weight * reading
-                probe_accuracy = probe.accuracy(visual.detach(), examples) if reading is not None else None
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
