@@ -124,13 +124,21 @@ def plot_curves(log_path: str | Path, out_png: str | Path) -> Path:
                     ax.plot(steps, values, marker=".", label=key.split("/", 1)[1])
             ax.set(title="action chunk L1 vs the expert (normalised, held-out in-domain frames)", xlabel="step", ylabel="L1")
         else:
-            for key in reading:
+            for i, key in enumerate(reading):
                 steps, values = _series(evals, key)
-                ax.plot(steps, values, marker=".", label=key.split("/")[1])
+                ax.plot(steps, values, marker=".", color=f"C{i}", label=key.split("/")[1])
+                steps, values = _series(evals, key.replace("/exact", "/chars"))
+                if steps:  # character similarity: rises before exact reads do
+                    ax.plot(steps, values, color=f"C{i}", linestyle="--", alpha=0.6)
             if probe:  # the auxiliary reading probe (training/reading_probe.py), on the training batches
                 steps, values = zip(*probe)
                 ax.plot(steps, smooth(values), color="black", linestyle=":", label="probe: symbols named per cell (train, smoothed)")
-            ax.set(title="reading: held-out exact answers; the probe", xlabel="step", ylabel="rate", ylim=(-0.05, 1.05))
+            ax.set(
+                title="reading, held out: exact answers (solid), character similarity (dashed); the probe",
+                xlabel="step",
+                ylabel="rate",
+                ylim=(-0.05, 1.05),
+            )
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
     for ax in axes[len(panels) :]:

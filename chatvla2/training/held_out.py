@@ -21,6 +21,7 @@ fixed diffusion noise per query.
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections import defaultdict
 
 import numpy as np
@@ -249,10 +250,14 @@ def measure(
 
 
 def measure_reading(model, samples, margin: int = READING_MARGIN) -> dict[str, float]:
-    """The fraction ("reading/<kind>/exact") of samples ({"image", "question", "answer", "kind"}) of each
-    kind whose greedy answer is the answer exactly. Decoding stops `margin` tokens past the answer's
-    length: a longer answer is wrong however it goes on, and the cut keeps stage 0's checks fast."""
+    """Per kind of sample ({"image", "question", "answer", "kind"}): the fraction whose greedy answer is
+    the answer exactly ("reading/<kind>/exact"), and the mean character similarity of answer and
+    truth ("reading/<kind>/chars", difflib's ratio: 2 x matched characters / both lengths), which
+    rises before exact reads do and so shows whether a run is learning. Decoding stops `margin` tokens
+    past the answer's length: a longer answer is wrong however it goes on, and the cut keeps stage 0's
+    checks fast."""
     hits: dict[str, list[bool]] = defaultdict(list)
+    similarity: dict[str, list[float]] = defaultdict(list)
     state = model.stats.state_mean  # what training feeds with image-text samples (training/data.py)
     with _inference(model):
         for sample in samples:
@@ -260,4 +265,6 @@ def measure_reading(model, samples, margin: int = READING_MARGIN) -> dict[str, f
             length = len(model.tokenizer.encode(answer)) if getattr(model, "tokenizer", None) else len(answer)
             out = model.act(_views(model, sample["image"]), sample["question"], state, seed=0, max_new_tokens=length + margin)
             hits[sample["kind"]].append(out.reasoning.strip() == answer.strip())
-    return {f"reading/{kind}/exact": float(np.mean(values)) for kind, values in sorted(hits.items())}
+            similarity[sample["kind"]].append(difflib.SequenceMatcher(None, out.reasoning.strip(), answer.strip()).ratio())
+    exact = {f"reading/{kind}/exact": float(np.mean(values)) for kind, values in sorted(hits.items())}
+    return exact | {f"reading/{kind}/chars": float(np.mean(values)) for kind, values in sorted(similarity.items())}

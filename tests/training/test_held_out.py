@@ -170,7 +170,13 @@ def test_measure_reading_exact_match_per_kind():
             assert max_new_tokens == len(s["answer"]) + held_out.READING_MARGIN  # no tokenizer: one token a character
             return ActOutput(s["answer"] if s["kind"] == "whiteboard_ocr" else "There are: 1.", [], np.zeros((1, 14)))
 
-    assert held_out.measure_reading(Answers(), samples) == {"reading/card_values/exact": 0.0, "reading/whiteboard_ocr/exact": 1.0}
+    metrics = held_out.measure_reading(Answers(), samples)
+    assert {k: v for k, v in metrics.items() if k.endswith("/exact")} == {
+        "reading/card_values/exact": 0.0,
+        "reading/whiteboard_ocr/exact": 1.0,
+    }
+    assert metrics["reading/whiteboard_ocr/chars"] == 1.0
+    assert 0.0 < metrics["reading/card_values/chars"] < 1.0  # "There are: 1." shares its opening with the truth
 
 
 def test_plot_curves_from_a_log_with_eval_records(tmp_path):
