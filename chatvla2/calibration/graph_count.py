@@ -19,7 +19,8 @@ Per graph, at the manifest's "opt" input shapes (ONNX shape inference):
 - `opt_shapes(entry)`: each input's shape as the robot feeds it.
 - `typed_graph(model, bound, where)`: the graph with its inputs bound and shapes inferred, every
   value's (elem_type, dims) and the weights'.
-- `count_graph(path, entry, num_experts, top_k)`: the count above.
+- `count_graph(path, entry, num_experts, top_k)`: the count above; the routed MoE form's expert
+  branches (If nodes) as `routed_branches` counts them: run by min(1, T x top_k / E) of the calls.
 - `node_flops(node, shape)`: one product's FLOPs; `quantized_operand_class(name, producer,
   elem_type)`: how a product's operand is classed.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from chatvla2.calibration.targets import MATMUL_CLASSES
+from chatvla2.contract.bundle import parse_routed_expert_name
 from chatvla2.contract.errors import MissingFile
 
 # ONNX element types: bits per element, and the class of a product whose operands are dequantized from them.
@@ -230,6 +232,11 @@ def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k:
         else:
             kind = "fp16" if types.get(node.output[0], (1, None))[0] in _FLOAT16_TYPES else "fp32"
         flops_by_class[kind] += flops
+    for branch in routed_branches(graph, shape, num_experts, top_k):
+        weight_read += branch["weight_bytes"]
+        stored += branch["stored_weight_bytes"]
+        flops_by_class[branch["flops_class"]] += branch["flops"]
+        matmuls += branch["matmuls"]
     return {
         "file": path.name,
         "precision": manifest_entry.get("precision") if manifest_entry else None,
@@ -243,6 +250,46 @@ def count_graph(path: str | Path, manifest_entry: dict, num_experts: int, top_k:
         "matmuls": matmuls,
         "unshaped_matmuls": unshaped,
     }
+
+
+def routed_branches(graph, shape, num_experts: int, top_k: int) -> list[dict]:
+    """The routed MoE form's If nodes (export/routed_experts.py; named by
+    contract.bundle.routed_expert_name): each expert's branch runs when a token chose it, so at T
+    tokens it counts min(1, T x top_k / num_experts) of its weights' bytes and of its products'
+    FLOPs (all T rows: the branch computes them all). Products are weight-only: classed by the
+    activations' float type. Per branch: weight_bytes, stored_weight_bytes, flops, flops_class,
+    matmuls."""
+    counts = []
+    for node in graph.node:
+        tag = parse_routed_expert_name(node.name) if node.op_type == "If" else None
+        if tag is None:
+            continue
+        branch = next(a.g for a in node.attribute if a.name == "then_branch")
+        initializers = {t.name: t for t in branch.initializer}
+        dequantized = {n.output[0]: n.input[0] for n in branch.node if n.op_type == "DequantizeLinear"}
+        products = [n for n in branch.node if n.op_type == "MatMul"]
+        tokens = shape(products[0].input[0]) if products else None
+        rows = int(np.prod(tokens[:-1], dtype=np.int64)) if tokens else 1
+        fraction = min(1.0, rows * tag["top_k"] / tag["num_experts"])
+        stored = sum(int(np.prod(t.dims, dtype=np.int64)) * _BITS.get(t.data_type, 32) / 8 for t in initializers.values())
+        flops = 0
+        float16 = False
+        for product in products:
+            weight = initializers.get(dequantized.get(product.input[1], product.input[1]))
+            if weight is not None and len(weight.dims) == 2:
+                flops += 2 * rows * weight.dims[0] * weight.dims[1]
+            scale = initializers.get(next((n.input[1] for n in branch.node if n.op_type == "DequantizeLinear"), ""))
+            float16 |= any(t.data_type in _FLOAT16_TYPES for t in ([scale] if scale is not None else list(initializers.values())))
+        counts.append(
+            {
+                "weight_bytes": stored * fraction,
+                "stored_weight_bytes": stored,
+                "flops": flops * fraction,
+                "flops_class": "fp16" if float16 else "fp32",
+                "matmuls": len(products),
+            }
+        )
+    return counts
 
 
 def _topological_order(graph) -> list:

@@ -51,6 +51,8 @@ from chatvla2.evaluation.timing import latency_stats, time_runs
 if TYPE_CHECKING:  # it reads this module's defaults
     from chatvla2.calibration.predict_config import PredictConfig
 
+# The decode plans whose MoE is the routed form (export/routed_experts.py): quantized weights, read only when routed.
+ROUTED_PRECISIONS = ("int8", "fp8", "int4")
 CONTROL_HZ = float(_ROBOT_HZ)  # the arms' control rate (contract/embodiment.py): 50 Hz
 DEFAULT_TOKENS = 32
 DEFAULT_QUERY_EVERY = 20
@@ -80,7 +82,7 @@ class _Matrix:
     reads: float = 1
     rows: int = 1
     gemm: bool = False
-    role: str = "linear"  # linear | router | tied_lm_head | gathered_expert
+    role: str = "linear"  # linear | router | tied_lm_head | gathered_expert | routed_expert
 
 
 def default_prompt_length(cfg: ModelConfig) -> int:
@@ -100,8 +102,10 @@ def default_prompt_length(cfg: ModelConfig) -> int:
 
 
 def default_moe_forms(plan: dict[str, str]) -> dict[str, str]:
-    """The MoE forms `chatvla2 export --moe auto` picks (export.bundle.decode_moe_form)."""
-    return {"prefill": "dense", "decode": "dense" if plan["decode"] == "int4" else "gather"}
+    """The MoE forms `chatvla2 export --moe auto` picks (export.bundle.decode_moe_form): the prefill
+    dense; the decode step routed (each expert an If, weights quantized) at int8/fp8/int4, gather
+    at fp32/fp16."""
+    return {"prefill": "dense", "decode": "routed" if plan["decode"] in ROUTED_PRECISIONS else "gather"}
 
 
 def _float_bytes(precision: str) -> int:
@@ -124,6 +128,8 @@ def _quantizes(matrix: _Matrix, precision: str) -> bool:
     modelopt's int8/fp8 leave in float (the tiny prefill reads 12% more than this count)."""
     if precision in ("fp32", "fp16") or matrix.role in ("router", "tied_lm_head", "gathered_expert"):
         return False
+    if matrix.role == "routed_expert":  # weight-only, by export/routed_experts.py (int8 for int8 and fp8 plans)
+        return True
     if precision in ("int8", "fp8"):
         return not (matrix.gemm and matrix.rows == 1)
     return True
@@ -133,6 +139,8 @@ def _stored_bytes(matrix: _Matrix, precision: str) -> float:
     """Bytes of one matrix as stored: a per-channel scale (fp16) and zero point for int8/fp8,
     an fp16 scale per block of 128 input elements for int4; a float weight at `_float_bytes`."""
     k, n = matrix.inputs, matrix.outputs
+    if _quantizes(matrix, precision) and matrix.role == "routed_expert" and precision != "int4":
+        return k * n + n * 2  # int8 per output channel, fp16 scales, no zero point
     if _quantizes(matrix, precision):
         if precision == "int4":
             return k * n / 2 + math.ceil(k / 128) * n * 2
@@ -143,7 +151,7 @@ def _stored_bytes(matrix: _Matrix, precision: str) -> float:
 def _matmul_class(matrix: _Matrix, precision: str) -> str:
     """int8/fp8 where both operands are quantized (weights and activations); otherwise the
     activations' float type (a weight-only int4 product included)."""
-    if _quantizes(matrix, precision) and precision in ("int8", "fp8"):
+    if _quantizes(matrix, precision) and precision in ("int8", "fp8") and matrix.role != "routed_expert":
         return precision
     return _float_class(precision)
 
@@ -187,7 +195,7 @@ def analytic_counts(cfg: ModelConfig, plan: dict[str, str], moe_forms: dict[str,
                     prompt_length: int | None = None, ddim_steps: int | None = None) -> dict[str, dict]:
     """Per engine, from the configuration alone, what `count_graph` counts on the exported graph:
     weight_bytes, io_bytes, bytes, flops, flops_by_class. plan: {engine: precision};
-    moe_forms: {"prefill"/"decode": "dense"/"gather"} (default: the export's choice);
+    moe_forms: {"prefill"/"decode": "dense"/"gather"/"routed"} (default: the export's choice);
     prompt_length: the prefill's tokens (default: the export's opt length); ddim_steps: the
     action head's unrolled steps (default: cfg.scheduler.inference_steps)."""
     missing = [e for e in ENGINE_NAMES if e not in plan]
@@ -250,7 +258,13 @@ def _language(cfg: ModelConfig, precision: str, form: str, tokens: int, decode: 
         if moe.applies_to(layer):
             e.matrix(_Matrix(h, moe.num_experts, rows=tokens, gemm=True, role="router"))
             experts = (_Matrix(h, lm.intermediate), _Matrix(h, lm.intermediate), _Matrix(lm.intermediate, h))
-            if form == "gather":
+            if form == "routed":
+                # each expert an If: run (its weights read, all the rows computed) when a token chose it
+                fraction = min(1.0, tokens * moe.top_k / moe.num_experts)
+                for m in experts:
+                    m = dataclasses.replace(m, reads=moe.num_experts, rows=tokens, role="routed_expert")
+                    e.matrix(m, read_fraction=fraction, flop_copies=fraction)
+            elif form == "gather":
                 # each token's k experts gathered: the distinct experts read, k computed per token
                 fraction = min(1.0, tokens * moe.top_k / moe.num_experts)
                 for m in experts:
@@ -267,8 +281,12 @@ def _language(cfg: ModelConfig, precision: str, form: str, tokens: int, decode: 
     e.vector(lm.head_dim // 2)  # rotary inverse frequencies
     cache = (lm.layers, 1, lm.kv_heads, lm.max_cache_len, lm.head_dim)
     if decode:
-        # the tied table: one row gathered (the token's embedding) and read whole as the lm_head
-        e.matrix(_Matrix(h, lm.vocab_size, gemm=True, role="tied_lm_head" if lm.tie_word_embeddings else "linear"))
+        # the tied table: one row gathered (the token's embedding) and read whole as the lm_head; a
+        # int4 plan unties the head (export/graph_passes.py untie_output_head) and quantizes it
+        if lm.tie_word_embeddings and precision != "int4":
+            e.matrix(_Matrix(h, lm.vocab_size, gemm=True, role="tied_lm_head"))
+        else:
+            e.matrix(_Matrix(h, lm.vocab_size, gemm=not lm.tie_word_embeddings))
         e.vector(h)
         e.io((1, 1), (1,), (1,), itemsize=8)
         e.io(cache, cache, (1, lm.vocab_size), (1, h), (lm.layers, 1, lm.kv_heads, 1, lm.head_dim),

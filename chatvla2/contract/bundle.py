@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,24 @@ NORMALIZATION_FILE = "normalization.json"
 ENGINES_DIR = "engines"  # TensorRT engines built from the bundle (`chatvla2 build`), by default
 SCHEMA_VERSION = 1
 ENGINE_NAMES = ("vision", "prefill", "decode", "action_head")
+# The name mark of the routed MoE form's If nodes (export/routed_experts.py): ONNX Runtime sessions
+# look for it to turn off a CPU fusion that computes those nodes wrongly (runtime/onnxruntime_session.py).
+ROUTED_EXPERT_TAG = "chatvla2.routed_expert"
+_ROUTED_NAME = re.compile(re.escape(ROUTED_EXPERT_TAG) + r"_(\d+)_of_(\d+)_top_(\d+)$")
+
+
+def routed_expert_name(expert: int, num_experts: int, top_k: int) -> str:
+    """How a routed If node's name ends (a name, not a doc_string: modelopt's graph rewriting keeps
+    node names and drops doc strings)."""
+    return f"{ROUTED_EXPERT_TAG}_{expert}_of_{num_experts}_top_{top_k}"
+
+
+def parse_routed_expert_name(name: str) -> dict[str, int] | None:
+    """{"expert", "num_experts", "top_k"} of a routed If node's name; None for any other name."""
+    found = _ROUTED_NAME.search(name)
+    return None if found is None else dict(zip(("expert", "num_experts", "top_k"), map(int, found.groups())))
+
+
 PROMPT_TEMPLATE = "per view: <|vision_start|> <|image_pad|> x tokens_per_view <|vision_end|>; then the instruction and a newline"
 
 

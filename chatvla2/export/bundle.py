@@ -57,6 +57,7 @@ from chatvla2.export.precision import (
     to_fp16,
     weight_bytes_by_dtype,
 )
+from chatvla2.export.routed_experts import routed_experts
 from chatvla2.export.thresholds import budget_for
 from chatvla2.models.vla import ChatVLA2
 from chatvla2.runtime.onnxruntime_session import create_session
@@ -65,6 +66,8 @@ CALIBRATION_SAMPLES = 8
 EXPORT_TARGETS = ("tensorrt", "cpu")
 # The MoE graph form of the cpu target: ONNX Runtime's com.microsoft MoE / QMoE (export/cpu_moe.py).
 CPU_MOE_FORM = "ort"
+# The TensorRT target's MoE form with quantized experts read only when routed (export/routed_experts.py).
+ROUTED_MOE_FORM = "routed"
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -76,14 +79,15 @@ _ONNX_DTYPES = {
 
 
 def decode_moe_form(precision: str) -> str:
-    """The MoE form for the decode step that reads fewer expert bytes per token. The gather form
-    reads the k chosen experts, stored fp16 in a quantized graph (TensorRT's Gather takes no
-    INT8/INT4, so the gathered weights cannot be stored quantized); the dense form reads all E
-    experts in the graph's precision. With 8 experts, top-2, bytes per expert element per token:
-    gather reads 2 x 4 at fp32 and 2 x 2 at fp16, int8 and fp8; dense reads 8 x 4, 8 x 2, 8 x 1 at
-    int8/fp8 and 8 x 0.5 at int4. So gather everywhere but int4, where the two tie at 4 bytes and
-    dense is taken: every weight stays quantized, and no fp16 expert copy is kept."""
-    return "dense" if precision == "int4" else "gather"
+    """The MoE form for the decode step that reads the fewest expert bytes per token. The gather
+    form reads the k chosen experts, stored fp16 in a quantized graph (TensorRT's Gather takes no
+    INT8/INT4); the dense form reads all E in the graph's precision; the routed form
+    (export/routed_experts.py: each expert an If, run only when chosen) reads the k chosen ones,
+    stored weight-only quantized. With 8 experts, top-2, bytes per expert element per token:
+    gather 2 x 4 at fp32 and 2 x 2 at fp16, int8, fp8, int4; dense 8 x 4, 8 x 2, 8 x 1 at int8/fp8,
+    8 x 0.5 at int4; routed 2 x 1 at int8/fp8 (int8 weights) and 2 x 0.5 at int4. So routed for the
+    quantized plans, gather for fp32/fp16 (the same bytes as routed there, without the If nodes)."""
+    return ROUTED_MOE_FORM if precision in ("int8", "fp8", "int4") else "gather"
 
 
 def describe_io(values) -> list[dict]:
@@ -217,7 +221,7 @@ def export_bundle(
 
 
 # The export-side sources a traced graph also depends on (its wrappers and operator replacements).
-TRACE_SOURCES = ("graphs.py", "onnx_export.py", "graph_passes.py", "cpu_moe.py", "cpu_fused.py")
+TRACE_SOURCES = ("graphs.py", "onnx_export.py", "graph_passes.py", "cpu_moe.py", "cpu_fused.py", "routed_experts.py")
 
 
 def _weights_fingerprint(model: ChatVLA2) -> str:
@@ -248,6 +252,13 @@ def _traced(spec, form: str, destination: Path, cache: Path | None, fingerprint:
 
         with ort_moe_layers(model), ort_fused_norms(model):
             save_onnx(trace_to_onnx(spec, CUSTOM_TRANSLATIONS), destination)
+    elif form == ROUTED_MOE_FORM:  # traced with ONNX Runtime's MoE node, which the rewrite replaces
+        from chatvla2.export.cpu_moe import CUSTOM_TRANSLATIONS, ort_moe_layers
+
+        with ort_moe_layers(model):
+            traced = trace_to_onnx(spec, CUSTOM_TRANSLATIONS)
+        routed_experts(traced)
+        save_onnx(traced, destination)
     else:
         save_onnx(trace_to_onnx(spec), destination)
     if cache is not None and not destination.with_name(destination.name + ".data").exists():
@@ -295,7 +306,8 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
                 form = CPU_MOE_FORM
             else:
                 form = moe if moe != "auto" else ("dense" if name == "prefill" else decode_moe_form(plan[name]))
-                model.set_moe_implementation(form)
+                if form != ROUTED_MOE_FORM:  # the routed form is traced from OrtMoE (`_traced`)
+                    model.set_moe_implementation(form)
             moe_forms.update(dict.fromkeys(served, form))
         started = time.perf_counter()
         fp32_path = scratch / f"{name}.onnx"

@@ -12,7 +12,8 @@ from chatvla2.contract.names import unknown_name
 from chatvla2.export.thresholds import PRECISIONS
 
 TARGETS = ("tensorrt", "cpu")
-MOE_CHOICES = ("auto", *MOE_FORMS)
+# "routed": each expert an If, quantized weights read only when a token chose it (export/routed_experts.py).
+MOE_CHOICES = ("auto", *MOE_FORMS, "routed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +35,10 @@ class ExportConfig:
         metavar="PLAN",
     )
     moe: str = option(
-        "MoE graph form; auto: dense for prefill, and for decode whichever reads fewer expert bytes per token", "auto", choices=MOE_CHOICES
+        "MoE graph form (tensorrt target); auto: dense for the prefill; for decode routed at int8/fp8/int4 "
+        "(each expert an If, its weights quantized, read only when routed), gather at fp32/fp16",
+        "auto",
+        choices=MOE_CHOICES,
     )
     cpu_isa: str | None = option(
         "--target cpu: the class of CPU the bundle is for, which sets its int8 weights' range "

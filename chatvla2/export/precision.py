@@ -26,7 +26,8 @@ import onnx
 
 from chatvla2.contract.bundle import ENGINE_NAMES
 from chatvla2.contract.names import UnknownChoice
-from chatvla2.export.graph_passes import deduplicate_initializers
+from chatvla2.export.graph_passes import deduplicate_initializers, untie_output_head
+from chatvla2.export.routed_experts import quantize_routed_experts
 from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 
 if TYPE_CHECKING:  # export.parity imports torch; parse_plan's callers need not
@@ -138,11 +139,11 @@ Parity = Callable[[onnx.ModelProto], "ParityResult"]
 
 
 def _float16_with_fallbacks(
-    load: Callable[[], onnx.ModelProto], parity: Parity, budget: ParityBudget
+    load: Callable[[], onnx.ModelProto], parity: Parity, budget: ParityBudget, after: Callable[[onnx.ModelProto], object] | None = None
 ) -> tuple[onnx.ModelProto, list[str], dict[str, str], bool]:
     """Convert every float tensor but the graph inputs and outputs to fp16, keeping in fp32 the
     fewest FP32_CANDIDATES groups (none, then norms, softmax and the router, cumulatively) that let
-    the graph meet `budget`. onnxruntime's converter: it writes the same standard fp16 graph as
+    the graph meet `budget`; `after` rewrites each converted graph before its check. onnxruntime's converter: it writes the same standard fp16 graph as
     modelopt's AutoCast in a fraction of a second (AutoCast took 145 s on the tiny action head),
     and on a Q/DQ graph it turns the DequantizeLinear scales fp16, so the dequantized weights and
     the activations between Q/DQ pairs are fp16 too (opset 19+). Returns the model, the kept
@@ -168,6 +169,8 @@ def _float16_with_fallbacks(
             nodes += router if rule.get("router") else []
         with _quiet():
             model = convert_float_to_float16(load(), keep_io_types=True, op_block_list=op_types, node_block_list=nodes)
+        if after is not None:  # a rewrite of the converted graph, before its parity (`quantize`)
+            after(model)
         last = parity(model)
         if budget.admits(last):
             return model, kept, why, True
@@ -202,7 +205,14 @@ def quantize(
     graph on this CPU and has no parity fallback."""
     from modelopt.onnx.quantization import quantize as modelopt_quantize
 
-    graph = onnx.load(str(fp32_path), load_external_data=False)
+    graph = onnx.load(str(fp32_path))
+    untied_files: list[Path] = []
+    # int4 only: modelopt's int8/fp8 leave a one-row product float, so an untied head would only be a second copy.
+    if precision == "int4" and untie_output_head(graph):  # the decode step's head, quantized apart from its table
+        from chatvla2.export.onnx_export import save_onnx
+
+        fp32_path = out_path.with_name(out_path.stem + ".untied.onnx")
+        untied_files = save_onnx(graph, fp32_path)
     excluded = router_nodes(graph)
     not_quantized = ["router"] if excluded else []
     if precision == "int4":
@@ -233,11 +243,19 @@ def quantize(
     quantized = onnx.load(str(out_path))
     if drop_input_qdq(quantized):
         not_quantized.append("graph inputs (the prompt embeddings)")
-    for leftover in out_path.parent.glob(out_path.name + "*"):  # modelopt's output; the caller saves the final graph
-        leftover.unlink()
+    for leftover in [*out_path.parent.glob(out_path.name + "*"), *untied_files]:  # the caller saves the final graph
+        leftover.unlink(missing_ok=True)
     deduplicate_initializers(quantized)
     serialized = quantized.SerializeToString()
-    model, kept, why, met = _float16_with_fallbacks(lambda: onnx.load_from_string(serialized), parity, budget)
+    # The routed form's experts (If branches, which modelopt leaves) are quantized after the fp16
+    # conversion, with fp16 scales: onnxruntime's converter mishandles DequantizeLinear inside an If
+    # branch (the tiny decode's cosine fell from 0.9995 to 0.988, int8 or int4 alike).
+    experts = []
+    model, kept, why, met = _float16_with_fallbacks(
+        lambda: onnx.load_from_string(serialized), parity, budget, after=lambda m: experts.append(quantize_routed_experts(m, precision))
+    )
+    if experts and experts[-1]:
+        not_quantized.append(f"routed experts: weight-only {experts[-1]}, not by modelopt")
     deduplicate_initializers(model)
     # In a strongly typed network a DequantizeLinear outputs its scale's type, so the fp16 scales
     # the conversion wrote make the GEMMs fp16: W4A16, TensorRT's documented int4 form. Said in
@@ -312,7 +330,7 @@ def drop_input_qdq(model: onnx.ModelProto) -> int:
 def low_precision_weight_fraction(model: onnx.ModelProto) -> float:
     """Weight elements (initializers of WEIGHT_MIN_ELEMENTS or more) stored below fp32 / all of them."""
     low = total = 0
-    for tensor in model.graph.initializer:
+    for tensor in all_initializers(model):
         count = _elements(tensor)
         if count < WEIGHT_MIN_ELEMENTS:
             continue
@@ -320,6 +338,23 @@ def low_precision_weight_fraction(model: onnx.ModelProto) -> float:
         if tensor.data_type != onnx.TensorProto.FLOAT:
             low += count
     return low / total if total else 0.0
+
+
+def all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The initializers of the graph and of its subgraphs (If branches: the routed form's experts)."""
+    found = []
+
+    def visit(graph: onnx.GraphProto) -> None:
+        found.extend(graph.initializer)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    visit(attribute.g)
+                for sub in attribute.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    return found
 
 
 def _elements(tensor: onnx.TensorProto) -> int:
@@ -330,7 +365,7 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
     """Bytes of every initializer by its stored type ({"int8": n, "float16": n, "float32": n, ...};
     int4 packed two to a byte)."""
     totals: dict[str, int] = {}
-    for tensor in model.graph.initializer:
+    for tensor in all_initializers(model):
         if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
             size = (_elements(tensor) + 1) // 2
         else:
@@ -355,7 +390,7 @@ def fp32_weights(model: onnx.ModelProto, report: ConversionReport) -> list[dict]
     that kept that group; a weight no kept group explains says so (the tests fail on it)."""
     groups = _fp32_groups(model, report.kept_fp32)
     listed = []
-    for tensor in model.graph.initializer:
+    for tensor in all_initializers(model):
         count = _elements(tensor)
         if tensor.data_type != onnx.TensorProto.FLOAT or count < WEIGHT_MIN_ELEMENTS:
             continue

@@ -3,7 +3,12 @@
 ONNX Runtime 1.32's MatMulAddFusion rewrites a MatMul + Add that reads Q/DQ-quantized inputs into
 a Gemm with reshaped inputs, and the QuantizeLinear it adds declares an INT8 output with a UINT8
 zero point: session creation then fails with a type-inference error ("output_dtype INT8 does not
-match y_zero_point type UINT8"). Every other optimisation stays on.
+match y_zero_point type UINT8"). And its QDQSelectorActionTransformer, on an fp16 graph whose
+DequantizeLinear weights sit inside If branches (the routed MoE form, export/routed_experts.py),
+fuses them into kernels that compute the branch wrongly: the tiny decode step's hidden state was off
+by 0.36 with the fusion and by 0.005 without it, int8 and int4 alike (measured, ONNX Runtime 1.32);
+graphs that carry the routed form's mark (`ROUTED_EXPERT_TAG`, found in the graph file's bytes) are
+opened without it. Every other optimisation stays on.
 
 Intra-op threads do not spin while they wait for work (`session.intra_op.allow_spinning` 0): on the
 robot the engines share the cores with the two 500 Hz arm controllers (and, in simulation, the arm
@@ -23,7 +28,17 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from chatvla2.contract.bundle import ROUTED_EXPERT_TAG
+
 DISABLED_OPTIMIZERS = ["MatMulAddFusion"]
+ROUTED_DISABLED_OPTIMIZERS = [*DISABLED_OPTIMIZERS, "QDQSelectorActionTransformer"]
+
+
+def has_routed_experts(model: str | Path | bytes) -> bool:
+    """Whether a graph (file or serialized bytes) has the routed MoE form's If nodes: their names
+    carry ROUTED_EXPERT_TAG. The graph file holds node names; weights may sit in a .data file."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    return ROUTED_EXPERT_TAG.encode() in data
 
 
 def available_providers(preferred=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")) -> list[str]:
@@ -46,5 +61,5 @@ def create_session(model: str | Path | bytes, providers: list[str] | None = None
         source,
         options,
         providers=providers or ["CPUExecutionProvider"],
-        disabled_optimizers=DISABLED_OPTIMIZERS,
+        disabled_optimizers=ROUTED_DISABLED_OPTIMIZERS if has_routed_experts(model) else DISABLED_OPTIMIZERS,
     )

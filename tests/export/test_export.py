@@ -10,13 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
-from chatvla2.contract.bundle import BundleError, load_manifest
+from chatvla2.calibration.graph_count import count_graph
+from chatvla2.calibration.predict import analytic_counts
+from chatvla2.contract.bundle import BundleError, load_manifest, parse_routed_expert_name
 from chatvla2.export import thresholds
 from chatvla2.export.bundle import decode_moe_form, export_bundle
 from chatvla2.export.calibration_data import load_engine_inputs, record_engine_inputs, save_engine_inputs
 from chatvla2.export.lint import lint_bundle
 from chatvla2.export.parity import ParityError
-from chatvla2.export.precision import parse_plan
+from chatvla2.export.precision import all_initializers, parse_plan
 from chatvla2.models.loading import load_model
 from chatvla2.runtime.onnxruntime_session import create_session
 
@@ -44,7 +46,7 @@ def assert_no_unexplained_fp32(bundle, manifest):
         if engine["precision"] == "fp32":
             continue
         graph = onnx.load(str(bundle / engine["file"]))
-        initializers = list(graph.graph.initializer)
+        initializers = all_initializers(graph)  # the routed form's experts sit in If branches
         fp32 = {t.name: int(np.prod(t.dims)) for t in initializers if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 1024}
         listed = {w["name"]: w for w in engine["fp32_weights"]}
         assert listed.keys() == fp32.keys(), (name, sorted(fp32))
@@ -161,25 +163,40 @@ def test_export_at_each_precision_meets_its_budget(precision, trace_cache, tmp_p
         graph = onnx.load(str(bundle / "vision.onnx"))
         assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.graph.node}
         assert engines["vision"]["low_precision_weight_fraction"] == 1.0
-        # The gather-form experts cannot be stored quantized (TensorRT's Gather takes no INT8):
-        # they are fp16, the decode graph about half its traced fp32 size (it was 94% fp32).
-        assert manifest["moe_implementation"]["decode"] == "gather"
-        graph = onnx.load(str(bundle / "decode.onnx"))
-        gathered = {n.input[0] for n in graph.graph.node if n.op_type in ("Gather", "GatherND")}
-        experts = [t for t in graph.graph.initializer if t.name in gathered and t.dims[0] == 8 and ".mlp." in t.name]
-        assert len(experts) == 3 * 2  # gate, up, down of the tiny preset's 2 layers
-        assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in experts)
-        assert (bundle / "decode.onnx").stat().st_size < 0.6 * traced_size(trace_cache, "decode-gather")
+        # The routed form (each expert an If) stores the decode step's experts int8, weight-only:
+        # the decode graph about a third of its traced fp32 size.
+        assert manifest["moe_implementation"]["decode"] == "routed"
+        assert_routed_experts(bundle / "decode.onnx", onnx.TensorProto.INT8)
+        assert (bundle / "decode.onnx").stat().st_size < 0.4 * traced_size(trace_cache, "decode-routed")
     if precision == "fp8":
         assert manifest["targets"] == ["hopper", "thor"]  # Orin has no FP8
     if precision == "int4":
         assert {e: engines[e]["precision"] for e in ENGINES} == {"vision": "int8", "prefill": "int4", "decode": "int4", "action_head": "fp16"}
-        assert manifest["moe_implementation"]["decode"] == "dense"
+        assert manifest["moe_implementation"]["decode"] == "routed"
+        assert_routed_experts(bundle / "decode.onnx", onnx.TensorProto.INT4)
+        # calibrate predict's analytic count of the routed decode (the paper-scale figures) agrees with the graph's
+        cfg = load_model("tiny").cfg
+        counted = count_graph(bundle / "decode.onnx", engines["decode"], cfg.language.moe.num_experts, cfg.language.moe.top_k)
+        analytic = analytic_counts(cfg, manifest["plan"], manifest["moe_implementation"])["decode"]
+        assert counted["bytes"] == pytest.approx(analytic["bytes"], rel=0.02)
+        assert counted["flops"] == pytest.approx(analytic["flops"], rel=0.02)
         graph = onnx.load(str(bundle / "prefill.onnx"))
         int4 = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT4]
         assert int4, "no INT4 weights in the int4 prefill graph"
         assert engines["prefill"]["low_precision_weight_fraction"] > 0.9
         assert (bundle / "prefill.onnx").stat().st_size < 0.4 * traced_size(trace_cache, "prefill-dense")
+
+
+def assert_routed_experts(path, weight_type):
+    """Every MoE layer's 8 experts are If nodes whose branches hold the expert's three weights at
+    `weight_type`, dequantized with fp16 scales (W8A16 / W4A16)."""
+    graph = onnx.load(str(path))
+    routed = [n for n in graph.graph.node if n.op_type == "If" and parse_routed_expert_name(n.name)]
+    assert len(routed) == 8 * 2  # the tiny preset's 2 MoE layers
+    for node in routed:
+        branch = next(a.g for a in node.attribute if a.name == "then_branch")
+        types = sorted(t.data_type for t in branch.initializer)
+        assert types == sorted([weight_type] * 3 + [onnx.TensorProto.FLOAT16] * 3), node.name
 
 
 def traced_size(cache, name):
@@ -410,6 +427,6 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
 
 
 def test_decode_moe_form_follows_bytes_per_token():
-    assert decode_moe_form("fp32") == "gather" and decode_moe_form("fp16") == "gather"
-    assert decode_moe_form("int8") == "gather" and decode_moe_form("fp8") == "gather"  # 2 x fp16 vs 8 x 1 byte
-    assert decode_moe_form("int4") == "dense"  # 2 x fp16 vs 8 x 0.5 byte: a tie, every weight quantized
+    assert decode_moe_form("fp32") == "gather" and decode_moe_form("fp16") == "gather"  # routed reads the same bytes there
+    assert decode_moe_form("int8") == "routed" and decode_moe_form("fp8") == "routed"  # 2 x 1 byte vs gather 2 x 2, dense 8 x 1
+    assert decode_moe_form("int4") == "routed"  # 2 x 0.5 byte vs gather 2 x 2, dense 8 x 0.5
