@@ -22,8 +22,9 @@ class ExportConfig:
     checkpoint: str | None = option("a checkpoint directory", None, metavar="DIR", exclusive="model")
     out: str = option("the bundle directory to write", metavar="BUNDLE")
     target: str = option(
-        "tensorrt: Q/DQ graphs TensorRT parses (linted); cpu: ONNX Runtime's CPU operators (MoE/QMoE, "
-        "dynamic int8, MatMulNBits int4), never handed to TensorRT",
+        "tensorrt: Q/DQ graphs TensorRT parses (linted), the MoE dense in the prefill and routed in a quantized decode "
+        "(each expert an If: only the chosen experts' INT8/INT4 weights are read; Orin and Thor alike); "
+        "cpu: ONNX Runtime's CPU operators (MoE/QMoE, dynamic int8, MatMulNBits int4), never handed to TensorRT",
         "tensorrt",
         choices=TARGETS,
     )

@@ -63,6 +63,10 @@ MAX_REDRAWS = 8  # seeds a slot tries before an unplaceable layout is an error (
 DEFAULT_STATS_SCENES = 100  # per task, ~50 ms a scene (plan and kinematic steps, no rendering): ~10 s for both tasks
 
 ROBOT_MATH, ROBOT_TOY, IMAGE_TEXT, READING = "robot_math", "robot_toy", "image_text", "reading"
+# The reading kinds whose answers are the digits themselves: 1 of 16 reading samples is a board to read
+# (reading.KINDS), and the reader at step 3,600 answered "4x1" to every board (docs/training-and-demo-model.md).
+READING_DIGITS = "reading_digits"
+DIGIT_KINDS = ("board", "cards", "arithmetic", "card_at")
 ROBOT_SOURCES = {ROBOT_MATH: math_game.TASK, ROBOT_TOY: toy_placement.TASK}
 
 
@@ -241,11 +245,22 @@ def reading_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator)
     return example
 
 
+def reading_digits_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
+    """A reading sample of one of DIGIT_KINDS (drawn by the slot's generator), look drawn by reading.py."""
+    from chatvla2.sim.tasks import reading
+
+    drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind=DIGIT_KINDS[int(rng.integers(len(DIGIT_KINDS)))])
+    example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
+    example.chars = drawn["chars"] or None
+    return example
+
+
 # The registry: name -> Source. The trainer may add to it (before building its Mixture); worker processes
 # get the sources by reference, so a registered source must be a module-level function.
 SOURCES: dict[str, Source] = {ROBOT_MATH: robot_math_example, ROBOT_TOY: robot_toy_example, IMAGE_TEXT: image_text_example}
 if importlib.util.find_spec("chatvla2.sim.tasks.reading") is not None:  # written separately; absent until it lands
     SOURCES[READING] = reading_example
+    SOURCES[READING_DIGITS] = reading_digits_example
 
 
 def register_source(name: str, source: Source) -> None:

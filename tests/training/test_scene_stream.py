@@ -275,6 +275,18 @@ def test_reading_is_a_source_when_its_module_exists():
     assert example.frames[0].shape == (*SIZE, 3) and example.actions.shape == (0, 14)
 
 
+def test_reading_digits_draws_only_the_kinds_read_digit_by_digit():
+    pytest.importorskip("chatvla2.sim.tasks.reading")
+    mixture = dataclasses.replace(MIXTURE, weights={"reading_digits": 1})
+    drawn = [sample(mixture, 3, step, slot) for step in range(6) for slot in range(2)]
+    questions = {e.instruction for e in drawn}
+    assert all(e.chars for e in drawn)  # every one has characters to read
+    assert len(questions) >= 3
+    assert not any("colour" in q or "How many" in q or "Where is" in q for q in questions)
+    again = sample(mixture, 3, 5, 1)
+    assert again.instruction == drawn[-1].instruction and np.array_equal(again.frames[0], drawn[-1].frames[0])
+
+
 def test_a_seed_without_a_toy_layout_is_redrawn_the_same_way_every_time(monkeypatch):
     """One toy seed in millions has no layout (toy_placement.NoLayout): the slot draws its next seed,
     so a run goes on and still draws the same sample for the same (seed, step, slot)."""
