@@ -27,7 +27,7 @@ import onnx
 from chatvla2.contract.bundle import ENGINE_NAMES
 from chatvla2.contract.names import UnknownChoice
 from chatvla2.export.graph_passes import deduplicate_initializers, untie_output_head
-from chatvla2.export.routed_experts import quantize_routed_experts
+from chatvla2.export.routed_experts import expert_activations, quantize_routed_experts, routed_if_nodes
 from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 
 if TYPE_CHECKING:  # export.parity imports torch; parse_plan's callers need not
@@ -251,8 +251,10 @@ def quantize(
     # conversion, with fp16 scales: onnxruntime's converter mishandles DequantizeLinear inside an If
     # branch (the tiny decode's cosine fell from 0.9995 to 0.988, int8 or int4 alike).
     experts = []
+    # int4 experts: clipped against the rows they multiply on the calibration inputs (fp32 graph)
+    rows = expert_activations(graph, calibration) if precision == "int4" and routed_if_nodes(graph) else None
     model, kept, why, met = _float16_with_fallbacks(
-        lambda: onnx.load_from_string(serialized), parity, budget, after=lambda m: experts.append(quantize_routed_experts(m, precision))
+        lambda: onnx.load_from_string(serialized), parity, budget, after=lambda m: experts.append(quantize_routed_experts(m, precision, rows))
     )
     if experts and experts[-1]:
         not_quantized.append(f"routed experts: weight-only {experts[-1]}, not by modelopt")

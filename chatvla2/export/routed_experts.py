@@ -44,6 +44,8 @@ from chatvla2.export.cpu_moe import MS_DOMAIN
 
 INT4_BLOCK = 128  # blocks along K; a smaller K takes one block (TensorRT's documented int4 blocks: 64 or 128)
 INT4_MIN_OPSET = 21  # blocked DequantizeLinear and INT4 (ONNX opset 21)
+# int4 clip search (with calibration rows): the block's largest value times one of these.
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 EXPERT_WEIGHT_TYPES = {"int8": "int8", "fp8": "int8", "int4": "int4"}  # plan precision -> expert weight type
 
 
@@ -149,7 +151,36 @@ def routed_if_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "If" and parse_routed_expert_name(n.name)]
 
 
-def quantize_routed_experts(model: onnx.ModelProto, precision: str) -> str | None:
+def expert_activations(model: onnx.ModelProto, calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows each routed If's branch multiplies, on the calibration inputs: {If node name: (n, H)}.
+    `calibration`: the engine's recorded inputs, samples concatenated along axis 0 (export's
+    calibration format); the graph is run once per sample with ONNX Runtime."""
+    from chatvla2.runtime.onnxruntime_session import create_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    tokens = {}
+    for node in routed_if_nodes(probe):
+        branch = next(a.g for a in node.attribute if a.name == "then_branch")
+        tokens[node.name] = next(n.input[0] for n in branch.node if n.op_type == "MatMul")
+    known = {o.name for o in probe.graph.output}
+    for name in sorted(set(tokens.values()) - known):
+        probe.graph.output.append(helper.make_value_info(name, onnx.TypeProto()))
+    session = create_session(probe.SerializeToString())
+    inputs = {i.name: i for i in probe.graph.input}
+    first = next(iter(calibration))
+    per_sample = inputs[first].type.tensor_type.shape.dim[0].dim_value or 1
+    pieces = calibration[first].shape[0] // per_sample
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in set(tokens.values())}
+    wanted = sorted(rows)
+    for i in range(pieces):
+        feed = {k: np.array_split(v, pieces)[i] for k, v in calibration.items() if k in inputs}
+        for name, value in zip(wanted, session.run(wanted, feed)):
+            rows[name].append(np.asarray(value, np.float32).reshape(-1, value.shape[-1]))
+    return {node: np.concatenate(rows[value]) for node, value in tokens.items()}
+
+
+def quantize_routed_experts(model: onnx.ModelProto, precision: str, activations: dict[str, np.ndarray] | None = None) -> str | None:
     """Store, in place, every routed branch's expert weights weight-only at `precision`'s expert
     type (`EXPERT_WEIGHT_TYPES`): each float (K, N) initializer feeding a MatMul becomes a quantized
     initializer, its scale and a DequantizeLinear. Returns the form written (e.g. "int4 blocks of
@@ -162,12 +193,17 @@ def quantize_routed_experts(model: onnx.ModelProto, precision: str) -> str | Non
         _require_opset(model, INT4_MIN_OPSET)
     for node in ifs:
         branch = next(a.g for a in node.attribute if a.name == "then_branch")
+        weights = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in branch.initializer}
+        rows = _branch_rows(branch, weights, activations.get(node.name)) if activations else {}
         for tensor in list(branch.initializer):
             weight = numpy_helper.to_array(tensor)
             if weight.ndim != 2 or weight.dtype not in (np.float32, np.float16):
                 continue
             branch.initializer.remove(tensor)
-            quantized, scale, attributes = (_int4_blocks if kind == "int4" else _int8_channels)(weight.astype(np.float32))
+            if kind == "int4":
+                quantized, scale, attributes = _int4_blocks(weight.astype(np.float32), rows.get(tensor.name))
+            else:
+                quantized, scale, attributes = _int8_channels(weight.astype(np.float32))
             scale = scale.astype(weight.dtype)  # the dequantized weight keeps the branch's float type (fp16: W8A16 / W4A16)
             branch.initializer.extend(
                 [quantized_tensor(quantized, kind, tensor.name + "_q"), numpy_helper.from_array(scale, tensor.name + "_scale")]
@@ -187,14 +223,43 @@ def _int8_channels(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale, {"axis": 1}
 
 
-def _int4_blocks(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+def _branch_rows(branch: onnx.GraphProto, weights: dict[str, np.ndarray], tokens: np.ndarray | None) -> dict[str, np.ndarray]:
+    """{weight name: the rows it multiplies} of one expert branch, from the layer's calibration
+    tokens: gate and up see the tokens, down sees silu(gate) * up (float weights)."""
+    if tokens is None:
+        return {}
+    products = {n.input[1]: n for n in branch.node if n.op_type == "MatMul"}
+    gate, up, down = (next(w for w in weights if w.endswith(suffix)) for suffix in ("gate_weight", "up_weight", "down_weight"))
+    g, u = tokens @ weights[gate], tokens @ weights[up]
+    hidden = g / (1.0 + np.exp(-g)) * u
+    assert set(products) >= {gate, up, down}
+    return {gate: tokens, up: tokens, down: hidden}
+
+
+def _int4_blocks(weight: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Symmetric levels -7..7 (TensorRT: zero point 0) per block of K. With the rows the weight
+    multiplies (calibration), each block's scale is its largest value times the ratio of
+    CLIP_RATIOS that best reproduces those rows' products (AWQ's clip search, per block and column);
+    without, the largest value itself (round to nearest)."""
     depth = weight.shape[0]
     block = INT4_BLOCK if depth % INT4_BLOCK == 0 else depth
     blocks = weight.reshape(depth // block, block, -1)
-    scale = np.abs(blocks).max(axis=1) / 7.0  # symmetric levels -7..7 (TensorRT: zero point 0)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    levels = np.clip(np.rint(blocks / scale[:, None, :]), -7, 7).astype(np.int8).reshape(weight.shape)
-    return levels, scale, {"axis": 0, "block_size": block}
+    peak = np.abs(blocks).max(axis=1)  # (blocks, N)
+    best = np.where(peak > 0, peak / 7.0, 1.0).astype(np.float32)
+    if rows is not None and len(rows):
+        x = rows.reshape(len(rows), depth // block, block).transpose(1, 0, 2)  # (blocks, n, block)
+        best_error = None
+        for ratio in CLIP_RATIOS:
+            scale = np.where(peak > 0, peak * ratio / 7.0, 1.0).astype(np.float32)
+            delta = np.clip(np.rint(blocks / scale[:, None, :]), -7, 7) * scale[:, None, :] - blocks  # (blocks, block, N)
+            error = ((x @ delta) ** 2).sum(axis=1)  # (blocks, N): the products' squared error
+            if best_error is None:
+                best, best_error = scale, error
+            else:
+                better = error < best_error
+                best, best_error = np.where(better, scale, best), np.where(better, error, best_error)
+    levels = np.clip(np.rint(blocks / best[:, None, :]), -7, 7).astype(np.int8).reshape(weight.shape)
+    return levels, best.astype(np.float32), {"axis": 0, "block_size": block}
 
 
 def quantized_tensor(values: np.ndarray, kind: str, name: str) -> onnx.TensorProto:
