@@ -42,7 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from chatvla2.contract.bundle import parse_routed_expert_name, routed_expert_name
 from chatvla2.export.cpu_moe import MS_DOMAIN
 
-INT4_BLOCK = 128  # blocks along K; a smaller K takes one block (TensorRT's documented int4 blocks: 64 or 128)
+INT4_BLOCK = 128  # blocks along K, as modelopt writes the dense form's int4 (a smaller K takes one block)
 INT4_MIN_OPSET = 21  # blocked DequantizeLinear and INT4 (ONNX opset 21)
 # int4 clip search (with calibration rows): the block's largest value times one of these.
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
