@@ -273,13 +273,12 @@ def routed_branches(graph, shape, num_experts: int, top_k: int) -> list[dict]:
         fraction = min(1.0, rows * tag["top_k"] / tag["num_experts"])
         stored = sum(int(np.prod(t.dims, dtype=np.int64)) * _BITS.get(t.data_type, 32) / 8 for t in initializers.values())
         flops = 0
-        float16 = False
         for product in products:
             weight = initializers.get(dequantized.get(product.input[1], product.input[1]))
             if weight is not None and len(weight.dims) == 2:
                 flops += 2 * rows * weight.dims[0] * weight.dims[1]
-            scale = initializers.get(next((n.input[1] for n in branch.node if n.op_type == "DequantizeLinear"), ""))
-            float16 |= any(t.data_type in _FLOAT16_TYPES for t in ([scale] if scale is not None else list(initializers.values())))
+        # fp16 float weights, or fp16 scales around quantized ones (W8A16 / W4A16): fp16 products
+        float16 = any(t.data_type in _FLOAT16_TYPES for t in initializers.values())
         counts.append(
             {
                 "weight_bytes": stored * fraction,

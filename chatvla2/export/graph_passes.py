@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 # Data-movement ops that are cheap to evaluate once on constant weights.
 FOLDABLE_OPS = {"Transpose", "Gather", "Squeeze", "Unsqueeze", "Reshape", "Slice", "Identity", "Cast"}
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and every subgraph in it (If branches, Loop bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from all_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from all_graphs(g)
 
 
 def fold_constant_weights(model: onnx.ModelProto) -> int:

@@ -21,6 +21,7 @@ from onnx import TensorProto, numpy_helper
 from chatvla2.contract.bundle import BundleError, engine_file, export_target, load_manifest
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.export import tensorrt_rules as rules
+from chatvla2.export.graph_passes import all_graphs
 from chatvla2.export.lint_config import LintConfig
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
@@ -59,7 +60,7 @@ class _Graphs:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         except Exception:  # noqa: BLE001 - any failure just means fewer known types
             inferred = model
-        for graph in _all_graphs(inferred.graph):
+        for graph in all_graphs(inferred.graph):
             for init in graph.initializer:
                 self.constants[init.name] = init
             for value in [*graph.input, *graph.output, *graph.value_info]:
@@ -111,17 +112,6 @@ class _Graphs:
             return self.constants[name].data_type
         t = self.types.get(name)
         return t.tensor_type.elem_type if t is not None and t.tensor_type.elem_type else None
-
-
-def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_graphs(g)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -358,8 +348,8 @@ def _check_quantized_placement(nodes: list[tuple[str, onnx.NodeProto]], g: _Grap
 def _check_types(model: onnx.ModelProto, g: _Graphs) -> Iterator[Finding]:
     graph = model.graph
     io = {v.name: v for v in [*graph.input, *graph.output]}
-    used = {name for sub in _all_graphs(graph) for node in sub.node for name in node.input}
-    initializers = {t.name for sub in _all_graphs(graph) for t in sub.initializer}
+    used = {name for sub in all_graphs(graph) for node in sub.node for name in node.input}
+    initializers = {t.name for sub in all_graphs(graph) for t in sub.initializer}
     for name in sorted(set(io) | (initializers & used) | set(g.types)):
         dtype = g.elem_type(name)
         if dtype is None or dtype in rules.TENSOR_TYPES:
@@ -400,7 +390,7 @@ def lint_model(
             f"ai.onnx opset {opset} is outside what TensorRT {rules.version_name(version)} parses ({rules.MIN_OPSET}..{top})",
         ))
     local_functions = {(f.domain, f.name) for f in model.functions}
-    nodes = [n for sub in _all_graphs(model.graph) for n in sub.node] + [n for f in model.functions for n in f.node]
+    nodes = [n for sub in all_graphs(model.graph) for n in sub.node] + [n for f in model.functions for n in f.node]
     named = [(node.name or f"<unnamed #{index}>", node) for index, node in enumerate(nodes)]
     for name, node in named:
         checks = list(_check_op(node, local_functions, version))

@@ -26,7 +26,7 @@ import onnx
 
 from chatvla2.contract.bundle import ENGINE_NAMES
 from chatvla2.contract.names import UnknownChoice
-from chatvla2.export.graph_passes import deduplicate_initializers, untie_output_head
+from chatvla2.export.graph_passes import all_graphs, deduplicate_initializers, untie_output_head
 from chatvla2.export.routed_experts import expert_activations, quantize_routed_experts, routed_if_nodes
 from chatvla2.export.thresholds import PRECISIONS, ParityBudget
 
@@ -205,7 +205,8 @@ def quantize(
     graph on this CPU and has no parity fallback."""
     from modelopt.onnx.quantization import quantize as modelopt_quantize
 
-    graph = onnx.load(str(fp32_path))
+    # The weights themselves only for int4 (the untied head, the experts' calibration rows).
+    graph = onnx.load(str(fp32_path), load_external_data=precision == "int4")
     untied_files: list[Path] = []
     # int4 only: modelopt's int8/fp8 leave a one-row product float, so an untied head would only be a second copy.
     if precision == "int4" and untie_output_head(graph):  # the decode step's head, quantized apart from its table
@@ -344,19 +345,7 @@ def low_precision_weight_fraction(model: onnx.ModelProto) -> float:
 
 def all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     """The initializers of the graph and of its subgraphs (If branches: the routed form's experts)."""
-    found = []
-
-    def visit(graph: onnx.GraphProto) -> None:
-        found.extend(graph.initializer)
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    visit(attribute.g)
-                for sub in attribute.graphs:
-                    visit(sub)
-
-    visit(model.graph)
-    return found
+    return [tensor for graph in all_graphs(model.graph) for tensor in graph.initializer]
 
 
 def _elements(tensor: onnx.TensorProto) -> int:

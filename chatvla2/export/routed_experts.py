@@ -193,18 +193,18 @@ def quantize_routed_experts(model: onnx.ModelProto, precision: str, activations:
         _require_opset(model, INT4_MIN_OPSET)
     for node in ifs:
         branch = next(a.g for a in node.attribute if a.name == "then_branch")
-        weights = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in branch.initializer}
-        rows = _branch_rows(branch, weights, activations.get(node.name)) if activations else {}
+        stored = {t.name: numpy_helper.to_array(t) for t in branch.initializer}
+        floats = {name: w.astype(np.float32) for name, w in stored.items() if w.ndim == 2 and w.dtype in (np.float32, np.float16)}
+        rows = _branch_rows(floats, activations.get(node.name)) if activations else {}
         for tensor in list(branch.initializer):
-            weight = numpy_helper.to_array(tensor)
-            if weight.ndim != 2 or weight.dtype not in (np.float32, np.float16):
+            if tensor.name not in floats:
                 continue
             branch.initializer.remove(tensor)
             if kind == "int4":
-                quantized, scale, attributes = _int4_blocks(weight.astype(np.float32), rows.get(tensor.name))
+                quantized, scale, attributes = _int4_blocks(floats[tensor.name], rows.get(tensor.name))
             else:
-                quantized, scale, attributes = _int8_channels(weight.astype(np.float32))
-            scale = scale.astype(weight.dtype)  # the dequantized weight keeps the branch's float type (fp16: W8A16 / W4A16)
+                quantized, scale, attributes = _int8_channels(floats[tensor.name])
+            scale = scale.astype(stored[tensor.name].dtype)  # the dequantized weight keeps the branch's float type (fp16: W8A16 / W4A16)
             branch.initializer.extend(
                 [quantized_tensor(quantized, kind, tensor.name + "_q"), numpy_helper.from_array(scale, tensor.name + "_scale")]
             )
@@ -223,16 +223,15 @@ def _int8_channels(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale, {"axis": 1}
 
 
-def _branch_rows(branch: onnx.GraphProto, weights: dict[str, np.ndarray], tokens: np.ndarray | None) -> dict[str, np.ndarray]:
-    """{weight name: the rows it multiplies} of one expert branch, from the layer's calibration
-    tokens: gate and up see the tokens, down sees silu(gate) * up (float weights)."""
+def _branch_rows(weights: dict[str, np.ndarray], tokens: np.ndarray | None) -> dict[str, np.ndarray]:
+    """{weight name: the rows it multiplies} of one expert branch (its float weights, named as
+    `_expert_branch` names them), from the layer's calibration tokens: gate and up see the tokens,
+    down sees silu(gate) * up."""
     if tokens is None:
         return {}
-    products = {n.input[1]: n for n in branch.node if n.op_type == "MatMul"}
     gate, up, down = (next(w for w in weights if w.endswith(suffix)) for suffix in ("gate_weight", "up_weight", "down_weight"))
     g, u = tokens @ weights[gate], tokens @ weights[up]
     hidden = g / (1.0 + np.exp(-g)) * u
-    assert set(products) >= {gate, up, down}
     return {gate: tokens, up: tokens, down: hidden}
 
 

@@ -24,6 +24,8 @@ not spinning, 0.70 spinning, ~0.6 the roofline; docs/benchmarks.md, "The cpu tar
 
 from __future__ import annotations
 
+import mmap
+import os
 from pathlib import Path
 
 import onnxruntime as ort
@@ -37,8 +39,15 @@ ROUTED_DISABLED_OPTIMIZERS = [*DISABLED_OPTIMIZERS, "QDQSelectorActionTransforme
 def has_routed_experts(model: str | Path | bytes) -> bool:
     """Whether a graph (file or serialized bytes) has the routed MoE form's If nodes: their names
     carry ROUTED_EXPERT_TAG. The graph file holds node names; weights may sit in a .data file."""
-    data = model if isinstance(model, bytes) else Path(model).read_bytes()
-    return ROUTED_EXPERT_TAG.encode() in data
+    tag = ROUTED_EXPERT_TAG.encode()
+    if isinstance(model, bytes):
+        return tag in model
+    # Mapped, not read into a copy: the file's pages are those ONNX Runtime reads next.
+    with open(model, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(tag) != -1
 
 
 def available_providers(preferred=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")) -> list[str]:
@@ -47,8 +56,9 @@ def available_providers(preferred=("TensorrtExecutionProvider", "CUDAExecutionPr
     return [p for p in preferred if p in present]
 
 
-def create_session(model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None,
-                   spin: bool = False) -> ort.InferenceSession:
+def create_session(
+    model: str | Path | bytes, providers: list[str] | None = None, threads: int | None = None, spin: bool = False
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
