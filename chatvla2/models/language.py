@@ -54,6 +54,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden, cfg.kv_heads * cfg.head_dim, bias=True)
         self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, cfg.hidden, bias=False)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
+        # Training only (training/reading_attention.py): keep the last full-sequence forward's
+        # attention probabilities (B, kv_heads, groups, S, S) in `probabilities`.
+        self.keep_probabilities = False
+        self.probabilities: torch.Tensor | None = None
 
     def _project(self, x, cos, sin):
         batch, seq, _ = x.shape
@@ -75,6 +79,8 @@ class Attention(nn.Module):
         q, k, v = self._project(x, cos, sin)
         scores = (q @ k.unsqueeze(2).transpose(-1, -2)) * self.scale
         probabilities = _masked_softmax(scores, allowed).to(v.dtype)
+        if self.keep_probabilities:
+            self.probabilities = probabilities
         return self._output(probabilities @ v.unsqueeze(2)), k, v
 
     def extend(self, x, cos, sin, key_cache, value_cache, past_allowed):

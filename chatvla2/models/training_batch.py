@@ -30,6 +30,9 @@ class Example:
     # Where the text in the image is, for training's auxiliary reading loss (training/reading_probe.py):
     # (character, (u1, v1, u2, v2) pixel box in the frame); None when unknown. Not part of the batch.
     chars: list | None = None
+    # [(index of a reasoning character copied from the image, its pixel box)], for the auxiliary
+    # reading-attention loss (training/reading_attention.py); None when unknown. Not part of the batch.
+    answer_boxes: list | None = None
 
 
 def make_batch(examples: list[Example], cfg: ModelConfig, tokenizer: TextTokenizer, stats: NormalizationStats) -> dict[str, torch.Tensor]:

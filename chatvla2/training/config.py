@@ -64,6 +64,14 @@ class TrainConfig:
     reading_loss_weight: float = option(
         "weight of the auxiliary per-visual-token reading loss, stages 0-1 (training/reading_probe.py; default %(default)s)", 1.0
     )
+    reading_attention_weight: float = option(
+        "weight of the auxiliary reading-attention loss, stages 0-1: one head looks at each character it copies "
+        "(training/reading_attention.py; default %(default)s)",
+        0.0,
+    )
+    reading_attention_head: int = option(
+        "which head of the language model's last layer the reading-attention loss teaches (default %(default)s)", 0, metavar="H"
+    )
     eval_every: int = option("steps between held-out measurements, written to the log and curves.png (0: never)", 500, metavar="N")
     eval_scenes: int = option("held-out scenes per split and task in each measurement (default %(default)s)", 16, metavar="N")
     out: str = option("output directory: checkpoint/, training_state.pt, train_log.jsonl", metavar="DIR")
@@ -109,8 +117,8 @@ class TrainConfig:
             raise InvalidInput("--mix chooses on-the-fly sources: it does not apply to --data")
         if self.data and self.stage == 0:
             raise InvalidInput("--stage 0 draws its reading samples on the fly: leave out --data")
-        if self.workers < 0 or self.eval_every < 0 or self.reading_loss_weight < 0:
-            raise InvalidInput("--workers, --eval-every and --reading-loss-weight must be at least 0")
+        if self.workers < 0 or self.eval_every < 0 or self.reading_loss_weight < 0 or self.reading_attention_weight < 0:
+            raise InvalidInput("--workers, --eval-every, --reading-loss-weight and --reading-attention-weight must be at least 0")
         self.mix_weights()  # a malformed --mix: one clear error before any work
         for name in ("steps", "batch_size", "save_every", "frame_stride", "eval_scenes", "threads"):
             if getattr(self, name) < 1:
@@ -161,6 +169,8 @@ class TrainConfig:
             "frame_stride",
             "reason_start_layer",
             "reading_loss_weight",
+            "reading_attention_weight",
+            "reading_attention_head",
         )
         fly = {} if self.data else {"mix": self.mix_weights()}
         return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr(), **fly}

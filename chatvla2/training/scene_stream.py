@@ -242,6 +242,7 @@ def reading_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator)
     drawn = reading.sample(scene_seed, mixture.height, mixture.width)
     example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
     example.chars = drawn["chars"] or None
+    example.answer_boxes = drawn["answer_boxes"] or None
     return example
 
 
@@ -252,6 +253,7 @@ def reading_digits_example(mixture: Mixture, scene_seed: int, rng: np.random.Gen
     drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind=DIGIT_KINDS[int(rng.integers(len(DIGIT_KINDS)))])
     example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
     example.chars = drawn["chars"] or None
+    example.answer_boxes = drawn["answer_boxes"] or None
     return example
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chatvla2.contract.config import get_config
+from chatvla2.contract.config import field_default, get_config
 from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_config, save_checkpoint
 from chatvla2.models.training_batch import make_batch
@@ -53,6 +53,7 @@ from chatvla2.training.config import TrainConfig
 from chatvla2.training.curves import plot_curves, write_eval_record
 from chatvla2.training.data import TrainingData, draw_step
 from chatvla2.training.held_out_plan import HeldOutPlan
+from chatvla2.training.reading_attention import ReadingAttention
 from chatvla2.training.reading_probe import ReadingProbe
 from chatvla2.training.sample_workers import BatchPrefetcher
 from chatvla2.training.scene_stream import ROBOT_SOURCES, Mixture, expert_normalization_stats
@@ -211,6 +212,14 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
 
     # The auxiliary reading loss (training/reading_probe.py): stages 0 and 1, where the VLM learns.
     probe = ReadingProbe(mcfg, seed=cfg.seed).to(device) if cfg.reading_loss_weight > 0 and cfg.stage < 2 else None
+    # The auxiliary reading-attention loss (training/reading_attention.py): stages 0 and 1.
+    reading_attention = (
+        ReadingAttention(mcfg, model.tokenizer, head=cfg.reading_attention_head)
+        if cfg.reading_attention_weight > 0 and cfg.stage < 2
+        else None
+    )
+    if reading_attention is not None:
+        reading_attention.attention(model).keep_probabilities = True
     parameters = [p for p in model.parameters() if p.requires_grad] + (list(probe.parameters()) if probe else [])
     optimizer = torch.optim.AdamW(parameters, lr=cfg.peak_lr(), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -219,8 +228,10 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("version") != STATE_VERSION:
             raise InvalidInput(f"{state_path}: version {state.get('version')}, expected {STATE_VERSION}")
-        if state["schedule"] != cfg.schedule_dict():
-            diff = {k: (v, cfg.schedule_dict().get(k)) for k, v in state["schedule"].items() if cfg.schedule_dict().get(k) != v}
+        # A setting added after the run was saved is the one it ran with: the field's default.
+        saved = {**{k: field_default(TrainConfig, k) for k in cfg.schedule_dict() if k != "mix" and k != "lr"}, **state["schedule"]}
+        if saved != cfg.schedule_dict():
+            diff = {k: (v, cfg.schedule_dict().get(k)) for k, v in saved.items() if cfg.schedule_dict().get(k) != v}
             raise InvalidInput(f"--resume: the settings differ from the interrupted run's (saved, given): {diff}")
         if state["weights_sha256"] != _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE):
             raise InvalidInput(f"--resume: {out / CHECKPOINT_DIR} is not the checkpoint {STATE_FILE} was saved with")
@@ -305,9 +316,15 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 visual = model.vision(batch["pixel_values"].flatten(0, 1))
                 losses = model(**batch, noise=noise, timesteps=timesteps, visual=visual)
                 reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
+                attention_hit = None
                 if reading is not None:
                     losses["reading_loss"] = reading
                     losses["loss"] = losses["loss"] + cfg.reading_loss_weight * reading
+                if reading_attention is not None:
+                    looked = reading_attention.loss(reading_attention.attention(model).probabilities, reading_attention.targets(examples))
+                    if looked is not None:
+                        losses["reading_attention_loss"], attention_hit = looked
+                        losses["loss"] = losses["loss"] + cfg.reading_attention_weight * looked[0]
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
@@ -327,6 +344,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                     "wait_s": waited,
                     "utilisation": seconds / (seconds + waited),
                     **({"reading_probe_accuracy": probe_accuracy} if probe_accuracy is not None else {}),
+                    **({"reading_attention_hit": attention_hit} if attention_hit is not None else {}),
                 }
                 history.append(record)
                 log_file.write(json.dumps(record) + "\n")

@@ -19,7 +19,7 @@ from chatvla2.training.cli import main
 from chatvla2.training.config import TrainConfig
 from chatvla2.training.held_out_plan import READING_SEED_BASE, HeldOutPlan
 from chatvla2.training.scene_stream import SCENE_SEED_BITS
-from chatvla2.training.trainer import CHECKPOINT_DIR, CURVES_PNG, LOG_FILE
+from chatvla2.training.trainer import CHECKPOINT_DIR, CURVES_PNG, LOG_FILE, STATE_FILE
 
 FAST = ("--config", "tiny", "--batch-size", "2", "--no-progress", "--eval-every", "0")
 
@@ -32,7 +32,7 @@ def _train(out, *extra: str, steps: int = 2) -> list[dict]:
 @pytest.fixture(scope="module")
 def stage0(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "stage0"
-    return out, _train(out, "--stage", "0", "--workers", "0")
+    return out, _train(out, "--stage", "0", "--workers", "0", "--reading-attention-weight", "1")
 
 
 def test_stage0_trains_the_vlm_only(stage0):
@@ -41,6 +41,8 @@ def test_stage0_trains_the_vlm_only(stage0):
     assert all(np.isfinite(r["lm_loss"]) and r["action_loss"] == 0.0 and r["image_text"] == 2 for r in log)
     # the auxiliary reading loss, where a step drew a sample with written characters
     assert any(np.isfinite(r.get("reading_loss", np.nan)) and 0 <= r["reading_probe_accuracy"] <= 1 for r in log)
+    # and the reading-attention loss, where it drew an answer copied from the image
+    assert any(r.get("reading_attention_loss", -1) > 0 and 0 <= r["reading_attention_hit"] <= 1 for r in log)
     assert all(0 < r["utilisation"] <= 1 and r["wait_s"] >= 0 for r in log)
     trained = load_checkpoint(out / CHECKPOINT_DIR).state_dict()
     torch.manual_seed(0)  # a new model of the run's seed, as the trainer builds it
@@ -67,6 +69,18 @@ def test_resume_on_the_fly_continues_exactly_with_or_without_workers(tmp_path):
     assert [r["step"] for r in resumed] == [1, 2, 3]
     np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in straight], rtol=1e-6)
     assert [r["image_text"] for r in resumed] == [r["image_text"] for r in straight]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_the_settings_default(tmp_path):
+    out = tmp_path / "older"
+    _train(out, "--stage", "1", "--workers", "0", "--stop-after", "1", steps=2)
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    for key in ("reading_attention_weight", "reading_attention_head"):  # settings added later
+        del state["schedule"][key]
+    torch.save(state, out / STATE_FILE)
+    with pytest.raises(InvalidInput, match="reading_attention_weight"):  # it ran without the loss
+        _train(out, "--stage", "1", "--workers", "0", "--resume", "--reading-attention-weight", "1", steps=2)
+    assert [r["step"] for r in _train(out, "--stage", "1", "--workers", "0", "--resume", steps=2)] == [1, 2]
 
 
 def test_held_out_measurements_go_to_the_log_and_the_curves(tmp_path):

@@ -96,8 +96,9 @@ class ReadingScene(MathScene):
 def sample(seed: int, height: int, width: int, look: str | None = None, kind: str | None = None) -> dict:
     """The reading sample of (seed, look, kind); None draws the look, the kind, or both from the seed.
 
-    {"image": (H, W, 3) uint8, "question", "answer", "kind", "look", "seed", "chars"}: chars is
-    `char_boxes` of a math scene, empty for a toy scene (nothing written)."""
+    {"image": (H, W, 3) uint8, "question", "answer", "kind", "look", "seed", "chars", "answer_boxes"}:
+    chars is `char_boxes` of a math scene, empty for a toy scene (nothing written); answer_boxes is
+    `answer_boxes`: where the answer's characters that are read off the image are written."""
     seed = int(seed)
     rng = np.random.default_rng([TAG_KIND, seed])
     drawn_look, drawn_kind = LOOKS[int(rng.integers(len(LOOKS)))], KINDS[int(rng.integers(len(KINDS)))]
@@ -107,10 +108,11 @@ def sample(seed: int, height: int, width: int, look: str | None = None, kind: st
         split = OPEN_WORLD if look == BEYOND else look
         # One toy seed per (seed, look): a beyond toy sample is not the open-world one of the seed.
         toy = image_text.sample(split, TOY_SEED_OFFSET + 3 * seed + LOOKS.index(look), height, width, kind=kind)
-        return _sample(toy["image"], toy["question"], toy["answer"], kind, split, seed, [])
+        return _sample(toy["image"], toy["question"], toy["answer"], kind, split, seed, [], [])
     scene = make_scene(seed, look, kind)
-    question, answer = _question(scene, kind, rng)  # which card is asked about: the seed's stream, after look and kind
-    return _sample(image(scene, height, width), question, answer, kind, look, seed, char_boxes(scene, height, width))
+    question, answer, card = _question(scene, kind, rng)  # which card is asked about: the seed's stream, after look and kind
+    chars = char_boxes(scene, height, width)
+    return _sample(image(scene, height, width), question, answer, kind, look, seed, chars, answer_boxes(scene, kind, answer, chars, card))
 
 
 def samples(seeds, height: int, width: int, look: str | None = None, kind: str | None = None):
@@ -131,30 +133,65 @@ def check_kind(kind: str) -> str:
     raise unknown_name(kind, KINDS, "reading kind", "kinds")
 
 
-def _sample(image, question, answer, kind, look, seed, chars) -> dict:
-    return {"image": image, "question": question, "answer": answer, "kind": kind, "look": look, "seed": int(seed), "chars": chars}
+def _sample(image, question, answer, kind, look, seed, chars, boxes) -> dict:
+    return {
+        "image": image, "question": question, "answer": answer, "kind": kind, "look": look, "seed": int(seed),
+        "chars": chars, "answer_boxes": boxes,
+    }  # fmt: skip
 
 
-def _question(scene: MathScene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
+def _question(scene: MathScene, kind: str, rng: np.random.Generator) -> tuple[str, str, int | None]:
+    """(question, answer, the index of the card the question names, or None)."""
     c = scene.cards
     if kind == "board":
-        return "What is written on the whiteboard?", scene.expression
+        return "What is written on the whiteboard?", scene.expression, None
     if kind == "cards":
-        return "What numbers are on the cards, from left to right?", f"There are: {c[0]} (left), {c[1]} (middle), and {c[2]} (right)."
+        return "What numbers are on the cards, from left to right?", f"There are: {c[0]} (left), {c[1]} (middle), and {c[2]} (right).", None
     if kind == "arithmetic":
-        return "What is the answer to the expression on the whiteboard?", f"{scene.expression}={scene.result}."
+        return "What is the answer to the expression on the whiteboard?", f"{scene.expression}={scene.result}.", None
     if kind == "card_at":
         k = int(rng.integers(3))
-        return f"Which number is on the {SLOTS[k]} card?", c[k]
+        return f"Which number is on the {SLOTS[k]} card?", c[k], k
     if kind == "where_is":
         unique = [k for k in range(3) if c.count(c[k]) == 1]
         k = unique[int(rng.integers(len(unique)))]
-        return f"Where is the card with {c[k]}?", SLOTS[k]
+        return f"Where is the card with {c[k]}?", SLOTS[k], k
     if kind == "board_colour":
-        return "What colour is the board?", scene.board
+        return "What colour is the board?", scene.board, None
     if kind == "count":
-        return "How many cards show a two-digit number?", str(sum(len(v) == 2 for v in c))
-    return INSTRUCTION, scene.reasoning()  # scene_reasoning: the expert's text at the episode start
+        return "How many cards show a two-digit number?", str(sum(len(v) == 2 for v in c)), None
+    return INSTRUCTION, scene.reasoning(), None  # scene_reasoning: the expert's text at the episode start
+
+
+def answer_boxes(scene: MathScene, kind: str, answer: str, chars: list, card: int | None = None) -> list[tuple[int, tuple]]:
+    """[(index in `answer`, pixel box)] of the answer's characters that are copied from the image: the
+    board's expression (and its "=") and the cards' digits, wherever the answer states them (the
+    reasoning states the expression twice). A dense target for where the language model should
+    look while it writes each one (training/reading_attention.py). `chars` is `char_boxes(scene, ...)`;
+    `card` the card a card_at question names. Kinds whose answer is not copied (where, colour, count): []."""
+    expression = scene.expression
+    board = [box for _, box in chars[: len(expression) + 1]]  # the expression, then "="
+    cards, start = [], len(expression) + 1
+    for value in scene.cards:
+        cards.append([box for _, box in chars[start : start + len(value)]])
+        start += len(value)
+    # (text to find after the previous one, the boxes of its first characters)
+    pieces = {
+        "board": [(expression, board[:-1])],
+        "arithmetic": [(expression + "=", board)],
+        "card_at": [(scene.cards[card], cards[card])] if card is not None else [],
+        "cards": [(f"{v} ({SLOTS[k]})", cards[k]) for k, v in enumerate(scene.cards)],
+        "scene_reasoning": [(expression + ".", board[:-1]), (expression + "=", board)]
+        + [(f"{v} ({SLOTS[k]})", cards[k]) for k, v in enumerate(scene.cards)],
+    }.get(kind, [])
+    out, cursor = [], 0
+    for text, boxes in pieces:
+        at = answer.find(text, cursor)
+        if at < 0:
+            raise ValueError(f"answer_boxes: {text!r} is not in the {kind} answer {answer!r}")
+        out += [(at + i, box) for i, box in enumerate(boxes)]
+        cursor = at + len(text)
+    return out
 
 
 # --- the scenes ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ SPLIT_INKS |= {ink for split in SPLITS for ink in math_game.CARD_INKS[split]}
 
 def test_samples_are_deterministic_and_complete():
     a, b = reading.sample(7, 56, 84), reading.sample(7, 56, 84)
-    assert set(a) == {"image", "question", "answer", "kind", "look", "seed", "chars"}
+    assert set(a) == {"image", "question", "answer", "kind", "look", "seed", "chars", "answer_boxes"}
     np.testing.assert_array_equal(a["image"], b["image"])
     assert {k: v for k, v in a.items() if k != "image"} == {k: v for k, v in b.items() if k != "image"}
     assert a["image"].shape == (56, 84, 3) and a["image"].dtype == np.uint8 and a["seed"] == 7
@@ -77,6 +77,32 @@ def test_every_kind_answers_what_the_scene_shows(look):
             score = scoring.score_math(answer, scene.truth())
             assert (score["ocr"], score["math"]) == (4, 2)
         assert "".join(c for c, _ in s["chars"]) == scene.expression + "=" + "".join(cards)
+
+
+@pytest.mark.parametrize("look", reading.LOOKS)
+def test_answer_boxes_are_where_each_copied_character_is_written(look):
+    copied = {"board": "{e}", "arithmetic": "{e}=", "card_at": "{c}", "cards": "{c0}{c1}{c2}", "scene_reasoning": "{e}{e}={c0}{c1}{c2}"}
+    for seed in range(8):
+        for kind in reading.KINDS:
+            s = reading.sample(seed, 112, 140, look=look, kind=kind)
+            if kind not in copied:
+                assert s["answer_boxes"] == []  # where, colour, count and the toy kinds copy nothing
+                continue
+            scene, answer = reading.make_scene(seed, look, kind), s["answer"]
+            box_of = {}
+            for character, box in s["chars"]:
+                box_of.setdefault(character, []).append(box)
+            indices = [i for i, _ in s["answer_boxes"]]
+            assert indices == sorted(set(indices)) and all(0 <= i < len(answer) for i in indices)
+            # each box is one of that very character's boxes in the image
+            assert all(box in box_of[answer[i]] for i, box in s["answer_boxes"])
+            c = scene.cards
+            asked = answer if kind == "card_at" else ""
+            expected = copied[kind].format(e=scene.expression, c=asked, c0=c[0], c1=c[1], c2=c[2])
+            assert "".join(answer[i] for i in indices) == expected
+            if kind == "scene_reasoning":  # the expression's two statements are the same board characters
+                n = len(scene.expression)
+                assert [b for _, b in s["answer_boxes"][:n]] == [b for _, b in s["answer_boxes"][n : 2 * n]]
 
 
 def test_the_seed_draws_every_look_and_kind():
