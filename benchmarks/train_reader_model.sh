@@ -6,7 +6,7 @@
 #
 #     bash benchmarks/train_reader_model.sh [RUNS_DIR]            (default: runs/reader)
 #
-# Steps and batch (environment): STEPS0 (stage 0), STEPS1, STEPS2, BATCH. Each run writes
+# Steps, batch and torch threads (environment): STEPS0 (stage 0), STEPS1, STEPS2, BATCH, THREADS. Each run writes
 # RUNS/<run>/train_log.jsonl (losses, utilisation, held-out measurements) and RUNS/<run>/curves.png.
 # One torch thread per trainer and one worker process drawing its samples: one run uses the two cores.
 # The ablations (--ablations): "o-only" = stage 2 from the same stage-1 model with the head on o in
@@ -18,12 +18,13 @@ STEPS0=${STEPS0:-20000}
 STEPS1=${STEPS1:-20000}
 STEPS2=${STEPS2:-5000}
 BATCH=${BATCH:-16}
+THREADS=${THREADS:-1}
 B=${CHATVLA2:-.venv/bin/chatvla2}
 mkdir -p "$RUNS"
 
 train() {  # train RUN ARGS...: start, or resume an interrupted run
   if [ -f "$RUNS/$1/training_state.pt" ]; then set -- "$@" --resume; fi
-  $B train --out "$RUNS/$1" --no-progress --batch-size "$BATCH" "${@:2}"
+  $B train --out "$RUNS/$1" --no-progress --batch-size "$BATCH" --threads "$THREADS" "${@:2}"
 }
 train stage0 --config reader --stage 0 --steps "$STEPS0" --seed 0
 train stage1 --stage 1 --init "$RUNS/stage0" --steps "$STEPS1" --seed 0
