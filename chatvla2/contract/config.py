@@ -148,8 +148,16 @@ class ActionHeadConfig:
     # "combine": DexVLA's released ScaleDP heads, Linear([.; state])-ReLU-Linear-ReLU-Linear then
     # Linear to the width (`projector_hidden` is the MLP's hidden width; DexVLA's is 1024).
     condition: str = "projector"
+    # Real-time chunking by prefix conditioning (models/action_head.py): the longest prefix of
+    # committed actions, in control steps, the head was trained to continue (0: never trained to;
+    # a prefix is still reproduced, but the rest does not follow it). 30 = 600 ms at 50 Hz.
+    max_prefix: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_prefix < self.chunk_size:
+            raise InvalidInput(
+                f"action head max_prefix {self.max_prefix} is outside 0..{self.chunk_size - 1} (the chunk has {self.chunk_size} steps)"
+            )
         if self.width % self.heads:
             raise InvalidInput(f"action head width {self.width} is not divisible by {self.heads} heads")
         if not 0 <= self.reason_start <= self.depth:
@@ -242,7 +250,7 @@ class ModelConfig:
 
 # Integer fields that may be 0; every other integer field is a size or a count and must be >= 1.
 # (List elements, e.g. mrope_section or the MoE layer indices, may be 0.)
-_MAY_BE_ZERO = {"max_reasoning_tokens", "reason_start_layer", "[]"}
+_MAY_BE_ZERO = {"max_reasoning_tokens", "reason_start_layer", "max_prefix", "[]"}
 # Float fields that may be 0; the others must be positive.
 _FLOAT_MAY_BE_ZERO = {"load_balancing_weight"}
 

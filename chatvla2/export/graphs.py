@@ -18,7 +18,9 @@ trace. Each wraps a part of `models.vla.ChatVLA2` without changing its numerics.
                prompt length at cache_position 0; a decode step is T = 1 with the token's embedding
                looked up by the runtime (it holds the table for the prompt already).
 - action_head: o (1, hidden), r (1, hidden), state (1, state_dim) normalised,
-               noise (1, chunk, action_dim) -> normalised action chunk, every DDIM step inside
+               noise (1, chunk, action_dim), prefix_actions (1, chunk, action_dim) normalised,
+               prefix_len (1,) int64 -> normalised action chunk, every DDIM step inside; its first
+               prefix_len steps are prefix_actions' (real-time chunking; 0: no prefix)
 """
 
 from __future__ import annotations
@@ -83,5 +85,5 @@ class ActionHeadGraph(nn.Module):
         super().__init__()
         self.action_head = model.action_head
 
-    def forward(self, o, r, state, noise):
-        return self.action_head.sample(o, r, state, noise)
+    def forward(self, o, r, state, noise, prefix_actions, prefix_len):
+        return self.action_head.sample(o, r, state, noise, prefix_actions, prefix_len)

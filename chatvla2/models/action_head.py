@@ -16,12 +16,20 @@ The `combine` condition form is the conditioning of DexVLA's released ScaleDP he
 Linear(MLP([o; state]))), with a mirrored r path, so that those weights load as they are
 (models/import_scaledp.py).
 
+Real-time chunking by prefix conditioning (Black et al. 2025, arXiv 2506.07339, do it at training
+time): the first `prefix_len` actions of a chunk are the ones already committed to the arm while
+the chunk is computed. They enter the head clean, in place of the noisy actions at every denoising
+step, marked by a learned embedding (`prefix_embedding`, only when the head was trained for it:
+`max_prefix` > 0), and the output holds them exactly; the rest is denoised to continue them.
+prefix_len 0 is the head without a prefix, value for value (a selection and an added zero).
+
 Attention is written out with matmul and softmax so it exports to plain ONNX ops.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +209,8 @@ class ScaleDP(nn.Module):
             self.cond_reason = ConditionEmbedding(width, cfg.state_dim)
         self.blocks = nn.ModuleList(DiTBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(width, cfg.action_dim)
+        # Added to the committed steps' tokens: which steps are given, not noisy (max_prefix > 0).
+        self.prefix_embedding = nn.Parameter(torch.zeros(1, 1, width)) if cfg.max_prefix > 0 else None
         self.init_weights()
 
     # ----------------------------------------------------------------------------------- init
@@ -228,6 +238,13 @@ class ScaleDP(nn.Module):
         for linear in self.zero_init_layers():
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
+
+    def enable_prefix(self, max_prefix: int) -> None:
+        """Train this head to continue committed prefixes up to `max_prefix` steps: the config says
+        so and a zero prefix embedding is added if it has none (its other weights are unchanged)."""
+        self.cfg = replace(self.cfg, max_prefix=max_prefix)
+        if max_prefix > 0 and self.prefix_embedding is None:
+            self.prefix_embedding = nn.Parameter(torch.zeros(1, 1, self.cfg.width, device=self.position_embedding.device))
 
     @torch.no_grad()
     def perturb_zero_init_(self, std: float = 0.02, generator: torch.Generator | None = None) -> ScaleDP:
@@ -259,6 +276,11 @@ class ScaleDP(nn.Module):
         base_reason = self.cond_reason(self.projector_r(r), state)
         return base_obs, base_reason
 
+    def prefix_mask(self, prefix_len: torch.Tensor) -> torch.Tensor:
+        """(B, chunk_size, 1) bool: the steps before each sample's prefix_len (B,) int64."""
+        steps = torch.arange(self.cfg.chunk_size, device=prefix_len.device)
+        return (steps.view(1, -1) < prefix_len.view(-1, 1)).unsqueeze(-1)
+
     def denoise(
         self,
         noisy_actions: torch.Tensor,
@@ -266,13 +288,20 @@ class ScaleDP(nn.Module):
         base_obs: torch.Tensor | None,
         base_reason: torch.Tensor,
         return_block_outputs: bool = False,
+        prefix_actions: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Predict the noise given precomputed condition bases (see `condition_bases`)."""
+        """Predict the noise given precomputed condition bases (see `condition_bases`). With
+        prefix_actions (B, T, action_dim) and `prefix` (`prefix_mask`), the masked steps enter clean."""
         t_emb = self.timestep_embed(timesteps)
         c_obs = None if base_obs is None else t_emb + base_obs
         c_reason = t_emb + base_reason
 
+        if prefix is not None:
+            noisy_actions = torch.where(prefix, prefix_actions.to(noisy_actions.dtype), noisy_actions)
         x = self.action_in(noisy_actions) + self.position_embedding
+        if prefix is not None and self.prefix_embedding is not None:
+            x = x + prefix.to(x.dtype) * self.prefix_embedding
         block_outputs = []
         for i, block in enumerate(self.blocks):
             # ChatVLA-2's reasoning-following enhancement: o conditions the first blocks, r the rest.
@@ -301,14 +330,32 @@ class ScaleDP(nn.Module):
         return self.denoise(noisy_actions, timesteps, base_obs, base_reason, return_block_outputs)
 
     @torch.no_grad()
-    def sample(self, o: torch.Tensor, r: torch.Tensor, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample(
+        self,
+        o: torch.Tensor,
+        r: torch.Tensor,
+        state: torch.Tensor,
+        noise: torch.Tensor,
+        prefix_actions: torch.Tensor | None = None,
+        prefix_len: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Denoise `noise` (B, chunk_size, action_dim) into a normalised action chunk with DDIM.
+
+        With prefix_actions (B, chunk_size, action_dim, normalised; only the first prefix_len
+        steps are read) and prefix_len (B,) int64, the chunk starts with those steps exactly and
+        the rest continues them (module docstring).
 
         Deterministic given the noise; no Python branch on tensor values, so it traces into one
         graph with the inference steps unrolled.
         """
         base_obs, base_reason = self.condition_bases(o, r, state)
-        return self.scheduler.sample(lambda x, t: self.denoise(x, t, base_obs, base_reason), noise)
+        if prefix_len is None:
+            return self.scheduler.sample(lambda x, t: self.denoise(x, t, base_obs, base_reason), noise)
+        prefix = self.prefix_mask(prefix_len)
+        chunk = self.scheduler.sample(
+            lambda x, t: self.denoise(x, t, base_obs, base_reason, prefix_actions=prefix_actions, prefix=prefix), noise
+        )
+        return torch.where(prefix, prefix_actions.to(chunk.dtype), chunk)
 
     def loss(
         self,
@@ -320,11 +367,13 @@ class ScaleDP(nn.Module):
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        prefix_len: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Epsilon-prediction MSE over the real (not padded) steps of the chunk, a scalar.
 
         actions: (B, T, action_dim) normalised; is_pad: (B, T) bool, True on padded steps. noise and
-        timesteps are drawn from `generator` when not given.
+        timesteps are drawn from `generator` when not given. prefix_len (B,) int64: the first steps
+        of each chunk are given clean as a committed prefix and not learned (module docstring).
         """
         batch = actions.shape[0]
         draw_on = generator.device if generator is not None else actions.device
@@ -340,7 +389,13 @@ class ScaleDP(nn.Module):
         # real steps' predictions: set them to 0 so the loss depends on the real steps only.
         actions = actions.masked_fill(pad, 0.0)
         noisy = self.scheduler.add_noise(actions, noise, timesteps)
-        eps = self.forward(noisy, timesteps, o, r, state)
+        if prefix_len is None:
+            eps = self.forward(noisy, timesteps, o, r, state)
+        else:
+            prefix = self.prefix_mask(prefix_len)
+            base_obs, base_reason = self.condition_bases(o, r, state)
+            eps = self.denoise(noisy, timesteps, base_obs, base_reason, prefix_actions=actions, prefix=prefix)
+            pad = pad | prefix  # the committed steps are given, not predicted
         squared = (eps - noise).pow(2).masked_fill(pad, 0.0)
         # Mean over the real steps and action dims (DexVLA's code divides by all steps instead).
         count = (~pad).sum() * actions.shape[-1]

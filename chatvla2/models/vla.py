@@ -169,9 +169,11 @@ class ChatVLA2(nn.Module):
         noise: torch.Tensor | np.ndarray | None = None,
         seed: int = 0,
         max_new_tokens: int | None = None,
+        prefix: np.ndarray | None = None,
     ) -> ActOutput:
         """images: `num_views` RGB frames (H, W, 3) uint8; state: unnormalised (state_dim,);
-        noise: the initial diffusion noise (chunk_size, action_dim), else drawn with `seed`."""
+        noise: the initial diffusion noise (chunk_size, action_dim), else drawn with `seed`;
+        prefix: (k, action_dim) unnormalised committed actions the chunk starts with and continues."""
         if self.tokenizer is None or self.stats is None:
             raise ValueError("act needs a tokenizer and normalization statistics (load a checkpoint)")
         cfg, tokenizer = self.cfg, self.tokenizer
@@ -227,7 +229,16 @@ class ChatVLA2(nn.Module):
             generator = torch.Generator().manual_seed(seed)
             noise = torch.randn(1, head.chunk_size, head.action_dim, generator=generator)
         noise = torch.as_tensor(noise, dtype=dtype).reshape(1, head.chunk_size, head.action_dim).to(device)
-        normalised_actions = self.action_head.sample(o, r, state_normalised, noise)
+        if prefix is None:
+            normalised_actions = self.action_head.sample(o, r, state_normalised, noise)
+        else:
+            prefix = np.asarray(prefix, np.float32).reshape(-1, head.action_dim)
+            given = torch.zeros(1, head.chunk_size, head.action_dim, dtype=dtype)
+            given[0, : len(prefix)] = torch.from_numpy(self.stats.normalize_actions(prefix))
+            length = torch.tensor([len(prefix)], device=device)
+            normalised_actions = self.action_head.sample(o, r, state_normalised, noise, given.to(device), length)
         actions = self.stats.unnormalize_actions(normalised_actions[0].float().cpu().numpy())
+        if prefix is not None:
+            actions[: len(prefix)] = prefix  # exactly the committed actions (the round trip is not exact)
         lap("action_head")
         return ActOutput(tokenizer.decode(reasoning_ids), reasoning_ids, actions, timer.finish(len(reasoning_ids)))

@@ -191,7 +191,9 @@ class Policy:
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """observation: "images" (num_views RGB uint8 frames), "instruction" (str), "state"
         (state_dim, unnormalised); optional "noise" (chunk, action_dim) or "seed" (numpy's
-        generator: not the same numbers as torch's).
+        generator: not the same numbers as torch's); optional "prefix" (k, action_dim),
+        unnormalised: the actions committed to the arms while this inference runs (real-time
+        chunking), which the chunk starts with exactly and continues (k < chunk size).
 
         reuse: a previous result; its reasoning (text and `r`) is reused and decoding is skipped
         (the "reuse the reasoning until the step is done" cadence).
@@ -243,10 +245,13 @@ class Policy:
             noise = np.random.default_rng(int(observation.get("seed", 0))).standard_normal((head.chunk_size, head.action_dim))
         noise = np.ascontiguousarray(np.asarray(noise, dtype=np.float32).reshape(1, head.chunk_size, head.action_dim))
         action_head = self.engines["action_head"]
-        feed = {"o": o, "r": r, "state": state, "noise": noise}
+        feed = {"o": o, "r": r, "state": state, "noise": noise, **self._prefix_feed(observation.get("prefix"))}
         feed = {name: np.ascontiguousarray(value.astype(action_head.spec.input(name).dtype, copy=False)) for name, value in feed.items()}
         normalised = action_head.run(feed)["actions"]
         actions = self.stats.unnormalize_actions(normalised[0].astype(np.float32))
+        committed = int(feed.get("prefix_len", np.zeros(1))[0])
+        if committed:  # the head returns them as given; the normalisation round trip is not exact
+            actions[:committed] = np.asarray(observation["prefix"], np.float32).reshape(committed, -1)
         timer.lap("action_head")
         return {
             "reasoning": self.tokenizer.decode(reasoning_ids),
@@ -257,6 +262,26 @@ class Policy:
             "tokens": len(reasoning_ids),
             "reused_reasoning": reuse is not None,
         }
+
+    def _prefix_feed(self, prefix) -> dict[str, np.ndarray]:
+        """The action head's prefix inputs: the committed actions normalised into a chunk-sized
+        buffer, and their count (0 and zeros without a prefix)."""
+        head = self.config.action_head
+        takes_prefix = "prefix_len" in self.engines["action_head"].spec.input_names
+        if prefix is None:
+            if not takes_prefix:
+                return {}  # a bundle exported before real-time chunking
+            return {"prefix_actions": np.zeros((1, head.chunk_size, head.action_dim), np.float32), "prefix_len": np.zeros(1, np.int64)}
+        if not takes_prefix:
+            raise InvalidInput("this bundle's action head takes no prefix (exported before real-time chunking): export it again")
+        prefix = np.asarray(prefix, dtype=np.float32).reshape(-1, head.action_dim) if np.size(prefix) else np.zeros((0, head.action_dim), np.float32)
+        if len(prefix) >= head.chunk_size:
+            raise InvalidInput(f"prefix of {len(prefix)} actions: at most {head.chunk_size - 1} (the chunk has {head.chunk_size})")
+        if not np.all(np.isfinite(prefix)):
+            raise InvalidInput("prefix: actions must be finite")
+        buffer = np.zeros((1, head.chunk_size, head.action_dim), np.float32)
+        buffer[0, : len(prefix)] = self.stats.normalize_actions(prefix)
+        return {"prefix_actions": buffer, "prefix_len": np.array([len(prefix)], np.int64)}
 
     def _next_token(self, logits: np.ndarray, generated: int) -> int:
         logits = logits.reshape(-1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import sample_observation
 
 
@@ -33,6 +34,23 @@ def test_policy_matches_reference_act(policy, tiny_model, max_tokens):
     assert ours["action_chunk"].shape == ref.actions.shape == (50, 14)
     np.testing.assert_allclose(ours["action_chunk"], ref.actions, atol=1e-4, rtol=0)
     assert set(ours["timings"]) >= {"preprocess", "vision", "prefill", "decode", "action_head", "total"}
+
+
+def test_a_committed_prefix_starts_the_chunk_exactly_and_matches_the_reference(policy, tiny_model):
+    frames, instruction, state, noise = _observation(3)
+    observation = {"images": frames, "instruction": instruction, "state": state, "noise": noise}
+    plain = policy.infer(observation)
+    prefix = plain["action_chunk"][:12] + np.float32(0.05)  # committed actions the plain chunk did not have
+    ours = policy.infer({**observation, "prefix": prefix}, reuse=plain)
+    ref = tiny_model.act(frames, instruction, state, noise=torch.from_numpy(noise), prefix=prefix)
+    np.testing.assert_array_equal(ours["action_chunk"][:12], prefix)
+    np.testing.assert_allclose(ours["action_chunk"], ref.actions, atol=1e-4, rtol=0)
+    assert not np.allclose(ours["action_chunk"][12:], plain["action_chunk"][12:], atol=1e-4)
+    # an empty prefix is no prefix
+    empty = policy.infer({**observation, "prefix": np.zeros((0, 14), np.float32)}, reuse=plain)
+    np.testing.assert_array_equal(empty["action_chunk"], plain["action_chunk"])
+    with pytest.raises(InvalidInput, match="prefix of 50 actions: at most 49"):
+        policy.infer({**observation, "prefix": np.zeros((50, 14), np.float32)}, reuse=plain)
 
 
 def test_reused_reasoning_skips_decoding(policy):
