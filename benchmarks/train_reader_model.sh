@@ -9,6 +9,7 @@
 # Steps, batch and torch threads (environment): STEPS0 (stage 0), STEPS1, STEPS2, BATCH, THREADS. Each run writes
 # RUNS/<run>/train_log.jsonl (losses, utilisation, held-out measurements) and RUNS/<run>/curves.png.
 # One torch thread per trainer and one worker process drawing its samples: one run uses the two cores.
+# Stage 2 trains the head for real-time chunking (--max-prefix, MAX_PREFIX).
 # The ablations (--ablations): "o-only" = stage 2 from the same stage-1 model with the head on o in
 # every layer; "robot-only" = stage 1 without image-text or reading samples (stage 0 kept), then
 # stage 2. Wall time per step on the 2-core CPU: docs/training-and-demo-model.md.
@@ -19,6 +20,9 @@ STEPS1=${STEPS1:-20000}
 STEPS2=${STEPS2:-5000}
 BATCH=${BATCH:-16}
 THREADS=${THREADS:-1}
+# Stage 2 teaches the head to continue committed prefixes of up to 30 steps: 600 ms at 50 Hz, the
+# longest latency issue 24 measures (real-time chunking, models/action_head.py).
+MAX_PREFIX=${MAX_PREFIX:-30}
 B=${CHATVLA2:-.venv/bin/chatvla2}
 mkdir -p "$RUNS"
 
@@ -28,9 +32,9 @@ train() {  # train RUN ARGS...: start, or resume an interrupted run
 }
 train stage0 --config reader --stage 0 --steps "$STEPS0" --seed 0
 train stage1 --stage 1 --init "$RUNS/stage0" --steps "$STEPS1" --seed 0
-train stage2 --stage 2 --init "$RUNS/stage1" --steps "$STEPS2" --seed 0
+train stage2 --stage 2 --init "$RUNS/stage1" --steps "$STEPS2" --seed 0 --max-prefix "$MAX_PREFIX"
 if [ "${2:-}" = "--ablations" ]; then
-  train o_only_stage2 --stage 2 --init "$RUNS/stage1" --steps "$STEPS2" --seed 0 --reason-start-layer 4
+  train o_only_stage2 --stage 2 --init "$RUNS/stage1" --steps "$STEPS2" --seed 0 --reason-start-layer 4 --max-prefix "$MAX_PREFIX"
   train robot_only_stage1 --stage 1 --init "$RUNS/stage0" --steps "$STEPS1" --seed 0 --mix robot_math=1,robot_toy=1
-  train robot_only_stage2 --stage 2 --init "$RUNS/robot_only_stage1" --steps "$STEPS2" --seed 0
+  train robot_only_stage2 --stage 2 --init "$RUNS/robot_only_stage1" --steps "$STEPS2" --seed 0 --max-prefix "$MAX_PREFIX"
 fi

@@ -119,9 +119,11 @@ class ChatVLA2(nn.Module):
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         visual: torch.Tensor | None = None,
+        prefix_len: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Losses of one batch (see `models.training_batch.make_batch`). All inputs normalised.
-        visual: `self.vision`'s output for pixel_values, if the caller computed it already."""
+        visual: `self.vision`'s output for pixel_values, if the caller computed it already.
+        prefix_len: (B,) int64, each chunk's committed prefix for the head (real-time chunking)."""
         moe = self.cfg.language.moe
         router_logits: list[torch.Tensor] | None = [] if moe.load_balancing_weight > 0 else None
         embeddings = self.embed(input_ids, pixel_values, visual)
@@ -137,7 +139,7 @@ class ChatVLA2(nn.Module):
         if bool(is_pad.all()):  # image-text samples only: no action to learn, the head's loss is 0 (skip its work)
             action_loss = hidden.new_zeros((), dtype=torch.float32)
         else:
-            action_loss = self.action_head.loss(o, r, state, actions, is_pad, noise=noise, timesteps=timesteps)
+            action_loss = self.action_head.loss(o, r, state, actions, is_pad, noise=noise, timesteps=timesteps, prefix_len=prefix_len)
         losses = {"lm_loss": lm_loss, "action_loss": action_loss}
         total = lm_loss + action_loss
         if router_logits:
@@ -153,6 +155,12 @@ class ChatVLA2(nn.Module):
         head = replace(self.cfg.action_head, reason_start_layer=layer)
         self.cfg = replace(self.cfg, action_head=head)
         self.action_head.cfg = head
+
+    def enable_prefix(self, max_prefix: int) -> None:
+        """Train the head to continue committed prefixes of up to `max_prefix` steps (real-time
+        chunking, models/action_head.py); the config, and so the checkpoint, records it."""
+        self.action_head.enable_prefix(max_prefix)
+        self.cfg = replace(self.cfg, action_head=self.action_head.cfg)
 
     def freeze_vlm(self) -> None:
         """Stage 2 of the paper's recipe: only the action expert trains."""

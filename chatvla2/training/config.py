@@ -103,6 +103,13 @@ class TrainConfig:
         None,
         metavar="N",
     )
+    # Real-time chunking (models/action_head.py): the head learns to continue committed prefixes of
+    # 0..N steps. None: the model's own max_prefix (0 unless a checkpoint was trained with one).
+    max_prefix: int | None = option(
+        "train the action head to continue a committed prefix of up to N steps (real-time chunking; default: the model's)",
+        None,
+        metavar="N",
+    )
     progress: bool = option("no progress bar", True, flag="--no-progress")
 
     def __post_init__(self) -> None:
@@ -123,6 +130,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "frame_stride", "eval_scenes", "threads"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_prefix is not None and self.max_prefix < 0:
+            raise InvalidInput(f"--max-prefix must be at least 0, got {self.max_prefix}")
         if self.stop_after is not None and self.stop_after < 1:
             raise InvalidInput(f"--stop-after must be at least 1, got {self.stop_after}")
         if self.peak_lr() <= 0 or not math.isfinite(self.peak_lr()):
@@ -168,6 +177,7 @@ class TrainConfig:
             "seed",
             "frame_stride",
             "reason_start_layer",
+            "max_prefix",
             "reading_loss_weight",
             "reading_attention_weight",
             "reading_attention_head",

@@ -101,16 +101,19 @@ def _check(cfg: TrainConfig) -> None:
     for path in cfg.data:
         if not Path(path).is_dir():
             raise MissingFile(f"--data {path}: no such dataset directory")
-    if cfg.reason_start_layer is not None:  # checked here, before the (slow) data is read
+    if cfg.reason_start_layer is not None or cfg.max_prefix is not None:  # checked here, before the (slow) data is read
         source = Path(cfg.out) / CHECKPOINT_DIR if cfg.resume else resolve_checkpoint(cfg.init) if cfg.init else None
         if source is not None and source.is_dir():
-            depth = read_checkpoint_config(source).action_head.depth
+            head = read_checkpoint_config(source).action_head
         elif cfg.config is not None:
-            depth = get_config(cfg.config).action_head.depth
+            head = get_config(cfg.config).action_head
         else:
-            depth = None  # no model to build: _build_model says so
-        if depth is not None and not 0 <= cfg.reason_start_layer <= depth:
+            head = None  # no model to build: _build_model says so
+        depth = None if head is None else head.depth
+        if cfg.reason_start_layer is not None and depth is not None and not 0 <= cfg.reason_start_layer <= depth:
             raise InvalidInput(f"--reason-start-layer {cfg.reason_start_layer}: the action head has {depth} blocks (0..{depth})")
+        if cfg.max_prefix is not None and head is not None and cfg.max_prefix >= head.chunk_size:
+            raise InvalidInput(f"--max-prefix {cfg.max_prefix}: the action chunk has {head.chunk_size} steps (0..{head.chunk_size - 1})")
 
 
 def _sha256(path: Path) -> str:
@@ -197,6 +200,8 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
     stats = model.stats
     if cfg.reason_start_layer is not None:
         model.set_reason_start_layer(cfg.reason_start_layer)
+    if cfg.max_prefix is not None:
+        model.enable_prefix(cfg.max_prefix)
     mcfg = model.cfg
     # The MoE's training form (models/moe.py): "grouped" runs each expert on its routed tokens only;
     # measured on a demo-sized layer (1832 tokens, forward + backward, 2-core CPU): grouped 70 ms,
@@ -313,8 +318,15 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 generator = _step_generator(cfg.seed, step)
                 noise = torch.randn(batch["actions"].shape, generator=generator).to(device)
                 timesteps = torch.randint(0, mcfg.scheduler.train_steps, (len(examples),), generator=generator).to(device)
+                prefix_len = _prefix_lengths(mcfg.action_head.max_prefix, len(examples), generator)
                 visual = model.vision(batch["pixel_values"].flatten(0, 1))
-                losses = model(**batch, noise=noise, timesteps=timesteps, visual=visual)
+                losses = model(
+                    **batch,
+                    noise=noise,
+                    timesteps=timesteps,
+                    visual=visual,
+                    prefix_len=None if prefix_len is None else prefix_len.to(device),
+                )
                 reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
                 attention_hit = None
                 if reading is not None:
@@ -377,6 +389,16 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
             f"saved {out / CHECKPOINT_DIR}"
         )
     return {"step": step, "losses": history}
+
+
+def _prefix_lengths(max_prefix: int, batch: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Each sample's committed prefix for a head trained for real-time chunking: none for half the
+    samples (the first chunk of an episode, and the `switch` and `ensemble` modes, have none), 1..N
+    steps uniformly for the others; None (nothing drawn) for a head without it."""
+    if max_prefix <= 0:
+        return None
+    lengths = torch.randint(1, max_prefix + 1, (batch,), generator=generator)
+    return torch.where(torch.rand(batch, generator=generator) < 0.5, 0, lengths)
 
 
 @functools.cache

@@ -61,6 +61,28 @@ def test_stage1_on_the_fly_draws_robot_and_text_samples_from_a_stage0_model(stag
     assert sum(r["image_text"] for r in log) < 6  # and not every sample is text
 
 
+def test_stage2_trains_the_head_to_continue_a_committed_prefix(stage0, tmp_path):
+    out0, _ = stage0
+    out = tmp_path / "rtc"
+    log = _train(out, "--stage", "2", "--init", str(out0), "--max-prefix", "10", "--workers", "0", steps=3)
+    assert all(np.isfinite(r["action_loss"]) and r["action_loss"] > 0 for r in log)
+    model = load_checkpoint(out / CHECKPOINT_DIR)
+    assert model.cfg.action_head.max_prefix == 10  # the checkpoint says what the head was trained for
+    # and its prefix marker learns (from step 3: the AdaLN-Zero head passes no gradient back before)
+    assert model.action_head.prefix_embedding.abs().sum() > 0
+    with pytest.raises(InvalidInput, match="--max-prefix 50: the action chunk has 50 steps"):
+        _train(tmp_path / "too_long", "--stage", "2", "--init", str(out0), "--max-prefix", "50", "--workers", "0")
+
+
+def test_prefix_lengths_are_none_for_half_and_up_to_the_maximum_for_the_rest():
+    from chatvla2.training.trainer import _prefix_lengths
+
+    assert _prefix_lengths(0, 8, torch.Generator().manual_seed(0)) is None
+    lengths = _prefix_lengths(30, 4000, torch.Generator().manual_seed(0))
+    assert 0.45 < float((lengths == 0).float().mean()) < 0.55
+    assert int(lengths.max()) == 30 and set(lengths.tolist()) == set(range(31))
+
+
 def test_resume_on_the_fly_continues_exactly_with_or_without_workers(tmp_path):
     straight = _train(tmp_path / "straight", "--stage", "1", "--workers", "0", steps=3)
     out = tmp_path / "interrupted"
