@@ -20,7 +20,14 @@
   dropped (`stale_actions`).
 - **Chunk modes**: `switch` replaces the plan from the current step on with the new chunk;
   `ensemble` is ACT's temporal ensembling: every prediction for a step is averaged with weights
-  exp(-m i), i = 0 for the oldest (m = `ensemble_decay`).
+  exp(-m i), i = 0 for the oldest (m = `ensemble_decay`); `rtc` is real-time chunking (Black et
+  al. 2025, arXiv 2506.07339, by prefix conditioning): when an inference starts at step s, the
+  planned actions for the steps the expected latency will cover (s .. s+d-1, d = ceil((latency
+  estimate + margin) / dt), at most the head's `max_prefix`) are committed and passed to the
+  policy as the observation's "prefix"; the new chunk starts with them exactly and continues them,
+  and replaces the plan as `switch` does (the committed rows are the plan's own actions, so
+  nothing that has been planned for those steps changes). It needs a head trained for it
+  (`policy.max_prefix` > 0).
 - **Reasoning cadence**: `every` decodes a new reasoning at every inference; `reuse` reuses the
   last reasoning (text and its pooled state r, no decoding) for `reasoning_reuse_s` seconds, the
   "keep it until the step is done" mode; there is no task-step signal yet, so a timer stands in.
@@ -60,7 +67,7 @@ from chatvla2.runtime.camera_source import StaleCamera
 from chatvla2.runtime.numbers import is_finite_number, is_whole_number
 from chatvla2.runtime.safety import ActionSafety
 
-CHUNK_MODES = ("switch", "ensemble")
+CHUNK_MODES = ("switch", "ensemble", "rtc")
 REASONING_CADENCES = ("every", "reuse")
 
 
@@ -152,7 +159,7 @@ class ActionPlan:
         chunk = np.asarray(chunk, dtype=np.float64)
         stale = max(0, current_step - first_step)
         with self._lock:
-            if self.mode == "switch":
+            if self.mode in ("switch", "rtc"):
                 for step in [s for s in self._sum if s >= current_step]:
                     del self._sum[step], self._weight[step], self._count[step]
             for i in range(stale, len(chunk)):
@@ -173,6 +180,17 @@ class ActionPlan:
             action = self._sum.pop(step) / self._weight.pop(step)
             self._count.pop(step)
             return action
+
+    def committed(self, start: int, count: int) -> np.ndarray:
+        """(k, action_dim): the planned actions of steps start, start+1, ... for up to `count`
+        consecutive planned steps (k = 0 when step `start` has none)."""
+        rows = []
+        with self._lock:
+            for step in range(start, start + count):
+                if step not in self._sum:
+                    break
+                rows.append(self._sum[step] / self._weight[step])
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
 
     def end(self) -> int:
         """One past the last planned step (0 when empty)."""
@@ -232,6 +250,12 @@ class ControlLoop:
         clock: Callable[[], float] = time.monotonic,
     ):
         """observe(state) -> the policy's observation (images, instruction, state)."""
+        self.max_prefix = int(getattr(policy, "max_prefix", 0) or 0)
+        if config.chunk_mode == "rtc" and self.max_prefix <= 0:
+            raise InvalidInput(
+                "chunk mode rtc needs an action head trained to continue a committed prefix (this policy's max_prefix is 0): "
+                "train stage 2 with --max-prefix, or use switch or ensemble"
+            )
         self.policy, self.robot, self.observe = policy, robot, observe
         self.config, self.safety = config, safety
         self.telemetry = telemetry or Telemetry(None)
@@ -299,9 +323,21 @@ class ControlLoop:
             return 0.0
         return max(self.latencies) * self.config.latency_headroom
 
+    def committed_prefix(self, first_step: int) -> np.ndarray:
+        """The actions an inference starting before step `first_step` passes as its prefix (rtc):
+        the planned ones of the steps its expected latency covers, at most max_prefix."""
+        expected = math.ceil((self.latency_estimate() + self.config.latency_margin_s) / self.dt - 1e-9)
+        return self.plan.committed(first_step, min(self.max_prefix, max(0, expected)))
+
     def _infer(self, first_step: int) -> None:
         state = np.asarray(self.robot.get_state(), dtype=np.float32)
         observation = self.observe(state)
+        prefix_steps = None
+        if self.config.chunk_mode == "rtc":
+            prefix = self.committed_prefix(first_step)
+            prefix_steps = len(prefix)
+            if prefix_steps:
+                observation = {**observation, "prefix": prefix}
         now = self.clock()
         reuse = None
         if self.config.reasoning == "reuse" and self._last_reasoning is not None and now - self._last_reasoning_at < self.config.reasoning_reuse_s:
@@ -319,7 +355,7 @@ class ControlLoop:
         self.stale_actions += stale
         record = {
             "event": "inference", "t": round(self.clock() - self.t0, 6), "obs_step": first_step, "arrive_step": arrive,
-            "latency_s": round(latency, 6), "stale_actions": stale, "tokens": result.get("tokens"),
+            "latency_s": round(latency, 6), "stale_actions": stale, "tokens": result.get("tokens"), "prefix_steps": prefix_steps,
             "reused_reasoning": reuse is not None, "reasoning": result.get("reasoning"),
             "timings": {k: round(v, 6) for k, v in result.get("timings", {}).items()},
         }

@@ -182,6 +182,12 @@ class Policy:
     def state_dim(self) -> int:
         return self.config.action_head.state_dim
 
+    @property
+    def max_prefix(self) -> int:
+        """The longest committed prefix the action head was trained to continue (0: none; the
+        loop's rtc chunk mode needs > 0)."""
+        return self.config.action_head.max_prefix
+
     # -- inference ------------------------------------------------------------------------------
     def prompt(self, instruction: str) -> tuple[list[int], np.ndarray]:
         """The prompt's token ids and (3, S) M-RoPE position ids for this model's cameras."""

@@ -67,7 +67,10 @@ class RunConfig(BackendOptions):
     duration: float | None = option("stop after S seconds (default: until Ctrl-C)", None, metavar="S")
     rate: float = option("control rate of the execution thread", _loop("rate_hz"), metavar="HZ")
     chunk_mode: str = option(
-        "switch: each new chunk replaces the plan; ensemble: temporal ensembling", _loop("chunk_mode"), choices=CHUNK_MODES
+        "switch: each new chunk replaces the plan; ensemble: temporal ensembling; rtc: real-time chunking, the new chunk "
+        "continues the actions committed while it is computed (a head trained with --max-prefix)",
+        _loop("chunk_mode"),
+        choices=CHUNK_MODES,
     )
     ensemble_decay: float = option("temporal ensembling weight exp(-M i)", _loop("ensemble_decay"), metavar="M")
     # "hold" / --reasoning-hold: this cadence's names before 0.2 ("hold" now means only the watchdog's).

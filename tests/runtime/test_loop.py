@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from chatvla2.contract.errors import InvalidInput
 from chatvla2.runtime.loop import ActionPlan, ControlLoop, InferenceStopped, LoopConfig, Telemetry, format_summary
 from chatvla2.runtime.safety import ActionSafety
 
@@ -124,6 +125,67 @@ def test_stop_damps_at_once():
 def test_temporal_ensembling_and_reuse_cadence():
     loop, robot, policy, summary = run_loop(itertools.repeat(0.02), duration=1.5, chunk_mode="ensemble", reasoning="reuse")
     assert summary["steps_held"] == 0 and policy.reused == policy.calls - 1
+
+
+class PrefixPolicy(FakePolicy):
+    """A head trained for real-time chunking: its chunk starts with the committed prefix it is given
+    (exactly, as runtime.policy.Policy's does) and continues with FakePolicy's values."""
+
+    def __init__(self, latencies, loop_ref, max_prefix):
+        super().__init__(latencies, loop_ref)
+        self.max_prefix = max_prefix
+        self.prefixes: list[np.ndarray | None] = []
+        self.chunks: list[np.ndarray] = []
+
+    def infer(self, observation, reuse=None, should_stop=None):
+        result = super().infer(observation, reuse, should_stop)
+        prefix = observation.get("prefix")
+        self.prefixes.append(None if prefix is None else np.array(prefix))
+        chunk = result["action_chunk"].astype(np.float32)  # as the real policy returns
+        if prefix is not None:
+            chunk[: len(prefix)] = prefix
+        self.chunks.append(chunk)
+        return {**result, "action_chunk": chunk}
+
+
+@pytest.mark.parametrize("max_prefix", [5, 12])
+def test_rtc_commits_the_planned_actions_its_expected_latency_covers(max_prefix):
+    loop_ref: list = []
+    robot = FakeRobot()
+    policy = PrefixPolicy(itertools.repeat(0.1), loop_ref, max_prefix)
+    loop = ControlLoop(policy, robot, lambda s: {"state": s}, LoopConfig(rate_hz=50, duration_s=2.0, chunk_mode="rtc"),
+                       ActionSafety.bimanual_arx(50))
+    loop_ref.append(loop)
+    summary = loop.run()
+    assert summary["stop_reason"] == "duration reached" and summary["steps_held"] == 0
+    records = loop.inferences
+    assert len(records) == len(policy.prefixes) >= 4 and policy.prefixes[0] is None  # nothing is planned before the first
+    for n in range(1, len(records)):
+        start, prefix = records[n]["obs_step"], policy.prefixes[n]
+        # at most max_prefix, and no more than the plan holds (an inference starts when about the
+        # expected latency of the plan is left)
+        assert len(prefix) == records[n]["prefix_steps"] and 1 <= len(prefix) <= max_prefix
+        # the committed actions are exactly what the plan held for those steps: the latest chunk's rows
+        previous, first = policy.chunks[n - 1], records[n - 1]["obs_step"]
+        np.testing.assert_array_equal(prefix, previous[start - first : start - first + len(prefix)])
+    # 0.1 s inferences: an estimate of >= 1.5 x 0.1 s + the 20 ms margin covers >= 9 steps of 20 ms
+    assert max(len(p) for p in policy.prefixes[1:]) >= min(max_prefix, 6)
+    # and what the arm was sent never jumps at a join: each step's value is one step on (row i = step * 1e-4)
+    values = np.array([a[0] for _, a in robot.sent])
+    assert np.all(np.diff(np.rint(values / 1e-4)) >= 1)
+
+
+def test_rtc_needs_a_head_trained_for_it():
+    with pytest.raises(InvalidInput, match="chunk mode rtc needs an action head trained to continue"):
+        ControlLoop(FakePolicy([], []), FakeRobot(), lambda s: {"state": s}, LoopConfig(chunk_mode="rtc"), ActionSafety.bimanual_arx(50))
+
+
+def test_action_plan_commits_consecutive_planned_steps():
+    plan = ActionPlan("rtc")
+    plan.add(np.arange(10.0)[:, None] * np.ones((1, 14)), first_step=5, current_step=5)
+    np.testing.assert_array_equal(plan.committed(7, 4)[:, 0], [2.0, 3.0, 4.0, 5.0])
+    assert plan.committed(13, 10).shape == (2, 14)  # steps 13 and 14 are the last planned
+    assert plan.committed(20, 3).shape[0] == 0 and plan.committed(7, 0).shape[0] == 0
 
 
 def test_action_plan_ensemble_weights():
