@@ -9,12 +9,14 @@ from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.names import UnknownChoice
 from chatvla2.runtime.engine import BACKENDS
+from chatvla2.runtime.loop import CHUNK_MODES
 from chatvla2.sim.tasks.env import MAX_STEPS, TASKS
 from chatvla2.sim.tasks.splits import SPLITS, check_split
 
 TORCH_BACKEND = "torch"
 EVAL_BACKENDS = (*BACKENDS, TORCH_BACKEND)
 MODES = ("fast", "driver")
+LOOPS = ("sync", "async")
 POLICY = "the policy (exactly one)"
 
 
@@ -46,6 +48,17 @@ class EvalConfig:
     reason_every: int = option(
         "fresh reasoning at every N-th query, the last reasoning reused in between (default %(default)s)", 1, metavar="N"
     )
+    loop: str = option(
+        "sync: the world waits for each query (repeatable; the calibration sweep's); async: the runtime's ControlLoop "
+        "in real time, the arms moving while the policy thinks (default %(default)s)",
+        "sync",
+    )
+    chunk_mode: str = option(
+        f"async: how a new chunk joins the plan, {', '.join(CHUNK_MODES)} (runtime/loop.py; default %(default)s)", "switch"
+    )
+    latency_ms: str | None = option(
+        "async: extra latency per inference, fixed (300) or uniform (200-400), as a slower chip would add", None, metavar="MS"
+    )
     max_steps: int = option(
         "end an episode (truncated) after T control steps (default %(default)s = 15 s at 50 Hz)", MAX_STEPS, metavar="T"
     )
@@ -70,6 +83,18 @@ class EvalConfig:
         check_integer("--max-steps", self.max_steps, 1)
         if self.mode not in MODES:
             raise UnknownChoice(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+        if self.loop not in LOOPS:
+            raise UnknownChoice(f"unknown loop {self.loop!r}; loops: {', '.join(LOOPS)}")
+        if self.chunk_mode not in CHUNK_MODES:
+            raise UnknownChoice(f"unknown chunk mode {self.chunk_mode!r}; chunk modes: {', '.join(CHUNK_MODES)}")
+        if self.loop == "sync" and (self.chunk_mode != "switch" or self.latency_ms is not None):
+            raise InvalidInput("--chunk-mode and --latency-ms apply to --loop async (a synchronous query has no latency to hide)")
+        if self.loop == "async" and self.mode == "driver":
+            raise InvalidInput("--loop async runs the kinematic arms (--mode fast): the loop keeps the real-time schedule itself")
+        if self.loop == "async":
+            from chatvla2.evaluation.async_episode import LatencyInjection
+
+            LatencyInjection.parse(self.latency_ms)  # a malformed value: one line before any work
         if self.backend not in EVAL_BACKENDS:
             raise UnknownChoice(f"unknown backend {self.backend!r}; backends: {', '.join(EVAL_BACKENDS)}")
         given = [flag for flag, value in (("--checkpoint", self.checkpoint), ("--config", self.preset), ("--bundle", self.bundle)) if value]

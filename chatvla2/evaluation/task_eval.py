@@ -66,7 +66,7 @@ import numpy as np
 
 from chatvla2.contract.bundle import bundle_model_config, load_manifest
 from chatvla2.contract.config import ModelConfig, get_config
-from chatvla2.contract.embodiment import ACTION_DIM, STATE_DIM
+from chatvla2.contract.embodiment import ACTION_DIM, CONTROL_HZ, STATE_DIM
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.stage_timer import STAGES
 from chatvla2.drivers.faults import ArmFault
@@ -208,6 +208,27 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
     }
 
 
+def _async_episode(env: TaskEnv, policy, seed: int, config: EvalConfig) -> dict[str, Any]:
+    """One episode through the runtime's ControlLoop (evaluation/async_episode.py), as run_episode's
+    record plus the loop's figures and the smoothness at the chunk joins."""
+    from chatvla2.evaluation.async_episode import LatencyInjection, run_async_episode
+    from chatvla2.runtime.loop import LoopConfig
+
+    # the episode's own end stops the loop; the duration is a backstop a second past max_steps
+    loop = LoopConfig(duration_s=config.max_steps / CONTROL_HZ + 1.0, chunk_mode=config.chunk_mode)
+    record = run_async_episode(env, policy, seed, loop, LatencyInjection.parse(config.latency_ms), query_seed)
+    first = env.score_reasoning(record["reasoning"])
+    record.pop("actions")
+    return {
+        **record,
+        "scores": {name: first[name] for name, _ in SCORES[env.task]},
+        "parsed": bool(first["parsed"]),
+        "form": first["form"],
+        "arm_fault": None,
+        "latency_ms": _stage_medians(record["_timings"]) if record["_timings"] else {},
+    }
+
+
 def _stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(float(np.median([t[k] for t in timings])) * 1000, 3) for k in timings[0]}
 
@@ -233,7 +254,10 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
             backend = DriverBackend()
         env = TaskEnv(config.task, split, height, width, backend=backend, max_steps=config.max_steps)
         for i in range(config.episodes):
-            records.append(run_episode(env, policy, config.seed + i, config.query_every, on_step, config.reason_every))
+            if config.loop == "async":
+                records.append(_async_episode(env, policy, config.seed + i, config))
+            else:
+                records.append(run_episode(env, policy, config.seed + i, config.query_every, on_step, config.reason_every))
             if on_episode is not None:
                 on_episode(records[-1])
     finally:
@@ -246,8 +270,12 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
     summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[config.task]}
     summary.update(successes=successes, episodes=len(records), success_rate=round(successes / len(records), 4),
                    parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
+    if config.loop == "async":
+        summary["join_smoothness"] = _join_summary(records)
+        summary["starved"] = sum(r["outcome"] == "starved" for r in records)
     result = {
         "task": config.task, "split": split, "seed": config.seed, "episodes": config.episodes, "mode": config.mode,
+        "loop": config.loop, "chunk_mode": config.chunk_mode if config.loop == "async" else None, "latency_ms": config.latency_ms,
         "query_every": config.query_every, "reason_every": config.reason_every, "max_steps": config.max_steps,
         "policy": name, "model": cfg.name, "backend": policy.backend,
         "providers": sorted(set(policy.providers.values())),
@@ -263,6 +291,16 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
         result["driver_timing"] = backend.timing_total.summary()
         result["driver_restarts"] = list(backend.restarts)
     return result
+
+
+def _join_summary(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The largest velocity jump and acceleration at any chunk join over the episodes."""
+    out = {}
+    for key in ("velocity_jump", "acceleration"):
+        values = [r["join_smoothness"][key] for r in records if r["join_smoothness"][key] is not None]
+        out[key] = round(max(values), 4) if values else None
+    out["joins"] = sum(r["join_smoothness"]["joins"] for r in records)
+    return out
 
 
 # --- output ------------------------------------------------------------------------------------------

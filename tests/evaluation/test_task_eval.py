@@ -241,3 +241,57 @@ def test_reason_every_reuses_the_last_reasoning_between_fresh_ones():
     record = run_episode(env, policy, 0, query_every=20, reason_every=3)
     assert len(record["queries"]) == 7
     assert policy.reused == [False, True, True, False, True, True, False]
+
+
+class AsyncExpertPolicy(ExpertPolicy):
+    """ExpertPolicy for the runtime's loop: keyword arguments, and a head trained for rtc."""
+
+    max_prefix = 30
+
+    def infer(self, observation, reuse=None, should_stop=None):
+        result = ExpertPolicy.infer(self, observation)
+        return {**result, "reasoning_ids": [1], "r": np.zeros((1, 4))}
+
+
+@pytest.mark.parametrize("chunk_mode", ["switch", "rtc"])
+def test_an_async_episode_keeps_the_arms_moving_while_the_policy_thinks(chunk_mode):
+    from chatvla2.evaluation.async_episode import LatencyInjection, run_async_episode
+    from chatvla2.evaluation.join_smoothness import largest_anywhere
+    from chatvla2.runtime.loop import LoopConfig
+
+    env = TaskEnv("math_game", "open_world", 56, 84, max_steps=100)
+    policy = AsyncExpertPolicy(env)
+    record = run_async_episode(env, policy, 3, LoopConfig(duration_s=10.0, chunk_mode=chunk_mode), LatencyInjection.parse("60-100"))
+    assert record["outcome"] == "truncated" and record["steps"] == 100 and len(record["actions"]) == 100
+    loop = record["loop"]
+    assert loop["inferences"] >= 3 and loop["latency_p50_s"] >= 0.06  # the injected latency is in the loop's figure
+    assert loop["stale_actions"] > 0  # steps executed while an inference ran: the arms did not wait
+    assert record["joins"] and all(0 < j < 100 for j in record["joins"])
+    if chunk_mode == "rtc":
+        assert all(n and n > 0 for n in record["prefix_steps"][1:])  # a committed prefix at every later inference
+    # the expert's chunks joined at the steps the loop chose: as smooth as the expert's own motion
+    expert = largest_anywhere(env.expert_actions())
+    assert record["join_smoothness"]["acceleration"] <= 2 * expert["acceleration"] + 1e-6
+
+
+def test_an_async_eval_with_injected_latency_records_the_loop(capsys, record_file):
+    out, result = _run(capsys, record_file, task="math_game", preset="tiny", loop="async", latency_ms="50", episodes=1)
+    assert result["loop"] == "async" and result["chunk_mode"] == "switch" and result["latency_ms"] == "50"
+    (r,) = result["episode_records"]
+    assert r["loop"]["inferences"] >= 2 and r["steps"] > 0 and r["outcome"] in ("truncated", "starved", "wrong pick", "success")
+    assert r["reasoning"] == r["queries"][0]["reasoning"] and "join_smoothness" in result["summary"]
+    assert "| PyTorch tiny | torch | in_domain |" in out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"chunk_mode": "rtc"}, "--chunk-mode and --latency-ms apply to --loop async"),
+    ({"latency_ms": "100"}, "--chunk-mode and --latency-ms apply to --loop async"),
+    ({"loop": "async", "latency_ms": "fast"}, "--latency-ms 'fast': expected milliseconds"),
+    ({"loop": "async", "latency_ms": "400-200"}, "expected 0 <= LOW <= HIGH"),
+    ({"loop": "async", "mode": "driver"}, "--loop async runs the kinematic arms"),
+    ({"loop": "later"}, "unknown loop 'later'"),
+    ({"loop": "async", "chunk_mode": "rtc"}, "chunk mode rtc needs an action head trained to continue"),
+])
+def test_bad_async_settings_are_one_line(capsys, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        main(EvalConfig(**{"task": "math_game", "split": "in_domain", "episodes": 1, "preset": "tiny", "max_steps": 20, **overrides}))
