@@ -316,6 +316,8 @@ def _action_head(cfg: ModelConfig, precision: str, steps: int) -> _Engine:
     e.matrix(_Matrix(w, w, reads=n, gemm=True), bias=True)
     e.matrix(_Matrix(a.action_dim, w, reads=n, rows=chunk), bias=True)
     e.vector(chunk * w, reads=n)  # the position embedding
+    if a.max_prefix > 0:
+        e.vector(w, reads=n)  # the committed prefix's marker (real-time chunking)
     for _ in range(a.depth):
         e.matrix(_Matrix(w, 6 * w, reads=n, gemm=True), bias=True)
         e.matrix(_Matrix(w, 3 * w, reads=n, rows=chunk), bias=True)
@@ -325,7 +327,9 @@ def _action_head(cfg: ModelConfig, precision: str, steps: int) -> _Engine:
         e.attention(2 * 2 * chunk * chunk * w, reads=n)
     e.matrix(_Matrix(w, 2 * w, reads=n, gemm=True), bias=True)
     e.matrix(_Matrix(w, a.action_dim, reads=n, rows=chunk), bias=True)
-    e.io((1, hidden), (1, hidden), (1, a.state_dim), (1, chunk, a.action_dim), (1, chunk, a.action_dim))
+    # o, r, state, noise, the committed prefix (and its length, int64) in; the chunk out
+    e.io((1, hidden), (1, hidden), (1, a.state_dim), (1, chunk, a.action_dim), (1, chunk, a.action_dim), (1, chunk, a.action_dim))
+    e.io((1,), itemsize=8)
     return e
 
 

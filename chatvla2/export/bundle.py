@@ -403,6 +403,9 @@ def _assemble(model, staging: Path, plan, moe, calibration, seed, log, calibrati
         "tokenizer": TOKENIZER_FILE,
         "normalization": NORMALIZATION_FILE,
         "prompt_template": PROMPT_TEMPLATE,
+        # Real-time chunking: the action head takes a committed prefix (prefix_actions, prefix_len)
+        # and was trained to continue one of up to max_prefix steps (0: it only reproduces it).
+        "max_prefix": model.cfg.action_head.max_prefix,
         "tools": _tool_versions(),
     }
 

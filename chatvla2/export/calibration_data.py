@@ -25,12 +25,20 @@ from chatvla2.export.torch_engine import torch_policy
 from chatvla2.models.vla import ChatVLA2
 
 EngineInputs = dict[str, dict[str, np.ndarray]]  # engine -> input name -> array
+# The action head's real-time chunking inputs (export/graphs.py), absent from files recorded before them.
+PREFIX_INPUTS = ("prefix_actions", "prefix_len")
 
 # Equations and cards of the math game, varied so calibration sees varied frames.
 SCENES = [
     ("56-42", ("4", "6", "1")), ("7+7", ("8", "4", "1")), ("9-3", ("6", "2", "5")), ("12+5", ("1", "7", "3")),
     ("8-6", ("2", "9", "0")), ("3+4", ("7", "1", "5")), ("65-21", ("4", "4", "2")), ("2+9", ("1", "1", "3")),
 ]
+
+
+def prefix_length(sample: int, chunk_size: int) -> int:
+    """The committed prefix of recorded sample i: 7, 14, 21, 28, 4, ... steps for even i (so the
+    first sample, the export's parity feed, has one), none for odd i (the common case)."""
+    return 0 if sample % 2 else ((sample // 2 + 1) * 7) % min(chunk_size, 31)
 
 
 def record_engine_inputs(model: ChatVLA2, samples: int, seed: int, decode_steps: int = 3) -> EngineInputs:
@@ -58,7 +66,12 @@ def record_engine_inputs(model: ChatVLA2, samples: int, seed: int, decode_steps:
         ]
         state = rng.normal(model.stats.state_mean, model.stats.state_std).astype(np.float32)
         noise = torch.randn(head.chunk_size, head.action_dim, generator=generator).numpy()
-        policy.infer({"images": frames, "instruction": INSTRUCTION, "state": state, "noise": noise})
+        observation = {"images": frames, "instruction": INSTRUCTION, "state": state, "noise": noise}
+        committed = prefix_length(i, head.chunk_size)
+        if committed:  # the action head's real-time chunking path: a committed prefix, in range
+            normalised = rng.uniform(-0.5, 0.5, (committed, head.action_dim)).astype(np.float32)
+            observation["prefix"] = model.stats.unnormalize_actions(normalised)
+        policy.infer(observation)
     return {engine: {name: np.concatenate(arrays) for name, arrays in inputs.items()} for engine, inputs in records.items()}
 
 
@@ -93,6 +106,11 @@ def load_engine_inputs(path: str | Path, expected: dict[str, dict[str, tuple]]) 
         result[engine] = {}
         for name, shape in inputs.items():
             key = f"{engine}.{name}"
+            if key not in data and engine == "action_head" and name in PREFIX_INPUTS and f"{engine}.noise" in data:
+                # recorded before real-time chunking: no committed prefix in any sample
+                samples = len(data[f"{engine}.noise"])
+                result[engine][name] = np.zeros((samples, *shape[1:]), np.float32 if name == "prefix_actions" else np.int64)
+                continue
             if key not in data:
                 raise InvalidInput(f"{path}: missing {key!r}")
             array = data[key]

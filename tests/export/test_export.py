@@ -291,6 +291,9 @@ def test_exported_graphs_run_the_reference_pipeline(fp32_bundle):
             "r": r.astype(np.float32),
             "state": model.stats.normalize_state(state)[None].astype(np.float32),
             "noise": noise.numpy()[None],
+            # no committed prefix: the head as it was before real-time chunking
+            "prefix_actions": np.zeros((1, head.chunk_size, head.action_dim), np.float32),
+            "prefix_len": np.zeros(1, np.int64),
         },
     )
     actions = model.stats.unnormalize_actions(normalised[0])
