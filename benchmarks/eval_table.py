@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from chatvla2.evaluation.rates import format_rate
+
 SCORES = {"math_game": (("ocr", "OCR /4"), ("math", "math /2")),
           "toy_placement": (("object_recognition", "object recognition"), ("spatial_affordance", "spatial affordance"))}
 
@@ -41,7 +43,7 @@ def main() -> None:
         label = next((v for k, v in labels.items() if path.name.startswith(k)), r["policy"])
         results.append((label, r))
     task = results[0][1]["task"]
-    header = ["policy", "backend", "split", *(name for _, name in SCORES[task]), "template parses", "success", "rate",
+    header = ["policy", "backend", "split", *(name for _, name in SCORES[task]), "template parses", "success", "rate [95% interval]",
               "query p50 ms"]
     rows = [header, ["---"] * len(header)]
     summary = []
@@ -50,7 +52,7 @@ def main() -> None:
         for label, r in chosen:
             s = r["summary"]
             rows.append([label, r["backend"], split, *(f"{s[key]:.2f}" for key, _ in SCORES[task]),
-                         f"{s['parsed']}/{s['episodes']}", f"{s['successes']}/{s['episodes']}", f"{100 * s['success_rate']:.0f}%",
+                         f"{s['parsed']}/{s['episodes']}", f"{s['successes']}/{s['episodes']}", format_rate(s["successes"], s["episodes"]),
                          f"{r['latency']['total']['p50_ms']:.0f}"])
             summary.append({"policy": label, "backend": r["backend"], "split": split, **s,
                             "query_p50_ms": r["latency"]["total"]["p50_ms"]})

@@ -71,6 +71,7 @@ from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.stage_timer import STAGES
 from chatvla2.drivers.faults import ArmFault
 from chatvla2.evaluation.eval_config import EvalConfig
+from chatvla2.evaluation.rates import format_rate, wilson_interval
 from chatvla2.evaluation.timing import latency_stats
 from chatvla2.sim.tasks.env import TaskEnv
 
@@ -269,6 +270,7 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
     successes = sum(r["success"] for r in records)
     summary = {name: round(float(np.mean([r["scores"][name] for r in records])), 4) for name, _ in SCORES[config.task]}
     summary.update(successes=successes, episodes=len(records), success_rate=round(successes / len(records), 4),
+                   success_interval_95=[round(v, 4) for v in wilson_interval(successes, len(records))],
                    parsed=sum(r["parsed"] for r in records), arm_faults=sum(r["arm_fault"] is not None for r in records))
     if config.loop == "async":
         summary["join_smoothness"] = _join_summary(records)
@@ -340,12 +342,12 @@ def format_table(*results: dict[str, Any]) -> str:
     """The paper-style table: for each result (one task), its row and the paper's row for its split."""
     task = results[0]["task"]
     names = [name for name, _ in SCORES[task]]
-    header = ["policy", "backend", "split", *(SCORE_LABELS[n] for n in names), "success", "step p50 ms"]
+    header = ["policy", "backend", "split", *(SCORE_LABELS[n] for n in names), "success [95% interval]", "step p50 ms"]
     rows = [header, ["---"] * len(header)]
     for result in results:
         s, p = result["summary"], result["paper"]
         rows.append([result["policy"], result["backend"], result["split"], *(f"{s[n]:.2f}" for n in names),
-                     f"{s['successes']}/{s['episodes']}", f"{result['latency']['total']['p50_ms']:.1f}"])
+                     format_rate(s["successes"], s["episodes"]), f"{result['latency']['total']['p50_ms']:.1f}"])
         rows.append(["paper: ChatVLA-2", "-", result["split"], *(f"{p[n]:.2f}" for n in names),
                      f"{p['successes']}/{p['episodes']}", "-"])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
