@@ -32,6 +32,8 @@ EXTRA_FOR_MODULE = {
     "pyarrow": "sim",
     "tqdm": "sim",
     "cv2": "camera",
+    "ray": "serve",
+    "starlette": "serve",
     "pytest": "dev",
     "hypothesis": "dev",
 }
@@ -86,6 +88,8 @@ COMMANDS = {
                      "chatvla2.export.build_config:BuildConfig", "chatvla2.export.tensorrt_build:main"),
     "run": Command("run a bundle on the robot (or simulated arms)",
                    "chatvla2.sim.run_command_config:RunCommandConfig", _run_target),
+    "serve": Command("serve a bundle's policy over HTTP from Ray Serve replicas (the robot: run --policy-url)",
+                     "chatvla2.serve.serve_config:ServeConfig", "chatvla2.serve.server:main"),
     "bench": Command("time the policy step per stage, against the PyTorch reference",
                      "chatvla2.calibration.bench_config:BenchConfig", "chatvla2.calibration.bench:main"),
     "train": Command("train a model by the paper's two-stage recipe on simulated data",

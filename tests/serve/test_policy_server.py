@@ -1,0 +1,124 @@
+"""The policy server (`chatvla2 serve`) and the robot's client (runtime/remote_policy.py) on a real
+local Ray Serve instance: the tiny bundle behind a token; one inference equal to the in-process
+Policy's; a missing or wrong token refused; bad bodies refused in one line with the server still
+serving; the contract checked at connect; a server that is gone is the client's deadline error."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.scene import sample_observation
+from chatvla2.contract.wire import encode_request
+from chatvla2.runtime.policy import Policy
+from chatvla2.runtime.remote_policy import RemoteDeadline, RemoteError, RemotePolicy
+
+ray = pytest.importorskip("ray", reason="the serve extra (Ray Serve) is not installed")
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    from chatvla2.serve.serve_config import ServeConfig
+    from chatvla2.serve.server import start, stop
+
+    token_file = tmp_path_factory.mktemp("serve") / "token"
+    token_file.write_text(TOKEN + "\n")
+    url = start(ServeConfig(bundle=str(tiny_bundle), port=_free_port(), token_file=str(token_file), threads=1))
+    yield url
+    stop()
+
+
+def _observation(seed: int = 4) -> dict:
+    frames, instruction, state = sample_observation(2)
+    noise = np.random.default_rng(seed).standard_normal((50, 14)).astype(np.float32)
+    return {"images": frames, "instruction": instruction, "state": state, "noise": noise}
+
+
+def test_one_inference_equals_the_in_process_policy(server, tiny_bundle):
+    client = RemotePolicy(server, token=TOKEN, deadline_s=30.0).connect()
+    assert client.manifest["model"] == "tiny" and client.num_views == 2
+    remote = client.infer(_observation())
+    local = Policy.from_bundle(tiny_bundle, backend="onnxruntime", threads=1)
+    try:
+        expected = local.infer(_observation())
+    finally:
+        local.close()
+    assert remote["reasoning_ids"] == expected["reasoning_ids"]
+    np.testing.assert_allclose(remote["action_chunk"], expected["action_chunk"], atol=1e-6, rtol=0)
+    # the reasoning comes back with its state r, so the next request can reuse it
+    again = client.infer(_observation(5), reuse=remote)
+    assert again["reused_reasoning"] and again["reasoning_ids"] == remote["reasoning_ids"]
+    client.close()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef"])
+def test_a_missing_or_wrong_token_is_refused_without_inference(server, token):
+    with pytest.raises(RemoteError, match="401: unauthorised"):
+        RemotePolicy(server, token=token, deadline_s=30.0).connect()
+
+
+def _post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, str]:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    connection.request("POST", "/infer", body=body, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.read().decode(errors="replace")
+
+
+def test_bad_bodies_are_one_line_and_the_server_keeps_serving(server):
+    good = encode_request(_observation())
+    nan_state = _observation()
+    nan_state["state"] = np.full(14, np.nan, np.float32)
+    small_image = _observation()
+    small_image["images"] = [image[:1] for image in small_image["images"]]  # one row of pixels
+    cases = [
+        (good[: len(good) // 2], 400, "not msgpack"),
+        (encode_request(nan_state), 400, "state: values must be finite"),
+        (encode_request(small_image), 400, "images[0]: 320x1 pixels, expected 2..4096 per side"),
+        (b"\x00" * (50 << 20), 413, "exceeds the limit"),
+    ]
+    for body, status, message in cases:
+        got_status, text = _post(server, body)
+        assert got_status == status and message in text and len(text.strip().splitlines()) == 1, (got_status, text)
+    status, _ = _post(server, good)
+    assert status == 200  # unaffected
+
+
+def test_the_contract_is_checked_at_connect(server):
+    with pytest.raises(InvalidInput, match="not the bundle this client expects"):
+        RemotePolicy(server, token=TOKEN, deadline_s=30.0, expect_sha256="0" * 64).connect()
+
+
+def test_a_server_that_is_gone_is_the_clients_deadline_error():
+    client = RemotePolicy(f"http://127.0.0.1:{_free_port()}", token=TOKEN, deadline_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(RemoteDeadline, match="no reply within 0.3 s"):
+        client.infer(_observation())
+    assert time.monotonic() - started < 2.0 and client.reconnects >= 1
+
+
+def test_listening_beyond_this_machine_needs_a_token(tiny_bundle, tmp_path):
+    from chatvla2.serve.serve_config import ServeConfig
+
+    with pytest.raises(InvalidInput, match="--host 0.0.0.0 listens beyond this machine: give --token-file"):
+        ServeConfig(bundle=str(tiny_bundle), host="0.0.0.0")
+    short = tmp_path / "token"
+    short.write_text("abc")
+    with pytest.raises(InvalidInput, match="at least 16 characters"):
+        ServeConfig(bundle=str(tiny_bundle), token_file=str(short))
