@@ -76,6 +76,10 @@ class RemotePolicy:
         return int(self.manifest["views"])
 
     @property
+    def state_dim(self) -> int:
+        return int(self.manifest["state_dim"])
+
+    @property
     def max_prefix(self) -> int:
         return int(self.manifest.get("max_prefix", 0))
 

@@ -39,6 +39,7 @@ from chatvla2.drivers.stop_signals import StopSignals, exit_code
 from chatvla2.runtime.camera import MultiCamera, open_cameras
 from chatvla2.runtime.loop import ControlLoop, Telemetry, format_summary
 from chatvla2.runtime.policy import Policy
+from chatvla2.runtime.remote_policy import RemotePolicy
 from chatvla2.runtime.robots import BimanualRobot, default_feedback_timeout, open_robot
 from chatvla2.runtime.run_config import RunConfig
 from chatvla2.runtime.safety import ActionSafety
@@ -107,15 +108,23 @@ def run_policy(config: RunConfig, connect_robot: Callable[[], BimanualRobot],
         def open_views(num_views: int) -> MultiCamera:
             return open_cameras(config.camera or ["static"] * num_views, num_views, max_age_s=config.camera_max_age)
     with RunStopSignals() as signals:
-        return _run(config, connect_robot, feedback_timeout_s, config.bundle_path, signals, open_views, on_summary,
+        source = config.policy_url if config.policy_url is not None else config.bundle_path
+        return _run(config, connect_robot, feedback_timeout_s, source, signals, open_views, on_summary,
                     config.instruction_text if instruction is None else instruction)
 
 
-def _run(config: RunConfig, connect_robot, feedback_timeout_s, bundle: Path, signals: RunStopSignals,
+def _load_policy(config: RunConfig, source: Path | str):
+    """A bundle's Policy here, or the server's (runtime/remote_policy.py: its contract checked at connect)."""
+    if config.policy_url is not None:
+        return RemotePolicy(config.policy_url, config.token(), config.request_deadline, config.expect_sha256).connect()
+    return Policy.from_bundle(source, backend=config.backend, engines_dir=config.engines, threads=config.threads,
+                              spin=config.spin)
+
+
+def _run(config: RunConfig, connect_robot, feedback_timeout_s, bundle: Path | str, signals: RunStopSignals,
          open_views: Callable[[int], MultiCamera], on_summary, instruction: str) -> int:
     loop_settings = config.loop_config()
-    policy = Policy.from_bundle(bundle, backend=config.backend, engines_dir=config.engines, threads=config.threads,
-                                spin=config.spin)
+    policy = _load_policy(config, bundle)
     loop = None
     cameras = None
     try:
@@ -129,7 +138,9 @@ def _run(config: RunConfig, connect_robot, feedback_timeout_s, bundle: Path, sig
             # StaleCamera (a view too old or frozen) holds the plan: runtime/loop.py
             return {"images": cameras.images(), "instruction": instruction, "state": state, "seed": config.seed}
 
-        print(f"policy: {bundle} ({policy.backend}: {', '.join(sorted(set(policy.providers.values())))})", flush=True)
+        providers = getattr(policy, "providers", None)
+        where = ", ".join(sorted(set(providers.values()))) if providers else f"{policy.manifest['model']} on {policy.manifest['backend']}"
+        print(f"policy: {bundle} ({policy.backend}: {where})", flush=True)
         d = getattr(policy, "deployment", None)  # the plan `calibrate select` recorded, if any
         if d:
             print(f"deployment plan: {d.get('name')} for {d.get('target')} (chatvla2 calibrate select), reasoning capped at "

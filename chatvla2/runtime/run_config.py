@@ -45,6 +45,18 @@ def _loop(name: str):
 class RunConfig(BackendOptions):
     bundle: str | None = option("a bundle directory written by `chatvla2 export` (or --bundle)", None, positional=True)
     bundle_option: str | None = option("the bundle, as an option", None, metavar="DIR", flag="--bundle")
+    policy_url: str | None = option(
+        "the policy on a server (`chatvla2 serve`), instead of a bundle here: http://HOST:PORT", None, metavar="URL"
+    )
+    token_file: str | None = option("--policy-url: a file holding the server's bearer token", None, metavar="FILE")
+    request_deadline: float = option(
+        "--policy-url: give up a request (an inference error) after S seconds; while it is only slow the watchdog holds",
+        2.0,
+        metavar="S",
+    )
+    expect_sha256: str | None = option(
+        "--policy-url: refuse a server whose bundle manifest has another sha256 (its /manifest says)", None, metavar="HEX"
+    )
     robot: str = option("sim: two simulated arms on ptys; arx: real arms", "sim", choices=ROBOTS)
     port: tuple[str, ...] = option("--robot arx: an SLCAN adapter, given twice (left, then right)", (), metavar="PORT")
     left_port: str | None = option("left arm's SLCAN adapter (--robot arx)", None)
@@ -114,7 +126,16 @@ class RunConfig(BackendOptions):
             raise InvalidInput("--robot arx needs two adapters: --port LEFT --port RIGHT (or --left-port/--right-port)")
         if self.robot == "sim" and (left or right):
             raise InvalidInput("--port is for --robot arx; --robot sim starts its own simulated arms")
-        self.bundle_path  # noqa: B018 - two bundles, or none, are refused here
+        if self.policy_url is not None:
+            if self.bundle or self.bundle_option:
+                raise InvalidInput("give a bundle or --policy-url, not both")
+            if self.max_tokens is not None:
+                raise InvalidInput("--max-tokens caps a local policy; the server's bundle sets its own")
+            if not is_finite_number(self.request_deadline) or self.request_deadline <= 0:
+                raise InvalidInput(f"--request-deadline must be a positive number of seconds, got {self.request_deadline!r}")
+            self.token()  # an unreadable token file: one line before anything starts
+        else:
+            self.bundle_path  # noqa: B018 - two bundles, or none, are refused here
         for spec in self.camera:
             parse_camera_spec(spec)  # a bad SPEC fails before anything loads
 
@@ -125,8 +146,20 @@ class RunConfig(BackendOptions):
             raise InvalidInput(f"two bundles given ({self.bundle} and --bundle {self.bundle_option}): give one")
         bundle = self.bundle or self.bundle_option
         if not bundle:
-            raise InvalidInput("no bundle given: chatvla2 run --bundle DIR (a directory written by chatvla2 export)")
+            raise InvalidInput("no bundle given: chatvla2 run --bundle DIR (a directory written by chatvla2 export), or --policy-url URL")
         return Path(bundle)
+
+    def token(self) -> str | None:
+        """The bearer token of --token-file (None without one)."""
+        if self.token_file is None:
+            return None
+        path = Path(self.token_file)
+        if not path.is_file():
+            raise InvalidInput(f"--token-file {path}: no such file")
+        token = path.read_text().strip()
+        if not token or any(c.isspace() for c in token):
+            raise InvalidInput(f"--token-file {path}: expected one token, no spaces")
+        return token
 
     @property
     def ports(self) -> tuple[str | None, str | None]:

@@ -40,6 +40,13 @@ def server(tiny_bundle, tmp_path_factory):
     stop()
 
 
+@pytest.fixture(scope="module")
+def token_file(server, tmp_path_factory):
+    path = tmp_path_factory.mktemp("client") / "token"
+    path.write_text(TOKEN)
+    return path
+
+
 def _observation(seed: int = 4) -> dict:
     frames, instruction, state = sample_observation(2)
     noise = np.random.default_rng(seed).standard_normal((50, 14)).astype(np.float32)
@@ -122,3 +129,34 @@ def test_listening_beyond_this_machine_needs_a_token(tiny_bundle, tmp_path):
     short.write_text("abc")
     with pytest.raises(InvalidInput, match="at least 16 characters"):
         ServeConfig(bundle=str(tiny_bundle), token_file=str(short))
+
+
+def test_run_drives_the_simulated_arms_through_the_server(server, token_file, tmp_path):
+    """`chatvla2 run --robot sim --task math_game --policy-url URL`: a math-game episode end to end,
+    every chunk from the server."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    telemetry = tmp_path / "run.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "chatvla2", "run", "--robot", "sim", "--task", "math_game", "--duration", "3",
+         "--policy-url", server, "--token-file", str(token_file), "--request-deadline", "30", "--telemetry", str(telemetry)],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["stop_reason"] == "duration reached" and summary["damped"] and not summary["errors"]
+    assert summary["steps_sent"] >= 100 and summary["inferences"] >= 2
+    assert summary["task"]["name"] == "math_game" and isinstance(summary["task"]["reasoning"], str)
+    assert any(line.startswith(f"policy: {server} (remote: tiny on onnxruntime)") for line in lines)
+
+
+def test_run_refuses_a_bundle_and_a_url_together(tiny_bundle):
+    from chatvla2.contract.command_config import parse_config
+    from chatvla2.sim.run_command_config import RunCommandConfig
+
+    with pytest.raises(InvalidInput, match="give a bundle or --policy-url, not both"):
+        parse_config(RunCommandConfig, [str(tiny_bundle), "--policy-url", "http://127.0.0.1:1"])
