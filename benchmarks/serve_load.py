@@ -9,8 +9,13 @@ Per configuration: end-to-end latency p50/p99 (request encoded -> reply decoded,
 replies per second, errors, and the serialisation's share of the latency: the client's encoding and
 decoding (timed in each robot) plus the server's decoding and encoding of the same bodies (timed
 here on the same payloads, the same functions), over the end-to-end p50.
-Not measured here yet: the fault cases (a replica killed mid-run, the server stopped, a client
-gone mid-request).
+`--kill-replica`: one more run with 2 replicas and the robots, in which one replica is killed
+(ray.kill) a third of the way in; Serve restarts it. Reported: the requests that failed (each
+within its 2-s deadline) and the longest gap between two good replies of one robot, against the
+watchdog's hold (0.5 s) plus the chunk's horizon (1 s): the time a robot can go without a new chunk
+before its arms hold, then damp.
+Not measured here yet: the server stopped, a client gone mid-request (the tests cover the first:
+the client's deadline error).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _observation(views: int, seed: int) -> dict:
     return {"images": frames, "instruction": instruction, "state": state, "seed": seed}
 
 
-def _robot(url: str, views: int, queries: int, every: float, index: int, out) -> None:
+def _robot(url: str, views: int, queries: int, every: float, index: int, out, deadline_s: float = 60.0) -> None:
     """One robot: `queries` requests at its cadence; (end-to-end s, encode+decode s, error) each."""
     from chatvla2.runtime.remote_policy import RemotePolicy
 
@@ -51,15 +56,15 @@ def _robot(url: str, views: int, queries: int, every: float, index: int, out) ->
         try:
             body = encode_request(observation)
             encoded = time.perf_counter()
-            status, reply = client._request("POST", "/infer", body, time.monotonic() + 60.0)
+            status, reply = client._request("POST", "/infer", body, time.monotonic() + deadline_s)
             received = time.perf_counter()
             if status != 200:
                 raise RuntimeError(f"{status}: {reply[:200]!r}")
             decode_reply(reply)
             done = time.perf_counter()
-            records.append((done - started, (encoded - started) + (done - received), None))
+            records.append((done - started, (encoded - started) + (done - received), None, done))
         except Exception as exc:  # noqa: BLE001 - counted, not fatal
-            records.append((time.perf_counter() - started, 0.0, repr(exc)))
+            records.append((time.perf_counter() - started, 0.0, repr(exc), time.perf_counter()))
     client.close()
     out.put(records)
 
@@ -101,6 +106,50 @@ def _in_process(bundle: str, views: int, queries: int) -> list[float]:
         policy.close()
 
 
+def _kill_replica_run(args, token_file: Path, port: int, views: int) -> dict:
+    """2 replicas, the largest robot count, one replica killed a third of the way in."""
+    import ray
+
+    from chatvla2.serve.serve_config import ServeConfig
+    from chatvla2.serve.server import start
+
+    url = start(ServeConfig(bundle=args.bundle, port=port, token_file=str(token_file), replicas=2, threads=1))
+    robots = max(int(v) for v in args.robots.split(","))
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    processes = [context.Process(target=_robot, args=(url, views, args.queries, args.every, i, out, 2.0)) for i in range(robots)]
+    for p in processes:
+        p.start()
+    time.sleep(5.0 + args.queries * args.every / 3)  # robots started (imports), then a third of their queries
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in a["name"]]
+    killed = replicas[0]["name"] if replicas else None
+    if killed:
+        ray.kill(ray.get_actor(killed, namespace=replicas[0]["namespace"]), no_restart=False)
+    per_robot = [out.get(timeout=900) for _ in processes]
+    for p in processes:
+        p.join()
+    records = [r for robot in per_robot for r in robot]
+    gaps = []
+    for robot in per_robot:
+        good = [r[3] for r in robot if r[2] is None]
+        gaps += list(np.diff(good))
+    ok = [r for r in records if r[2] is None]
+    return {
+        "config": f"2 replicas, {robots} robot(s), one replica killed",
+        "replicas": 2,
+        "robots": robots,
+        "killed": killed,
+        "p50_ms": 1000 * float(np.median([r[0] for r in ok])),
+        "p99_ms": 1000 * float(np.percentile([r[0] for r in ok], 99)),
+        "replies_per_s": None,
+        "errors": len(records) - len(ok),
+        "serialisation_share": None,
+        "longest_gap_s": float(max(gaps)) if gaps else None,
+        "hold_plus_horizon_s": 1.5,
+        "first_error": next((r[2] for r in records if r[2]), None),
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,6 +163,7 @@ def main() -> None:
     parser.add_argument("--replicas", default="1,2")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--every", type=float, default=0.4, help="each robot's query cadence, seconds (20 steps at 50 Hz)")
+    parser.add_argument("--kill-replica", action="store_true", help="also: kill one of 2 replicas mid-run (module docstring)")
     args = parser.parse_args()
     from chatvla2.contract.bundle import bundle_model_config, load_manifest
     from chatvla2.serve.serve_config import ServeConfig
@@ -172,6 +222,9 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
+        if args.kill_replica:
+            rows.append(_kill_replica_run(args, token_file, port, views))
+            print(json.dumps(rows[-1]), flush=True)
     finally:
         stop()
     print(
