@@ -36,7 +36,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,12 +170,30 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = lambda line: print(line
     flushed = torch.set_flush_denormal(True)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    # SIGTERM (`kill`, a session's end) stops the run as Ctrl-C does: it saves a resumable state.
+    # A run started in the background by a non-interactive shell ignores SIGINT, so without this
+    # nothing could stop it with a save.
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return _train(cfg, log)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         torch.set_num_threads(threads)
         if flushed:
             torch.set_flush_denormal(False)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: handled as Ctrl-C (a save, then the exit code 128 + 15)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise Terminated(signum)
 
 
 def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:

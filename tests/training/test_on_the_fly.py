@@ -105,6 +105,33 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_the_settings_default(
     assert [r["step"] for r in _train(out, "--stage", "1", "--workers", "0", "--resume", steps=2)] == [1, 2]
 
 
+def test_sigterm_saves_a_resumable_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatvla2", "train", "--out", str(out), "--steps", "500", *FAST, "--stage", "1", "--workers", "0",
+         "--save-every", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / LOG_FILE).is_file() and len((out / LOG_FILE).read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "interrupted: saving step" in stderr and "interrupted (SIGTERM)" in stderr
+    saved = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert saved >= 2 and saved == len((out / LOG_FILE).read_text().splitlines())  # the state is the log's last step
+    resumed = _train(out, "--stage", "1", "--workers", "0", "--resume", "--stop-after", "1", "--save-every", "500", steps=500)
+    assert resumed[-1]["step"] == saved + 1
+
+
 def test_held_out_measurements_go_to_the_log_and_the_curves(tmp_path):
     out = tmp_path / "measured"
     main(
