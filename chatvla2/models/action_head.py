@@ -319,15 +319,18 @@ class ScaleDP(nn.Module):
         r: torch.Tensor,
         state: torch.Tensor,
         return_block_outputs: bool = False,
+        prefix_actions: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Predicted noise (B, T, action_dim).
 
         noisy_actions: (B, chunk_size, action_dim); timesteps: (B,) int64 or float;
         o, r: (B, condition_dim); state: (B, state_dim), normalised.
         With return_block_outputs, also the list of every block's output (B, T, width).
+        prefix_actions and prefix (`prefix_mask`): the committed steps, entered clean (`denoise`).
         """
         base_obs, base_reason = self.condition_bases(o, r, state)
-        return self.denoise(noisy_actions, timesteps, base_obs, base_reason, return_block_outputs)
+        return self.denoise(noisy_actions, timesteps, base_obs, base_reason, return_block_outputs, prefix_actions, prefix)
 
     @torch.no_grad()
     def sample(
@@ -349,13 +352,11 @@ class ScaleDP(nn.Module):
         graph with the inference steps unrolled.
         """
         base_obs, base_reason = self.condition_bases(o, r, state)
-        if prefix_len is None:
-            return self.scheduler.sample(lambda x, t: self.denoise(x, t, base_obs, base_reason), noise)
-        prefix = self.prefix_mask(prefix_len)
+        prefix = None if prefix_len is None else self.prefix_mask(prefix_len)
         chunk = self.scheduler.sample(
             lambda x, t: self.denoise(x, t, base_obs, base_reason, prefix_actions=prefix_actions, prefix=prefix), noise
         )
-        return torch.where(prefix, prefix_actions.to(chunk.dtype), chunk)
+        return chunk if prefix is None else torch.where(prefix, prefix_actions.to(chunk.dtype), chunk)
 
     def loss(
         self,
@@ -389,12 +390,9 @@ class ScaleDP(nn.Module):
         # real steps' predictions: set them to 0 so the loss depends on the real steps only.
         actions = actions.masked_fill(pad, 0.0)
         noisy = self.scheduler.add_noise(actions, noise, timesteps)
-        if prefix_len is None:
-            eps = self.forward(noisy, timesteps, o, r, state)
-        else:
-            prefix = self.prefix_mask(prefix_len)
-            base_obs, base_reason = self.condition_bases(o, r, state)
-            eps = self.denoise(noisy, timesteps, base_obs, base_reason, prefix_actions=actions, prefix=prefix)
+        prefix = None if prefix_len is None else self.prefix_mask(prefix_len)
+        eps = self.forward(noisy, timesteps, o, r, state, prefix_actions=actions, prefix=prefix)
+        if prefix is not None:
             pad = pad | prefix  # the committed steps are given, not predicted
         squared = (eps - noise).pow(2).masked_fill(pad, 0.0)
         # Mean over the real steps and action dims (DexVLA's code divides by all steps instead).
