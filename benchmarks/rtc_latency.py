@@ -26,7 +26,7 @@ from chatvla2.evaluation.async_episode import LatencyInjection, run_async_episod
 from chatvla2.evaluation.eval_config import EvalConfig
 from chatvla2.evaluation.join_smoothness import ARM_JOINTS, largest_anywhere
 from chatvla2.evaluation.rates import format_rate
-from chatvla2.evaluation.task_eval import evaluate, load_policy, query_seed, write_record
+from chatvla2.evaluation.task_eval import evaluate, load_policy, model_config, query_seed, write_record
 from chatvla2.runtime.loop import LoopConfig
 from chatvla2.sim.tasks.env import TaskEnv
 
@@ -149,10 +149,7 @@ def main() -> None:
                         ]
                     )
                     print(" | ".join(rows[-1]), flush=True)
-            cfg = config(task, modes[0], latencies[0])
-            from chatvla2.evaluation.task_eval import model_config
-
-            vision = model_config(cfg).vision
+            vision = model_config(config(task, modes[0], latencies[0])).vision
             plot_latency = max([v for v in latencies if v <= 300] or latencies[:1])
             plot_joins(
                 policy,
