@@ -21,11 +21,12 @@ size, every field's type, dtype and shape, finite numbers; the first problem is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.errors import InvalidInput, MissingFile
 
 VERSION = 1
 DTYPES = {"uint8": np.uint8, "float32": np.float32}
@@ -35,6 +36,26 @@ DEFAULT_FRAME_BYTES = 1920 * 1080 * 3
 
 class WireError(InvalidInput):
     """A malformed request or reply: one line naming the field."""
+
+
+class BodyTooLarge(WireError):
+    """A request body over the server's limit (HTTP 413 rather than 400)."""
+
+
+def read_token_file(path: str | Path | None, min_length: int = 1) -> str | None:
+    """The bearer token in `--token-file PATH` (None without one): one token of at least
+    `min_length` characters, no spaces; else one line naming the file. The server and the robot's
+    client read it the same way."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"--token-file {path}: no such file")
+    token, least = path.read_text().strip(), max(1, min_length)
+    if len(token) < least or any(c.isspace() for c in token):
+        characters = "character" if least == 1 else "characters"
+        raise InvalidInput(f"--token-file {path}: expected one token of at least {least} {characters}, no spaces")
+    return token
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ def decode_request(body: bytes, limits: RequestLimits) -> tuple[dict, dict | Non
     import msgpack
 
     if len(body) > limits.max_bytes:
-        raise WireError(f"request body of {len(body)} bytes exceeds the limit of {limits.max_bytes}")
+        raise BodyTooLarge(f"request body of {len(body)} bytes exceeds the limit of {limits.max_bytes}")
     try:
         message = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=limits.max_bytes)
     except Exception as exc:  # msgpack raises several types for a truncated or foreign body

@@ -12,6 +12,7 @@ from chatvla2.contract.command_config import option, option_flags
 from chatvla2.contract.config import field_default
 from chatvla2.contract.errors import InvalidInput
 from chatvla2.contract.scene import INSTRUCTION
+from chatvla2.contract.wire import read_token_file
 from chatvla2.drivers.arm import ArmConfig
 from chatvla2.drivers.controller import ControllerConfig
 from chatvla2.drivers.profiles import PROFILES, get_profile
@@ -151,15 +152,7 @@ class RunConfig(BackendOptions):
 
     def token(self) -> str | None:
         """The bearer token of --token-file (None without one)."""
-        if self.token_file is None:
-            return None
-        path = Path(self.token_file)
-        if not path.is_file():
-            raise InvalidInput(f"--token-file {path}: no such file")
-        token = path.read_text().strip()
-        if not token or any(c.isspace() for c in token):
-            raise InvalidInput(f"--token-file {path}: expected one token, no spaces")
-        return token
+        return read_token_file(self.token_file)
 
     @property
     def ports(self) -> tuple[str | None, str | None]:

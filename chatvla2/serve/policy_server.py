@@ -23,7 +23,7 @@ from pathlib import Path
 
 from chatvla2.contract.bundle import MANIFEST_FILE
 from chatvla2.contract.errors import InvalidInput
-from chatvla2.contract.wire import RequestLimits, WireError, decode_request, encode_reply
+from chatvla2.contract.wire import BodyTooLarge, RequestLimits, WireError, decode_request, encode_reply
 
 
 class PolicyServer:
@@ -83,8 +83,7 @@ class PolicyServer:
             result = await asyncio.to_thread(self._infer, observation, reuse)
         except WireError as exc:
             self.counts["bad_request"] += 1
-            status = 413 if "exceeds the limit" in str(exc) else 400
-            return PlainTextResponse(f"{exc}\n", status_code=status)
+            return PlainTextResponse(f"{exc}\n", status_code=413 if isinstance(exc, BodyTooLarge) else 400)
         except InvalidInput as exc:  # what the policy itself refuses (a prefix too long, a wrong image)
             self.counts["bad_request"] += 1
             return PlainTextResponse(f"{exc}\n", status_code=400)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.errors import InvalidInput, MissingFile
+from chatvla2.contract.wire import read_token_file
 from chatvla2.runtime.backend_options import BackendOptions
 
 DEFAULT_PORT = 8000
+MIN_TOKEN_LENGTH = 16  # a server's token: guessing it must not be an option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,15 +45,7 @@ class ServeConfig(BackendOptions):
             check_integer("--max-request-bytes", self.max_request_bytes, 1024)
 
     def token(self) -> str | None:
-        if self.token_file is None:
-            return None
-        path = Path(self.token_file)
-        if not path.is_file():
-            raise MissingFile(f"--token-file {path}: no such file")
-        token = path.read_text().strip()
-        if len(token) < 16 or any(c.isspace() for c in token):
-            raise InvalidInput(f"--token-file {path}: expected one token of at least 16 characters, no spaces")
-        return token
+        return read_token_file(self.token_file, MIN_TOKEN_LENGTH)
 
 
 def is_loopback(host: str) -> bool:
