@@ -237,14 +237,13 @@ class ChatVLA2(nn.Module):
             generator = torch.Generator().manual_seed(seed)
             noise = torch.randn(1, head.chunk_size, head.action_dim, generator=generator)
         noise = torch.as_tensor(noise, dtype=dtype).reshape(1, head.chunk_size, head.action_dim).to(device)
-        if prefix is None:
-            normalised_actions = self.action_head.sample(o, r, state_normalised, noise)
-        else:
+        given = length = None
+        if prefix is not None:
             prefix = np.asarray(prefix, np.float32).reshape(-1, head.action_dim)
             given = torch.zeros(1, head.chunk_size, head.action_dim, dtype=dtype)
             given[0, : len(prefix)] = torch.from_numpy(self.stats.normalize_actions(prefix))
-            length = torch.tensor([len(prefix)], device=device)
-            normalised_actions = self.action_head.sample(o, r, state_normalised, noise, given.to(device), length)
+            given, length = given.to(device), torch.tensor([len(prefix)], device=device)
+        normalised_actions = self.action_head.sample(o, r, state_normalised, noise, given, length)
         actions = self.stats.unnormalize_actions(normalised_actions[0].float().cpu().numpy())
         if prefix is not None:
             actions[: len(prefix)] = prefix  # exactly the committed actions (the round trip is not exact)

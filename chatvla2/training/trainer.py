@@ -254,9 +254,10 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
         if state.get("version") != STATE_VERSION:
             raise InvalidInput(f"{state_path}: version {state.get('version')}, expected {STATE_VERSION}")
         # A setting added after the run was saved is the one it ran with: the field's default.
-        saved = {**{k: field_default(TrainConfig, k) for k in cfg.schedule_dict() if k != "mix" and k != "lr"}, **state["schedule"]}
-        if saved != cfg.schedule_dict():
-            diff = {k: (v, cfg.schedule_dict().get(k)) for k, v in saved.items() if cfg.schedule_dict().get(k) != v}
+        current = cfg.schedule_dict()
+        saved = {**{k: field_default(TrainConfig, k) for k in current if k not in ("mix", "lr")}, **state["schedule"]}
+        if saved != current:
+            diff = {k: (v, current.get(k)) for k, v in saved.items() if current.get(k) != v}
             raise InvalidInput(f"--resume: the settings differ from the interrupted run's (saved, given): {diff}")
         if state["weights_sha256"] != _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE):
             raise InvalidInput(f"--resume: {out / CHECKPOINT_DIR} is not the checkpoint {STATE_FILE} was saved with")
