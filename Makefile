@@ -21,11 +21,13 @@ demo: $(STAMP)
 	$(BIN)/chatvla2 demo
 
 # Lint and format check first (seconds), then the suite. pytest's exit code 5 (no tests collected)
-# fails the target like any other non-zero code.
+# fails the target like any other non-zero code. Two pytest-xdist workers, one per core: each test
+# keeps to one torch thread (tests/conftest.py), so one process alone left the second core idle.
+# --dist loadscope keeps a module's tests on one worker, so its module fixtures are built once.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

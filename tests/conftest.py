@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from chatvla2.sim.arm_sim import SimulatedArm
 
@@ -40,14 +41,21 @@ def tiny_bundle(tmp_path_factory) -> Path:
     existing = os.environ.get("CHATVLA2_TINY_BUNDLE")
     if existing:
         return Path(existing)
-    out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"
-    result = subprocess.run(
-        [sys.executable, "-m", "chatvla2", "export", "--config", "tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # `make test` runs two pytest-xdist workers; they share one bundle, exported by whichever asks
+    # first, in the temporary folder above both workers' own (pytest's documented xdist recipe).
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    out = shared / "tiny-fp32-bundle"
+    with FileLock(str(shared / "tiny-fp32-bundle.lock")):
+        if not (out / "manifest.json").is_file():
+            result = subprocess.run(
+                [sys.executable, "-m", "chatvla2", "export", "--config", "tiny", "--out", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
