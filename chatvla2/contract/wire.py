@@ -183,10 +183,13 @@ def decode_request(body: bytes, limits: RequestLimits) -> tuple[dict, dict | Non
     return observation, reuse
 
 
-def encode_reply(result: dict) -> bytes:
+def encode_reply(result: dict, served_by: str | None = None) -> bytes:
+    """`served_by`: which replica answered (the server's Ray node and process), for the operator of a
+    cluster; a client does not need it."""
     import msgpack
 
     return msgpack.packb({
+        "served_by": served_by,
         "v": VERSION,
         "action_chunk": pack_array(result["action_chunk"], "float32"),
         "reasoning": result["reasoning"],
@@ -215,4 +218,5 @@ def decode_reply(body: bytes) -> dict:
         "tokens": message["tokens"],
         "reused_reasoning": message["reused_reasoning"],
         "timings": dict(message["timings"]),
+        "served_by": message.get("served_by"),
     }

@@ -6,7 +6,9 @@
   expects (`expect_sha256`: the manifest's hash): otherwise one line, and nothing runs.
 - **Infer**: POST /infer with the observation (contract/wire.py), under a per-request deadline.
   A connection that fails (the server restarting, a replica killed) is reopened and the request
-  sent again while the deadline allows; past it, `RemoteDeadline`. The control loop treats that as
+  sent again while the deadline allows, and so is a request the server failed on its side (5xx: a
+  replica that died under it, no replica up yet); past the deadline, `RemoteDeadline`. A refused
+  request (4xx: the body, the token) is not sent again: `RemoteError` at once. The control loop treats that as
   any inference error; while a request is only slow, the loop's plan runs dry and its watchdog holds
   then damps, exactly as for a slow local engine.
 - **Auth**: a bearer token (`--token-file`) in every request's Authorization header.
@@ -27,6 +29,8 @@ from chatvla2.runtime.loop import InferenceStopped
 
 # Between reconnect attempts while the deadline allows (a replica restarting takes seconds).
 RETRY_PAUSE_S = 0.05
+# The server failed, not the request: worth sending again while the deadline allows.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class RemoteError(RuntimeError):
@@ -50,7 +54,7 @@ class RemotePolicy:
         self.token, self.deadline_s, self.expect_sha256 = token, deadline_s, expect_sha256
         self._connection: http.client.HTTPConnection | None = None
         self.manifest: dict = {}
-        self.requests = self.reconnects = 0
+        self.requests = self.reconnects = self.server_errors = 0
 
     # -- the contract, at connect ----------------------------------------------------------------
     def connect(self) -> RemotePolicy:
@@ -112,12 +116,15 @@ class RemotePolicy:
                 response = connection.getresponse()
                 data = response.read()
                 self.requests += 1
-                return response.status, data
+                if response.status not in RETRY_STATUSES:
+                    return response.status, data
+                last = RemoteError(f"{response.status}: {data.decode(errors='replace').strip()[:200]}")
+                self.server_errors += 1
             except (ConnectionError, http.client.HTTPException, OSError) as exc:  # refused, reset, timed out
                 last = exc
                 self.close()
                 self.reconnects += 1
-                time.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
 
     def _open(self, timeout: float) -> http.client.HTTPConnection:
         if self._connection is None:

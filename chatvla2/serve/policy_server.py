@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,7 @@ class PolicyServer:
             "views": config.vision.num_views, "image": [config.vision.image_height, config.vision.image_width],
             "state_dim": head.state_dim, "action_dim": head.action_dim, "chunk_size": head.chunk_size,
             "max_prefix": head.max_prefix, "max_request_bytes": self.limits.max_bytes,
+            "node": _ray_node_id(), "pid": os.getpid(),  # which replica answered (scale-out checks)
         }  # fmt: skip
         self._token = token.encode() if token else None
         self._lock = threading.Lock()
@@ -88,4 +90,15 @@ class PolicyServer:
             self.counts["bad_request"] += 1
             return PlainTextResponse(f"{exc}\n", status_code=400)
         self.counts["inferences"] += 1
-        return Response(encode_reply(result), media_type="application/msgpack")
+        served_by = f"{self.info['node']}/{self.info['pid']}"
+        return Response(encode_reply(result, served_by), media_type="application/msgpack")
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this replica runs on (None outside Ray: the class is also usable in-process)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:
+        return None

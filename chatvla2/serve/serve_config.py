@@ -24,6 +24,12 @@ class ServeConfig(BackendOptions):
     address: str | None = option(
         "a running Ray cluster to join (`ray start --head`'s address); default: a local one", None, metavar="RAY_ADDRESS"
     )
+    proxy: str = option(
+        "where Serve's HTTP proxy listens: head (one address, the head node's, for every robot) or every "
+        "(each node that holds a replica: robots may use any of them) (default %(default)s)",
+        "head",
+        choices=("head", "every"),
+    )
     token_file: str | None = option("a file holding the bearer token every request must carry", None, metavar="FILE")
     max_request_bytes: int | None = option("largest request body (default: 4x the model's images and arrays)", None, metavar="N")
 

@@ -36,7 +36,11 @@ def start(config: ServeConfig) -> str:
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     gpus = ray.cluster_resources().get("GPU", 0) >= config.replicas
-    serve.start(http_options={"host": config.host, "port": config.port})
+    # --proxy head: one HTTP proxy on the head node, the one address robots use (and the only layout
+    # whose nodes can share a machine, as Ray's cluster utilities do in the tests: every node's proxy
+    # would bind the same port); --proxy every: one on each node that holds a replica.
+    proxy = {"head": "HeadOnly", "every": "EveryNode"}[config.proxy]
+    serve.start(proxy_location=proxy, http_options={"host": config.host, "port": config.port})
     deployment = serve.deployment(PolicyServer, name="policy").options(
         num_replicas=config.replicas,
         max_ongoing_requests=1,  # one inference at a time per replica: Serve sends the next to a free one

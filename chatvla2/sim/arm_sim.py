@@ -8,7 +8,8 @@ EC-A4310 motors on their own id, one reply per command frame. The bus is paced: 
 
 A client opens `device_path` with pyserial (or python-can's slcan interface) like a USB adapter.
 For tests, the simulator keeps what it saw: each motor's `mode_log` (when it entered position /
-damping / limp / disabled), `command_log` (every line that was not a data frame: O, C, S8, an empty
+damping / limp / disabled) and `hold_log` (stretches of one unchanged position target: a hold),
+`command_log` (every line that was not a data frame: O, C, S8, an empty
 line, garbage) and `rejected_lines` (every line answered BEL), all on `time.monotonic()`, the clock
 the driver uses too.
 """
@@ -46,6 +47,8 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 # Plausible joint inertias (kg*m^2) for joints 1..6 and the gripper: the sim's choice.
 _INERTIA = (0.05, 0.05, 0.03, 0.01, 0.01, 0.005, 0.002)
 _REST_POSE = (0.05, 0.25, 0.31, -0.1, 0.15, 0.05, 0.5)  # not all zero: a real arm at rest
+# The shortest stretch of one position target the hold log records: 50 frames of a 500 Hz controller.
+HOLD_MIN_S = 0.1
 
 
 @dataclass
@@ -59,7 +62,12 @@ class SimMotor:
     last_update: float = field(default_factory=time.monotonic)
     ec_feedback_type: int = 1
     mode_log: list[tuple[float, str]] = field(default_factory=list)  # (time, mode) on every change
+    # (start, end) of every stretch of at least HOLD_MIN_S in position mode with the same target:
+    # what an arm sees of a controller holding (the last target sent again), or of a still plan
+    hold_log: list[tuple[float, float]] = field(default_factory=list)
     commands_received: int = 0
+    _target: float | None = None  # the position target in force (None: not in position mode)
+    _target_since: float = 0.0
 
     @property
     def mode(self) -> str:
@@ -71,8 +79,18 @@ class SimMotor:
         else:
             _, _, kp, kd, _ = self.command
             mode = "position" if kp > 0 else "damping" if kd > 0 else "limp"
+        target = self.command[0] if mode == "position" else None
+        if target != self._target:
+            self.close_hold(now)
+            self._target, self._target_since = target, now
         if mode != self.mode or not self.mode_log:
             self.mode_log.append((now, mode))
+
+    def close_hold(self, now: float) -> None:
+        """End the current stretch of one target: logged if it lasted HOLD_MIN_S or more."""
+        if self._target is not None and now - self._target_since >= HOLD_MIN_S:
+            self.hold_log.append((self._target_since, now))
+        self._target_since = now
 
 
 class SimulatedArm:
@@ -144,6 +162,19 @@ class SimulatedArm:
             self._thread.join(timeout=5)
             self._thread = None
         self._close_fds()
+
+    def mode_record(self) -> dict:
+        """What each motor saw, on time.monotonic() (the same clock in every process of a machine):
+        its mode changes and its holds (a hold still going ends now). For after stop()."""
+        now = time.monotonic()
+        motors = {}
+        for motor_id, motor in self.motors.items():
+            motor.close_hold(now)
+            motors[str(motor_id)] = {
+                "modes": [[round(t, 6), mode] for t, mode in motor.mode_log],
+                "holds": [[round(a, 6), round(b, 6)] for a, b in motor.hold_log],
+            }
+        return {"profile": self.profile.name, "clock": "monotonic", "written": round(now, 6), "motors": motors}
 
     def unplug(self) -> None:
         """Pull the cable: close the pty. The client sees EIO / end of file.

@@ -6,11 +6,14 @@ The first line printed is the device path alone (for scripts); the simulator run
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from chatvla2.drivers.arm_command_config import ArmCommandConfig
 from chatvla2.sim.arm_sim import SimulatedArm
@@ -56,9 +59,18 @@ def sim_arm_main(config: SimArmConfig) -> int:
     finally:
         try:
             sim.stop()
+            if config.mode_log:
+                _write_mode_log(Path(config.mode_log), sim.mode_record())
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _write_mode_log(path: Path, record: dict) -> None:
+    """Whole or not at all: written beside, then renamed over (a reader never sees half a file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record) + "\n")
+    os.replace(partial, path)
 
 
 def arm_with_sim_main(config: ArmCommandConfig) -> int:

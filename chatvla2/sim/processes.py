@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from chatvla2.contract.embodiment import ARMS
 from chatvla2.contract.errors import DeviceError
@@ -107,10 +108,10 @@ class _SignalGuard:
             signal.raise_signal(self.pending)
 
 
-def _spawn(profile: str, seed: int, faults: str) -> subprocess.Popen:
+def _spawn(profile: str, seed: int, faults: str, mode_log: str | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "chatvla2", "sim-arm", "--profile", profile, "--seed", str(seed)]
     return subprocess.Popen(
-        command + (["--faults", faults] if faults else []),
+        command + (["--faults", faults] if faults else []) + (["--mode-log", mode_log] if mode_log else []),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         # its own process group: the operator's Ctrl-C goes to `run`, which stops the sims itself
         # after damping and disabling the arms
@@ -127,27 +128,29 @@ def _read_device_path(sim: SimArmProcess) -> None:
 
 def start_sim_arm(profile: str, seed: int, faults: str = "") -> SimArmProcess:
     """One simulated arm; see `start_sim_arms`."""
-    return _start(profile, [(seed, faults)], [])[0]
+    return _start(profile, [(seed, faults, None)], [])[0]
 
 
 def start_sim_arms(profile: str, faults: dict[str, str] | None = None,
-                   started: list[SimArmProcess] | None = None) -> list[SimArmProcess]:
+                   started: list[SimArmProcess] | None = None, mode_logs: str | None = None) -> list[SimArmProcess]:
     """Two simulated arms, left then right (seeds 0 and 1); none is left running on failure or
     on a signal (see the module docstring). `started`: a list of the caller's that each process
     joins as it is spawned (returned too), so that a caller whose own code a signal interrupts
-    right after this returns still holds every process to stop."""
+    right after this returns still holds every process to stop. `mode_logs`: a folder where each
+    arm writes what its motors saw when it stops (`chatvla2 sim-arm --mode-log`): left.json, right.json."""
     faults = faults or {}
     sims = [] if started is None else started
-    return _start(profile, [(seed, faults.get(side, "")) for seed, side in enumerate(SIDES)], sims)
+    logs = {side: (str(Path(mode_logs) / f"{side}.json") if mode_logs else None) for side in SIDES}
+    return _start(profile, [(seed, faults.get(side, ""), logs[side]) for seed, side in enumerate(SIDES)], sims)
 
 
-def _start(profile: str, arms: list[tuple[int, str]], sims: list[SimArmProcess]) -> list[SimArmProcess]:
+def _start(profile: str, arms: list[tuple[int, str, str | None]], sims: list[SimArmProcess]) -> list[SimArmProcess]:
     first = len(sims)
     guard = _SignalGuard().install()
     try:
-        for seed, faults in arms:
+        for seed, faults, mode_log in arms:
             with guard.hold():  # spawned and recorded, or not spawned
-                sims.append(SimArmProcess(_spawn(profile, seed, faults)))
+                sims.append(SimArmProcess(_spawn(profile, seed, faults, mode_log)))
             _read_device_path(sims[-1])  # a signal here raises at once: the process is recorded
         guard.holding += 1  # started: from here on a signal waits (then undoes the start-up below)
     except BaseException:

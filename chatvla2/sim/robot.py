@@ -54,10 +54,10 @@ def parse_sim_faults(items: list[str]) -> dict[str, str]:
 
 
 def open_sim_robot(profile: str = "x5", faults: dict[str, str] | None = None,
-                   feedback_timeout_s: float = SIM_FEEDBACK_TIMEOUT_S) -> BimanualRobot:
+                   feedback_timeout_s: float = SIM_FEEDBACK_TIMEOUT_S, mode_logs: str | None = None) -> BimanualRobot:
     sims: list = []  # filled as each process starts: whatever happens, every one is stopped
     try:
-        start_sim_arms(profile, faults, started=sims)
+        start_sim_arms(profile, faults, started=sims, mode_logs=mode_logs)
         return open_robot(sims[0].device_path, sims[1].device_path, profile, feedback_timeout_s=feedback_timeout_s,
                           after_disconnect=[lambda: stop_sim_arms(sims)])
     except BaseException:
@@ -70,7 +70,7 @@ def run_main(config: RunCommandConfig) -> int:
     faults = parse_sim_faults(config.sim_faults)
     timeout = SIM_FEEDBACK_TIMEOUT_S if config.feedback_timeout is None else config.feedback_timeout
     if config.sim_task is None:
-        return run_policy(config, lambda: open_sim_robot(config.profile, faults, timeout), feedback_timeout_s=timeout)
+        return run_policy(config, lambda: open_sim_robot(config.profile, faults, timeout, config.sim_log), feedback_timeout_s=timeout)
     return _run_task(config, config.sim_task, faults, timeout)
 
 
@@ -93,7 +93,7 @@ def _run_task(config: RunCommandConfig, task: str, faults: dict[str, str], timeo
         return open_scene_views(camera, num_views, max_age_s=config.camera_max_age)
 
     def connect() -> BimanualRobot:
-        return camera.attach(open_sim_robot(config.profile, faults, timeout))
+        return camera.attach(open_sim_robot(config.profile, faults, timeout, config.sim_log))
 
     def on_summary(summary: dict, reasoning: str | None) -> list[str]:
         summary["task"] = camera.outcome(reasoning)

@@ -5,6 +5,7 @@ simulated task whose scene is the camera."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from chatvla2.contract.command_config import check_integer, option
 from chatvla2.contract.config import field_default
@@ -30,6 +31,12 @@ class RunCommandConfig(RunConfig):
     sim_faults: tuple[str, ...] = option(
         "--robot sim: faults for one simulated arm, e.g. 'left:unplug=5' (see chatvla2 sim-arm --help)", (), metavar="SIDE:SPEC"
     )
+    sim_log: str | None = option(
+        "--robot sim: a folder where each simulated arm writes what its motors saw when it stops (mode "
+        "changes and holds, on time.monotonic(): left.json, right.json; chatvla2 sim-arm --mode-log)",
+        None,
+        metavar="DIR",
+    )
     task: str | None = option(
         f"--task NAME, a simulated task ({', '.join(SIM_TASKS)}), with --robot sim: the task's scene is every "
         "camera view (rendered from the arms' measured state) and its instruction the instruction; the "
@@ -53,6 +60,11 @@ class RunCommandConfig(RunConfig):
         if self.sim_faults and self.robot != "sim":
             raise InvalidInput("simulated faults are for the simulated robot (--robot sim)")
         parse_sim_faults(self.sim_faults)
+        if self.sim_log is not None:
+            if self.robot != "sim":
+                raise InvalidInput("--sim-log is the simulated arms' own log: it is for --robot sim")
+            if not Path(self.sim_log).is_dir():
+                raise InvalidInput(f"--sim-log {self.sim_log}: not a folder (create it first)")
         if task is None and (self.split is not None or self.episode_seed is not None):
             raise InvalidInput(
                 f"--split and --episode-seed choose a simulated task's scene: give --task NAME "

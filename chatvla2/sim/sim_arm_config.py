@@ -19,6 +19,11 @@ class SimArmConfig:
         "",
     )
     seed: int = option("seed of the injected faults' randomness", 0)
+    mode_log: str | None = option(
+        "when the simulator stops, write what its motors saw (mode changes, holds; time.monotonic()) to FILE as JSON",
+        None,
+        metavar="FILE",
+    )
 
     def __post_init__(self) -> None:
         get_profile(self.profile)

@@ -71,6 +71,8 @@ def test_run_refuses_a_tampered_bundle_before_touching_the_arms(tiny_bundle, tmp
     (["--sim-faults", "right: , "], "no fault after 'right:'"),
     (["--port", "/dev/ttyACM0"], "--port is given twice"),
     (["--robot", "arx", "--sim-faults", "left:unplug=1"], "simulated faults are for the simulated robot"),
+    (["--sim-log", "/nonexistent"], "--sim-log /nonexistent: not a folder"),
+    (["--robot", "arx", "--port", "/dev/null", "--port", "/dev/null", "--sim-log", "."], "--sim-log is the simulated arms' own log"),
     (["--robot", "arx"], "--robot arx needs two adapters"),
     (["--duration", "-1"], "--duration must be positive, got -1"),
     (["--duration", "0"], "--duration must be positive, got 0"),

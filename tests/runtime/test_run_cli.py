@@ -23,15 +23,26 @@ def _summary(stdout: str) -> dict:
 
 def test_run_on_sim_for_a_few_seconds(tiny_bundle, tmp_path):
     telemetry = tmp_path / "run.jsonl"
+    arms_log = tmp_path / "arms"
+    arms_log.mkdir()
     result = subprocess.run([sys.executable, *RUN, str(tiny_bundle), "--robot", "sim", "--duration", "3", "--threads", "1",
-                             "--telemetry", str(telemetry)], capture_output=True, text=True, cwd=REPO, timeout=180)
+                             "--telemetry", str(telemetry), "--sim-log", str(arms_log)],
+                            capture_output=True, text=True, cwd=REPO, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     summary = _summary(result.stdout)
     assert summary["stop_reason"] == "duration reached" and summary["damped"]
     assert summary["steps_sent"] >= 120 and summary["inferences"] >= 2
     assert summary["interventions"]["left"]["faults"] == 0
-    events = [json.loads(line)["event"] for line in telemetry.read_text().splitlines()]
+    records = [json.loads(line) for line in telemetry.read_text().splitlines()]
+    events = [record["event"] for record in records]
     assert events.count("step") >= 120 and events[-1] == "disconnected"
+    # the simulated arms' own logs: every motor driven in position mode, then damped (the loop's stop,
+    # then the disconnect's 2 s of damping), then disabled (Damiao) or limp (EC)
+    for side in ("left", "right"):
+        for motor, seen in json.loads((arms_log / f"{side}.json").read_text())["motors"].items():
+            (_, last_driven), (damped, damping), (released, final) = seen["modes"][-3:]
+            assert (last_driven, damping, final in ("disabled", "limp")) == ("position", "damping", True), (side, motor, seen)
+            assert released - damped >= 1.9, (side, motor, seen["modes"])
 
 
 def _children(pid: int) -> list[int]:

@@ -1,10 +1,13 @@
 """The policy server (`chatvla2 serve`) and the robot's client (runtime/remote_policy.py) on a real
-local Ray Serve instance: the tiny bundle behind a token; one inference equal to the in-process
-Policy's; a missing or wrong token refused; bad bodies refused in one line with the server still
-serving; the contract checked at connect; a server that is gone is the client's deadline error."""
+local multi-node Ray cluster (Ray's own cluster utilities: a head and a worker node, one replica on
+each): the tiny bundle behind a token; one inference equal to the in-process Policy's; a missing or
+wrong token refused; bad bodies refused in one line with the server still serving; the contract
+checked at connect; clients gone mid-request and a replica killed leave the server serving; a server
+that is gone is the client's deadline error."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -29,15 +32,47 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle, tmp_path_factory):
+def cluster():
+    """Two Ray nodes on this machine, one CPU each: a replica needs one, so each node holds one."""
+    from ray.cluster_utils import Cluster
+
+    # the nodes' processes start here, before serve/server.py's start() could set it for them
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(cluster, tiny_bundle, tmp_path_factory):
     from chatvla2.serve.serve_config import ServeConfig
     from chatvla2.serve.server import start, stop
 
     token_file = tmp_path_factory.mktemp("serve") / "token"
     token_file.write_text(TOKEN + "\n")
-    url = start(ServeConfig(bundle=str(tiny_bundle), port=_free_port(), token_file=str(token_file), threads=1))
+    config = ServeConfig(bundle=str(tiny_bundle), port=_free_port(), token_file=str(token_file), threads=1,
+                         address=cluster.address, replicas=2)  # fmt: skip
+    url = start(config)
     yield url
     stop()
+
+
+def _nodes_serving(url: str, rounds: int = 3) -> set[str]:
+    """The Ray nodes whose replica served one of four concurrent inferences, in a few rounds. Each
+    replica takes one request at a time, so four at once need both (a stuck replica serves none);
+    one at a time, Serve prefers the replica on its proxy's node."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def infer(seed: int) -> str:
+        client = RemotePolicy(url, token=TOKEN, deadline_s=60.0).connect()
+        try:
+            return client.infer(_observation(seed))["served_by"].split("/")[0]
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        return set(pool.map(infer, range(4 * rounds)))
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +147,41 @@ def test_the_contract_is_checked_at_connect(server):
         RemotePolicy(server, token=TOKEN, deadline_s=30.0, expect_sha256="0" * 64).connect()
 
 
+def test_the_replicas_serve_from_both_nodes_of_the_cluster(server, cluster):
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert len(alive) == 2 and _nodes_serving(server) == alive
+
+
+def test_clients_gone_mid_request_leave_every_replica_serving(server):
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(server)
+    body = encode_request(_observation())
+    head = (f"POST /infer HTTP/1.1\r\nHost: {parts.hostname}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    for sent in (head + body[: len(body) // 2], head + body):  # half a body, then a whole one
+        for _ in range(2):  # at least once on each replica, most likely
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+                connection.sendall(sent)  # and gone, before any reply
+    client = RemotePolicy(server, token=TOKEN, deadline_s=30.0).connect()
+    for seed in range(3):
+        assert client.infer(_observation(seed))["action_chunk"].shape == (50, 14)
+    client.close()
+    assert len(_nodes_serving(server)) == 2
+
+
+def test_a_replica_killed_is_routed_around_within_the_deadline(server):
+    """Serve restarts a killed replica; meanwhile requests go to the other one (or are sent again by
+    the client while the deadline allows: a reset connection, a 5xx)."""
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in a["name"]]
+    assert len(replicas) == 2
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+    client = RemotePolicy(server, token=TOKEN, deadline_s=30.0).connect()
+    for seed in range(4):
+        assert client.infer(_observation(seed))["action_chunk"].shape == (50, 14)
+    client.close()
+
+
 def test_a_server_that_is_gone_is_the_clients_deadline_error():
     client = RemotePolicy(f"http://127.0.0.1:{_free_port()}", token=TOKEN, deadline_s=0.3)
     started = time.monotonic()
@@ -142,14 +212,17 @@ def test_run_drives_the_simulated_arms_through_the_server(server, token_file, tm
     telemetry = tmp_path / "run.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "chatvla2", "run", "--robot", "sim", "--task", "math_game", "--duration", "3",
-         "--policy-url", server, "--token-file", str(token_file), "--request-deadline", "30", "--telemetry", str(telemetry)],
+         "--policy-url", server, "--token-file", str(token_file), "--request-deadline", "30", "--telemetry", str(telemetry),
+         "--hold", "5"],  # a busy 2-core machine can take over a second per inference: not this test's subject
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=300,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0, "\n".join(lines[:-1])[-3000:] + result.stderr[-3000:]
     summary = json.loads(lines[-1])
     assert summary["stop_reason"] == "duration reached" and summary["damped"] and not summary["errors"]
-    assert summary["steps_sent"] >= 100 and summary["inferences"] >= 2
+    # the first chunk executed whole, and at least one more came from the server (how many more: the
+    # machine's load that minute)
+    assert summary["steps_sent"] >= 50 and summary["inferences"] >= 2
     assert summary["task"]["name"] == "math_game" and isinstance(summary["task"]["reasoning"], str)
     assert any(line.startswith(f"policy: {server} (remote: tiny on onnxruntime)") for line in lines)
 

@@ -166,3 +166,33 @@ def test_a_hung_adapter_stops_reading_for_good(sim_arm):
                 p.write(b"t0058FFFFFFFFFFFFFFFC\r" * 7)
         assert sim_arm.motors[5].commands_received == 0 and read_until_quiet(p, limit_s=0.3) == b""
     assert sim_arm.command_log[-1][1] == b"O"  # nothing read after the hang
+
+
+def test_the_hold_log_records_one_unchanged_target_for_at_least_its_minimum():
+    """A motor's hold log: stretches of one position target lasting HOLD_MIN_S or more (a controller
+    holding), not a moving target, not damping; the mode log beside it."""
+    from chatvla2.sim.arm_sim import HOLD_MIN_S
+
+    sim = SimulatedArm("x5")
+    motor = next(m for m in sim.motors.values() if m.model.family == "damiao")
+    motor.enabled = True
+    t = 100.0
+    for step in range(20):  # moving: a new target every 2 ms
+        motor.command = (0.01 * step, 0.0, 30.0, 1.0, 0.0)
+        motor.log_mode(t)
+        t += 0.002
+    hold_start = t - 0.002  # the last target was first sent then
+    for _ in range(100):  # the same target for 0.2 s: a hold
+        motor.log_mode(t)
+        t += 0.002
+    motor.command = (0.19, 0.0, 0.0, 1.0, 0.0)  # damping: the hold ends
+    motor.log_mode(t)
+    damped_at = t
+    motor.command = (0.3, 0.0, 30.0, 1.0, 0.0)  # a short stretch: not a hold
+    motor.log_mode(t + 0.01)
+    motor.command = (0.31, 0.0, 30.0, 1.0, 0.0)
+    motor.log_mode(t + 0.01 + HOLD_MIN_S / 2)
+    assert motor.hold_log == [(pytest.approx(hold_start), pytest.approx(damped_at))]
+    assert [mode for _, mode in motor.mode_log] == ["position", "damping", "position"]
+    record = sim.mode_record()
+    assert record["clock"] == "monotonic" and record["motors"][str(motor.motor_id)]["holds"][0][0] == pytest.approx(hold_start)
