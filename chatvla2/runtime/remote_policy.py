@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from chatvla2.contract.embodiment import ACTION_DIM, STATE_DIM
-from chatvla2.contract.errors import InvalidInput
+from chatvla2.contract.errors import DeviceError, InvalidInput
 from chatvla2.contract.wire import decode_reply, encode_request
 from chatvla2.runtime.loop import InferenceStopped
 
@@ -33,8 +33,9 @@ RETRY_PAUSE_S = 0.05
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
-class RemoteError(RuntimeError):
-    """The server refused or failed a request: its status and its one line."""
+class RemoteError(DeviceError):
+    """The server refused or failed a request (its status and its one line), or did not answer: a
+    device that refuses or stops answering, printed in one line by the front door."""
 
 
 class RemoteDeadline(RemoteError):

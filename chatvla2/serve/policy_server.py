@@ -8,7 +8,8 @@ compared in constant time (hmac.compare_digest); without it: 401 and no work. A 
 before any inference: its declared and actual size against the model's limit (413), then every
 field (400, one line); the replica keeps serving. One inference at a time per replica (the
 deployment's max_ongoing_requests is 1: a Policy holds per-inference buffers), run in a worker
-thread so the replica's event loop stays free.
+thread so the replica's event loop stays free. A client that disconnects has its request cancelled
+by Serve; its inference, if started, gives up at the next stage or token.
 """
 
 from __future__ import annotations
@@ -58,9 +59,18 @@ class PolicyServer:
         # compare_digest on bytes of any length: the time does not depend on where they differ
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
-    def _infer(self, observation: dict, reuse: dict | None) -> dict:
+    def _infer(self, observation: dict, reuse: dict | None, gone: threading.Event) -> dict | None:
+        """None when the client left first: before its turn, or between two stages or tokens."""
+        from chatvla2.runtime.loop import InferenceStopped
+
         with self._lock:
-            return self.policy.infer(observation, reuse=reuse)
+            try:
+                if gone.is_set():
+                    raise InferenceStopped("the client left before its turn")
+                return self.policy.infer(observation, reuse=reuse, should_stop=gone.is_set)
+            except InferenceStopped:
+                self.counts["given_up"] += 1
+                return None
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -80,15 +90,25 @@ class PolicyServer:
             self.counts["too_large"] += 1
             return PlainTextResponse(f"request body of {declared} bytes exceeds the limit of {self.limits.max_bytes}\n", status_code=413)
         body = await request.body()
+        gone = threading.Event()
         try:
             observation, reuse = decode_request(body, self.limits)
-            result = await asyncio.to_thread(self._infer, observation, reuse)
+            result = await asyncio.to_thread(self._infer, observation, reuse, gone)
+        except asyncio.CancelledError:
+            # Serve cancels a request whose client disconnected; the worker thread cannot be
+            # cancelled, so it is told to give up (Policy.infer's should_stop): an abandoned
+            # request costs the next one at most a stage or a token, not a whole inference.
+            gone.set()
+            self.counts["client_gone"] += 1
+            raise
         except WireError as exc:
             self.counts["bad_request"] += 1
             return PlainTextResponse(f"{exc}\n", status_code=413 if isinstance(exc, BodyTooLarge) else 400)
         except InvalidInput as exc:  # what the policy itself refuses (a prefix too long, a wrong image)
             self.counts["bad_request"] += 1
             return PlainTextResponse(f"{exc}\n", status_code=400)
+        if result is None:  # given up: the client left (its request was cancelled) before the reply
+            return PlainTextResponse("the client disconnected\n", status_code=499)
         self.counts["inferences"] += 1
         served_by = f"{self.info['node']}/{self.info['pid']}"
         return Response(encode_reply(result, served_by), media_type="application/msgpack")

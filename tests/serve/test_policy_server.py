@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 
 import numpy as np
@@ -233,3 +234,58 @@ def test_run_refuses_a_bundle_and_a_url_together(tiny_bundle):
 
     with pytest.raises(InvalidInput, match="give a bundle or --policy-url, not both"):
         parse_config(RunCommandConfig, [str(tiny_bundle), "--policy-url", "http://127.0.0.1:1"])
+
+
+def test_a_cancelled_request_gives_up_its_inference_and_frees_the_replica(tiny_bundle):
+    """Serve cancels a request whose client disconnected. The replica's worker thread cannot be
+    cancelled: it is told to give up (Policy.infer's should_stop), and the next request is served.
+    The replica class in-process, with real starlette requests (no Ray needed for this)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from chatvla2.serve.policy_server import PolicyServer
+
+    server = PolicyServer(str(tiny_bundle), backend="onnxruntime", threads=1)
+    body = encode_request(_observation())
+
+    def request() -> Request:
+        scope = {"type": "http", "method": "POST", "path": "/infer", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-length", str(len(body)).encode())]}  # fmt: skip
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return Request(scope, receive)
+
+    class TurnLock:
+        """The replica's lock, telling when a worker thread is waiting for its turn."""
+
+        def __init__(self):
+            self.lock, self.waiting = threading.Lock(), threading.Event()
+
+        def __enter__(self):
+            self.waiting.set()
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    server._lock = TurnLock()
+
+    async def cancel_one_then_serve_one():
+        server._lock.lock.acquire()  # another inference is running: the request's thread waits its turn
+        abandoned = asyncio.create_task(server(request()))
+        while not server._lock.waiting.is_set():  # read, decoded, its thread waiting
+            await asyncio.sleep(0.01)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        server._lock.lock.release()  # its turn: the thread finds its client gone and gives up
+        return await server(request())
+
+    try:
+        reply = asyncio.run(cancel_one_then_serve_one())
+        assert reply.status_code == 200 and server.counts == {"client_gone": 1, "given_up": 1, "inferences": 1}
+    finally:
+        server.policy.close()
