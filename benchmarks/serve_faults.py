@@ -143,7 +143,7 @@ def _robot_report(process: subprocess.Popen, telemetry: Path, arms: Path, fault_
     summary = next((r for r in records if r.get("event") == "summary"), {})
     if stop is None:
         return {"exit": process.returncode, "stop_reason": None, "error": (stderr or stdout)[-300:]}
-    to_monotonic = stop["monotonic_s"] - stop["t"]  # loop time -> time.monotonic()
+    to_monotonic = stop["t0_s"]  # loop time -> time.monotonic()
     arrivals = [r["t"] + to_monotonic for r in records if r.get("event") == "inference"]
     held = [r for r in records if r.get("event") == "step" and r.get("held")]
     held_after = [r["t"] + to_monotonic for r in held if r["t"] + to_monotonic >= fault_at]

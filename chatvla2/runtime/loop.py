@@ -481,8 +481,10 @@ class ControlLoop:
             self.damped = True
         except Exception as exc:  # noqa: BLE001
             self.errors.append(f"damping: {exc!r}")
+        # t0_s: the clock at step 0 (time.monotonic() unless the loop was given another clock): every
+        # record's t plus t0_s is a time another process on this machine can compare with its own
         self.telemetry.write({"event": "stop", "t": round(self.ended_at - self.t0, 6), "reason": self.stop_reason,
-                              "damped": self.damped, "monotonic_s": round(time.monotonic(), 6)})
+                              "damped": self.damped, "monotonic_s": round(time.monotonic(), 6), "t0_s": round(self.t0, 6)})
         bound = self.inference_join_bound()
         if not self.join_inference(bound):
             self.errors.append(f"inference still running {bound:.1f} s after the stop: engines must not be closed")
