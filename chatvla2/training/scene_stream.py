@@ -67,6 +67,8 @@ ROBOT_MATH, ROBOT_TOY, IMAGE_TEXT, READING = "robot_math", "robot_toy", "image_t
 # (reading.KINDS), and the reader at step 3,600 answered "4x1" to every board (docs/training-and-demo-model.md).
 READING_DIGITS = "reading_digits"
 DIGIT_KINDS = ("board", "cards", "arithmetic", "card_at")
+# Sums given in the question, to work out (arithmetic_drill_example).
+ARITHMETIC_DRILL = "arithmetic_drill"
 ROBOT_SOURCES = {ROBOT_MATH: math_game.TASK, ROBOT_TOY: toy_placement.TASK}
 
 
@@ -257,12 +259,28 @@ def reading_digits_example(mixture: Mixture, scene_seed: int, rng: np.random.Gen
     return example
 
 
+def arithmetic_drill_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
+    """A sum to work out, its expression given in the question ("What is 56-42?" -> "56-42=14."), on a
+    reading image of the same board (any look). Stage 0 stands in for the pre-training a real VLM
+    brings, arithmetic included: at step 13,000 the reader read boards it could not compute
+    (docs/training-and-demo-model.md). The answer is written as the reasoning and the arithmetic
+    questions write it."""
+    from chatvla2.sim.tasks import reading
+
+    drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind="arithmetic")
+    expression = drawn["answer"].split("=")[0]
+    example = text_example(mixture, drawn["image"], f"What is {expression}?", drawn["answer"])
+    example.chars = drawn["chars"] or None  # the image is a reading image: the per-token reading loss holds
+    return example
+
+
 # The registry: name -> Source. The trainer may add to it (before building its Mixture); worker processes
 # get the sources by reference, so a registered source must be a module-level function.
 SOURCES: dict[str, Source] = {ROBOT_MATH: robot_math_example, ROBOT_TOY: robot_toy_example, IMAGE_TEXT: image_text_example}
 if importlib.util.find_spec("chatvla2.sim.tasks.reading") is not None:  # written separately; absent until it lands
     SOURCES[READING] = reading_example
     SOURCES[READING_DIGITS] = reading_digits_example
+    SOURCES[ARITHMETIC_DRILL] = arithmetic_drill_example
 
 
 def register_source(name: str, source: Source) -> None:

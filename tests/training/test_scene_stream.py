@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import multiprocessing
 import os
+import re
 
 import numpy as np
 import pytest
@@ -306,3 +307,20 @@ def test_a_seed_without_a_toy_layout_is_redrawn_the_same_way_every_time(monkeypa
     assert len(set(refused)) == 1 and len(refused) == 2  # the same seed refused both times, the next one used
     np.testing.assert_array_equal(a.frames[0], b.frames[0])
     np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_arithmetic_drills_ask_a_sum_and_answer_it_right():
+    """The drill gives the expression in the question; the answer is the expression and its value,
+    checked here by Python's own arithmetic, in every look (multiplication too)."""
+    pytest.importorskip("chatvla2.sim.tasks.reading")
+    mixture = dataclasses.replace(MIXTURE, weights={"arithmetic_drill": 1})
+    drawn = [sample(mixture, 5, step, slot) for step in range(12) for slot in range(2)]
+    operators = set()
+    for example in drawn:
+        expression = example.instruction.removeprefix("What is ").removesuffix("?")
+        assert example.instruction == f"What is {expression}?" and example.chars
+        a, op, b = re.fullmatch(r"(\d+)([-+x])(\d+)", expression).groups()
+        value = {"+": int(a) + int(b), "-": int(a) - int(b), "x": int(a) * int(b)}[op]
+        assert example.reasoning == f"{expression}={value}.", example.reasoning
+        operators.add(op)
+    assert operators == {"+", "-", "x"}
