@@ -237,26 +237,28 @@ def image_text_example(mixture: Mixture, scene_seed: int, rng: np.random.Generat
     return text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
 
 
-def reading_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
-    """A reading sample (chatvla2/sim/tasks/reading.py), look and kind drawn by reading.py itself."""
+def _reading_text_example(mixture: Mixture, scene_seed: int, kind: str | None = None, drill: bool = False) -> Example:
+    """A text sample from reading.py's sample of `kind` (None: drawn by reading.py), with where its
+    characters are for the auxiliary reading losses. `drill`: the arithmetic's expression is given in
+    the question, so no answer character is read off the image (no answer boxes)."""
     from chatvla2.sim.tasks import reading
 
-    drawn = reading.sample(scene_seed, mixture.height, mixture.width)
-    example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
-    example.chars = drawn["chars"] or None
-    example.answer_boxes = drawn["answer_boxes"] or None
+    drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind=kind)
+    question = f"What is {drawn['answer'].split('=')[0]}?" if drill else drawn["question"]
+    example = text_example(mixture, drawn["image"], question, drawn["answer"])
+    example.chars = drawn["chars"] or None  # a reading image: the per-token reading loss holds
+    example.answer_boxes = None if drill else drawn["answer_boxes"] or None
     return example
+
+
+def reading_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
+    """A reading sample (chatvla2/sim/tasks/reading.py), look and kind drawn by reading.py itself."""
+    return _reading_text_example(mixture, scene_seed)
 
 
 def reading_digits_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
     """A reading sample of one of DIGIT_KINDS (drawn by the slot's generator), look drawn by reading.py."""
-    from chatvla2.sim.tasks import reading
-
-    drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind=DIGIT_KINDS[int(rng.integers(len(DIGIT_KINDS)))])
-    example = text_example(mixture, drawn["image"], drawn["question"], drawn["answer"])
-    example.chars = drawn["chars"] or None
-    example.answer_boxes = drawn["answer_boxes"] or None
-    return example
+    return _reading_text_example(mixture, scene_seed, kind=DIGIT_KINDS[int(rng.integers(len(DIGIT_KINDS)))])
 
 
 def arithmetic_drill_example(mixture: Mixture, scene_seed: int, rng: np.random.Generator) -> Example:
@@ -265,13 +267,7 @@ def arithmetic_drill_example(mixture: Mixture, scene_seed: int, rng: np.random.G
     brings, arithmetic included: at step 13,000 the reader read boards it could not compute
     (docs/training-and-demo-model.md). The answer is written as the reasoning and the arithmetic
     questions write it."""
-    from chatvla2.sim.tasks import reading
-
-    drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind="arithmetic")
-    expression = drawn["answer"].split("=")[0]
-    example = text_example(mixture, drawn["image"], f"What is {expression}?", drawn["answer"])
-    example.chars = drawn["chars"] or None  # the image is a reading image: the per-token reading loss holds
-    return example
+    return _reading_text_example(mixture, scene_seed, kind="arithmetic", drill=True)
 
 
 # The registry: name -> Source. The trainer may add to it (before building its Mixture); worker processes
