@@ -11,7 +11,8 @@ bytes with their shape, never as lists of floats: {"dtype": "uint8" | "float32",
      "reuse": {"reasoning_ids": [int], "r": array float32 (1, hidden)} (optional: reuse that reasoning)}
 
 A reply: {"v": 1, "action_chunk": array float32 (chunk, action_dim), "reasoning": str, "reasoning_ids": [int],
-"r": array float32 (1, hidden), "tokens": int, "reused_reasoning": bool, "timings": {stage: seconds}}.
+"r": array float32 (1, hidden), "tokens": int, "reused_reasoning": bool, "timings": {stage: seconds},
+"served_by": str | None (the replica: Ray node/pid)}.
 An error is an HTTP status and one line of text.
 
 Everything is checked before any inference (`decode_request` against `RequestLimits`): the body's

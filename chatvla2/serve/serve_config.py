@@ -31,7 +31,9 @@ class ServeConfig(BackendOptions):
         choices=("head", "every"),
     )
     token_file: str | None = option("a file holding the bearer token every request must carry", None, metavar="FILE")
-    max_request_bytes: int | None = option("largest request body (default: 4x the model's images and arrays)", None, metavar="N")
+    max_request_bytes: int | None = option(
+        "largest request body (default: one 1920x1080 frame per camera view, plus the model's arrays)", None, metavar="N"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
