@@ -156,14 +156,15 @@ def _robot_report(process: subprocess.Popen, telemetry: Path, arms: Path, fault_
         for motor in json.loads(log.read_text())["motors"].values():
             arm_holds += sum(1 for start, _ in motor["holds"] if start >= fault_at - 0.1)
             damped.append(next((t for t, mode in motor["modes"] if mode == "damping" and t >= fault_at), None))
+    stop_reason = summary.get("stop_reason", stop.get("reason"))
     # a run that reached its duration damped at its end, not because of the fault
-    faulted = summary.get("stop_reason", stop.get("reason")) != "duration reached"
+    faulted = stop_reason != "duration reached"
     last_damped = None if not faulted or not damped or None in damped else max(damped)
     chunks_after = [t for t in arrivals if t >= fault_at]
     gap_from = max([t for t in arrivals if t < fault_at], default=fault_at)
     return {
         "exit": process.returncode,
-        "stop_reason": summary.get("stop_reason", stop.get("reason")),
+        "stop_reason": stop_reason,
         "errors": summary.get("errors", []),
         "chunks": len(arrivals),
         "longest_without_chunk_s": round(float(np.max(np.diff(arrivals))) if len(arrivals) > 1 else float("nan"), 3),
