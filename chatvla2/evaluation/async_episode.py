@@ -9,8 +9,12 @@ while its inference thread computes the next chunk, and the chunk mode (`switch`
 inference (`LatencyInjection`), so a Jetson's delays are reproduced on this machine: the extra
 time passes after the inference's own compute, with the arms moving, as it would on a slower chip.
 
-An episode ends when the environment terminates (success or a wrong pick) or truncates, or when the
-loop stops on its own (its watchdog: no planned action for `hold_s`, "starved").
+An episode ends when the environment terminates (success or a wrong pick) or truncates, when an arm
+faults (the driver mode: the driver has damped it), or when the loop stops on its own (its watchdog:
+no planned action for `hold_s`, "starved").
+
+Either of the environment's arms will do: kinematic, or the drivers on simulated arms
+(`DriverBackend(paced=False)`: the loop keeps the 50 Hz schedule, the backend sends and reads).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from chatvla2.contract.errors import InvalidInput
+from chatvla2.drivers.faults import ArmFault
 from chatvla2.evaluation.join_smoothness import join_jumps
 from chatvla2.runtime.loop import ControlLoop, InferenceStopped, LoopConfig, Telemetry
 from chatvla2.runtime.safety import ActionSafety
@@ -82,15 +87,18 @@ class DelayedPolicy:
 
 class EpisodeRobot:
     """The task environment as the loop's robot: each action sent is one `env.step`; the episode's
-    end stops the loop (`on_end`). Thread-safe: the execution thread steps, the inference thread
-    observes."""
+    end, or an arm fault, stops the loop (`on_end`). `on_frame(step, image)` sees the camera frame of
+    the reset (at the first action) and after every step. Thread-safe: the execution thread steps,
+    the inference thread observes."""
 
-    def __init__(self, env: TaskEnv, observation: dict, info: dict):
+    def __init__(self, env: TaskEnv, observation: dict, info: dict, on_frame=None):
         self.env = env
         self.lock = threading.Lock()
         self.observation, self.info = observation, info
         self.ended: str | None = None
+        self.fault: str | None = None
         self.on_end = lambda reason: None
+        self.on_frame = on_frame
         self.sent: list[np.ndarray] = []
         self.damped = False
 
@@ -106,10 +114,18 @@ class EpisodeRobot:
         with self.lock:
             if self.ended is not None:
                 return action  # the loop is stopping: the episode's world stays as it ended
-            self.observation, _, terminated, truncated, self.info = self.env.step(action)
-            self.sent.append(np.array(action, dtype=np.float32))
-            if terminated or truncated:
-                self.ended = "success" if self.info["success"] else "wrong pick" if self.info["failed"] else "truncated"
+            if self.on_frame is not None and not self.sent:
+                self.on_frame(int(self.info["step"]), self.observation["images"][0])
+            try:
+                self.observation, _, terminated, truncated, self.info = self.env.step(action)
+            except ArmFault as exc:  # the driver has damped the arm; the next reset restarts it
+                self.fault, self.ended = f"{type(exc).__name__}: {exc}", "arm fault"
+            else:
+                self.sent.append(np.array(action, dtype=np.float32))
+                if self.on_frame is not None:
+                    self.on_frame(int(self.info["step"]), self.observation["images"][0])
+                if terminated or truncated:
+                    self.ended = "success" if self.info["success"] else "wrong pick" if self.info["failed"] else "truncated"
         if self.ended is not None:
             self.on_end(f"episode ended: {self.ended}")
         return action
@@ -138,13 +154,22 @@ def run_async_episode(
     loop: LoopConfig,
     injection: LatencyInjection = LatencyInjection(),
     query_seed=None,
+    on_step=None,
 ) -> dict[str, Any]:
     """One episode through ControlLoop (module docstring). `query_seed(seed, query)` seeds each
-    inference's diffusion noise (task_eval.query_seed). Returns the outcome, the first query's
-    reasoning, every action sent, the steps where a new chunk took over (joins) and the loop's summary."""
+    inference's diffusion noise (task_eval.query_seed); `on_step(seed, step, image, reasoning)` sees
+    every frame with the reasoning in force (task_eval.StepHook). Returns the outcome, the first
+    query's reasoning, every action sent, the steps where a new chunk took over (joins) and the
+    loop's summary."""
     started = time.perf_counter()
     observation, info = env.reset(seed=seed)
-    robot = EpisodeRobot(env, observation, info)
+    control: ControlLoop | None = None
+
+    def on_frame(step: int, image: np.ndarray) -> None:
+        done = control.inferences if control is not None else []
+        on_step(seed, step, image, done[-1]["reasoning"] if done else "")
+
+    robot = EpisodeRobot(env, observation, info, on_frame if on_step is not None else None)
     views = policy.num_views
     queries = 0
 
@@ -174,6 +199,7 @@ def run_async_episode(
         "reasoning": records[0]["reasoning"] if records else "",
         "success": robot.ended == "success",
         "outcome": ended,
+        "arm_fault": robot.fault,
         "picked": list(robot.info["picked"]),
         "steps": int(robot.info["step"]),
         "actions": actions,

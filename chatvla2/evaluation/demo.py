@@ -1,9 +1,10 @@
 """`chatvla2 demo`: the shipped model, exported, driving simulated ARX arms through the runtime and
-the drivers, on the paper's math matching game (or toy placement).
+the drivers, on both of the paper's tasks (the math matching game and toy placement).
 
-    chatvla2 demo [--checkpoint DIR] [--task math_game|toy_placement] [--split both|in_domain|open_world]
+    chatvla2 demo [--checkpoint DIR] [--task both|math_game|toy_placement] [--split both|in_domain|open_world]
                   [--episodes N] [--seed S] [--plan PLAN] [--backend auto|onnxruntime|tensorrt]
-                  [--mode driver|fast] [--gif FILE] [--json-out FILE] [--cache DIR]
+                  [--mode driver|fast] [--loop async|sync] [--chunk-mode auto|switch|ensemble|rtc]
+                  [--latency-ms MS] [--gif FILE] [--json-out FILE] [--cache DIR]
 
 1. Export: the checkpoint (default: the shipped one, `checkpoints/chatvla2-demo`) becomes an ONNX
    bundle at the plan, checked by export's parity tests, and is cached under
@@ -14,19 +15,22 @@ the drivers, on the paper's math matching game (or toy placement).
    each engine the first of int8, fp32 within its parity budget, for the `generic` CPU class, so the
    same plan on every machine; ONNX Runtime's MoE, dynamic int8), else fp32 for TensorRT.
    `cpu` / `cpu:PLAN` name a cpu-target plan, anything else a TensorRT one (fp32, int8, ...).
-2. Run: for each split, N episodes (seeds S .. S+N-1) through the runtime's `Policy` on the
+2. Run: for each task and split, N episodes (seeds S .. S+N-1) through the runtime's `Policy` on the
    bundle's engines, the actions going through the ARX drivers to two simulated arms behind
    pseudo-terminals, in real time at 50 Hz (`--mode driver`, `evaluation.task_eval.evaluate`: the
-   same loop `chatvla2 eval` runs). Each episode prints its reasoning, the picks, the outcome and
-   per-stage latency as it ends.
+   same episodes `chatvla2 eval` runs). By default (`--loop async`) as on a robot: the runtime's
+   `ControlLoop` sends an action every 20 ms while its inference thread computes the next chunk,
+   joined by real-time chunking where the bundle's head was trained for it (`--chunk-mode auto`),
+   else by switching. Each episode prints its reasoning, the picks, the outcome and per-stage
+   latency as it ends.
 3. At the end, what a person reads: the paper-style table of every split run, the ChatVLA-2
-   paper's row beside each, and where the GIF of the first episode (the camera view with the
+   paper's row beside each, and where the GIF of the first task's first episode (the camera view with the
    reasoning in force written under it) and the record are. The record (`--json-out`, default
    demo_output/demo.json: the settings, the bundle, every query's reasoning; tens of kB) is one
    JSON line in that file, not on the terminal.
 
-It lives in calibration/ because it is the task evaluation with an export in front of it:
-calibration is the layer that may use export, sim and the runtime together.
+It lives in evaluation/ because it is the task evaluation with an export in front of it:
+evaluation is the layer that may use export, sim and the runtime together.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from chatvla2.contract.errors import MissingFile
 from chatvla2.evaluation.demo_config import DemoConfig
 from chatvla2.evaluation.episode_gif import EpisodeGif
 from chatvla2.evaluation.eval_config import EvalConfig
-from chatvla2.evaluation.task_eval import evaluate, format_episode, format_table, load_policy, write_record
+from chatvla2.evaluation.task_eval import evaluate, format_episode, format_run_line, format_table, load_policy, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO / "checkpoints" / "chatvla2-demo"
@@ -138,28 +142,33 @@ def main(config: DemoConfig) -> int:
     print(f"bundle: {bundle} ({'exported now' if exported else 'cached'}, {export_s:.1f} s): "
           f"{export_target(manifest)} target, plan {resolved}{rule}", flush=True)
 
-    splits = config.splits
     gif = EpisodeGif()
-    gif_episode = (splits[0], config.seed)
+    gif_episode = (config.tasks[0], config.splits[0], config.seed)
     where = ("simulated ARX arms on pseudo-terminals through the drivers, real time" if config.mode == "driver"
              else "kinematic arms (fast mode, no drivers)")
     results = []
-    episodes = EvalConfig(task=config.task, split=splits[0], bundle=str(bundle), backend=config.backend, mode=config.mode,
+    episodes = EvalConfig(task=config.tasks[0], split=config.splits[0], bundle=str(bundle), backend=config.backend,
+                          mode=config.mode, loop=config.loop, latency_ms=config.latency_ms,
                           query_every=config.query_every, episodes=config.episodes, seed=config.seed,
                           threads=config.threads)
     policy = load_policy(episodes)
     try:
-        for split in splits:
-            print(f"\n== {config.task} {split}: {config.episodes} episode(s) from seed {config.seed}, {where} ==", flush=True)
+        if config.loop == "async":
+            chunk_mode = config.resolved_chunk_mode(int(getattr(policy[0], "max_prefix", 0) or 0))
+            episodes = replace(episodes, chunk_mode=chunk_mode)
+            where += f", the runtime's loop ({chunk_mode}): the arms move while the policy thinks"
+        for task in config.tasks:
+            for split in config.splits:
+                print(f"\n== {task} {split}: {config.episodes} episode(s) from seed {config.seed}, {where} ==", flush=True)
 
-            def record(seed: int, step: int, image, reasoning: str, split=split) -> None:
-                if (split, seed) == gif_episode:
-                    gif.add(step, image, reasoning, caption=f"{config.task} {split} seed {seed}")
+                def record(seed: int, step: int, image, reasoning: str, task=task, split=split) -> None:
+                    if (task, split, seed) == gif_episode:
+                        gif.add(step, image, reasoning, caption=f"{task} {split} seed {seed}")
 
-            result = evaluate(replace(episodes, split=split),
-                              on_episode=lambda r: print(format_episode(r, config.task), flush=True),
-                              on_step=record, policy=policy)
-            results.append(result)
+                result = evaluate(replace(episodes, task=task, split=split),
+                                  on_episode=lambda r, task=task: print(format_episode(r, task), flush=True),
+                                  on_step=record, policy=policy)
+                results.append(result)
     finally:
         policy[0].close()
     gif_path = gif.save(config.gif).resolve()
@@ -168,13 +177,11 @@ def main(config: DemoConfig) -> int:
         "plan": config.plan, "resolved_plan": resolved, "gif": str(gif_path), "results": results}})
     # What a person reads, last: the table, then where the GIF and the record are.
     print("\nscores read from each episode's first query (the reasoning written at the start of the task)")
-    print(format_table(*results))
+    print("\n\n".join(format_table(*(r for r in results if r["task"] == task)) for task in config.tasks))
     for r in results:
-        if "driver_timing" in r:
-            t = r["driver_timing"]
-            print(f"{r['split']}: driver {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during "
-                  f"inference, lateness p99 {t['lateness_p99_ms']} ms, {r['summary']['arm_faults']} arm fault(s)")
+        if (line := format_run_line(r)) is not None:
+            print(f"{r['task']} {r['split']}: {line}")
     print(f"record (JSON, every episode and query): {record_path.resolve()}")
-    print(f"GIF of {config.task} {gif_episode[0]} seed {gif_episode[1]} ({len(gif.frames)} frames): {gif_path}")
+    print(f"GIF of {' '.join(map(str, gif_episode[:2]))} seed {gif_episode[2]} ({len(gif.frames)} frames): {gif_path}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s", flush=True)
     return 0

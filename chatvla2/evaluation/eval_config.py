@@ -89,8 +89,6 @@ class EvalConfig:
             raise UnknownChoice(f"unknown chunk mode {self.chunk_mode!r}; chunk modes: {', '.join(CHUNK_MODES)}")
         if self.loop == "sync" and (self.chunk_mode != "switch" or self.latency_ms is not None):
             raise InvalidInput("--chunk-mode and --latency-ms apply to --loop async (a synchronous query has no latency to hide)")
-        if self.loop == "async" and self.mode == "driver":
-            raise InvalidInput("--loop async runs the kinematic arms (--mode fast): the loop keeps the real-time schedule itself")
         if self.loop == "async":
             from chatvla2.evaluation.async_episode import LatencyInjection
 

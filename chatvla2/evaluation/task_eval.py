@@ -209,7 +209,7 @@ def run_episode(env: TaskEnv, policy, seed: int, query_every: int, on_step: Step
     }
 
 
-def _async_episode(env: TaskEnv, policy, seed: int, config: EvalConfig) -> dict[str, Any]:
+def _async_episode(env: TaskEnv, policy, seed: int, config: EvalConfig, on_step: StepHook | None = None) -> dict[str, Any]:
     """One episode through the runtime's ControlLoop (evaluation/async_episode.py), as run_episode's
     record plus the loop's figures and the smoothness at the chunk joins."""
     from chatvla2.evaluation.async_episode import LatencyInjection, run_async_episode
@@ -217,7 +217,7 @@ def _async_episode(env: TaskEnv, policy, seed: int, config: EvalConfig) -> dict[
 
     # the episode's own end stops the loop; the duration is a backstop a second past max_steps
     loop = LoopConfig(duration_s=config.max_steps / CONTROL_HZ + 1.0, chunk_mode=config.chunk_mode)
-    record = run_async_episode(env, policy, seed, loop, LatencyInjection.parse(config.latency_ms), query_seed)
+    record = run_async_episode(env, policy, seed, loop, LatencyInjection.parse(config.latency_ms), query_seed, on_step)
     first = env.score_reasoning(record["reasoning"])
     record.pop("actions")
     return {
@@ -225,7 +225,6 @@ def _async_episode(env: TaskEnv, policy, seed: int, config: EvalConfig) -> dict[
         "scores": {name: first[name] for name, _ in SCORES[env.task]},
         "parsed": bool(first["parsed"]),
         "form": first["form"],
-        "arm_fault": None,
         "latency_ms": _stage_medians(record["_timings"]) if record["_timings"] else {},
     }
 
@@ -252,11 +251,11 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
         if config.mode == "driver":
             from chatvla2.sim.tasks.driver_backend import DriverBackend
 
-            backend = DriverBackend()
+            backend = DriverBackend(paced=config.loop == "sync")  # async: the runtime's loop keeps the schedule
         env = TaskEnv(config.task, split, height, width, backend=backend, max_steps=config.max_steps)
         for i in range(config.episodes):
             if config.loop == "async":
-                records.append(_async_episode(env, policy, config.seed + i, config))
+                records.append(_async_episode(env, policy, config.seed + i, config, on_step))
             else:
                 records.append(run_episode(env, policy, config.seed + i, config.query_every, on_step, config.reason_every))
             if on_episode is not None:
@@ -275,6 +274,7 @@ def evaluate(config: EvalConfig, on_episode: Callable[[dict[str, Any]], None] | 
     if config.loop == "async":
         summary["join_smoothness"] = _join_summary(records)
         summary["starved"] = sum(r["outcome"] == "starved" for r in records)
+        summary["steps_held"] = sum(r["loop"]["steps_held"] for r in records)
     result = {
         "task": config.task, "split": split, "seed": config.seed, "episodes": config.episodes, "mode": config.mode,
         "loop": config.loop, "chunk_mode": config.chunk_mode if config.loop == "async" else None, "latency_ms": config.latency_ms,
@@ -338,6 +338,24 @@ def format_episode(r: dict[str, Any], task: str) -> str:
     ])
 
 
+def format_run_line(result: dict[str, Any]) -> str | None:
+    """How the arms were driven: the drivers' ticks (driver mode) and, asynchronously, what the loop
+    held while the policy thought; None for a synchronous fast run."""
+    parts = []
+    if "driver_timing" in result:
+        t = result["driver_timing"]
+        parts.append(f"driver: {t['ticks']} ticks at {t['ticks_per_s']}/s")
+        if result["loop"] == "sync":  # the world waited for each query: the drivers' schedule skipped ticks
+            parts.append(f"{t['overruns']} skipped during inference, lateness p99 {t['lateness_p99_ms']} ms")
+    if result["loop"] == "async":
+        s = result["summary"]
+        parts.append(f"loop ({result['chunk_mode']}): {s['steps_held']} steps held waiting for a chunk, "
+                     f"{s['starved']} episode(s) starved")
+    if not parts:
+        return None
+    return ", ".join(parts) + f", {result['summary']['arm_faults']} arm fault(s)"
+
+
 def format_table(*results: dict[str, Any]) -> str:
     """The paper-style table: for each result (one task), its row and the paper's row for its split."""
     task = results[0]["task"]
@@ -365,10 +383,8 @@ def main(config: EvalConfig) -> int:
           f"{result['queries']} queries in {result['wall_s']:.1f} s")
     print("scores read from each episode's first query (the reasoning written at the start of the task)")
     print(format_table(result))
-    if "driver_timing" in result:
-        t = result["driver_timing"]
-        print(f"driver: {t['ticks']} ticks at {t['ticks_per_s']}/s, {t['overruns']} skipped during inference, "
-              f"lateness p99 {t['lateness_p99_ms']} ms, {result['summary']['arm_faults']} arm fault(s)")
+    if (line := format_run_line(result)) is not None:
+        print(line)
     record = write_record(config.json_out, {"task_eval": result})
     print(f"record (JSON, every episode and query): {record.resolve()}", flush=True)
     return 0

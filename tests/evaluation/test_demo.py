@@ -31,9 +31,10 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(cache, tmp_path_factory):
-    """One in-domain episode of the shipped model through the drivers (the demo's default mode)."""
+    """One in-domain math-game episode of the shipped model through the drivers and the runtime's loop
+    (the demo's default mode and loop)."""
     cwd = tmp_path_factory.mktemp("demo_run")
-    result = _demo("--split", "in_domain", "--episodes", "1", "--cache", str(cache), cwd=cwd)
+    result = _demo("--task", "math_game", "--split", "in_domain", "--episodes", "1", "--cache", str(cache), cwd=cwd)
     return result, cwd
 
 
@@ -74,7 +75,11 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
     record = demo_record(cwd)
     (result_in,) = record["results"]
     assert result_in["mode"] == "driver" and result_in["backend"] in ("onnxruntime", "tensorrt")
-    assert result_in["driver_timing"]["ticks"] > 50  # the drivers ran at 50 Hz for over a second
+    assert result_in["loop"] == "async" and result_in["chunk_mode"] in ("switch", "rtc")
+    episode = result_in["episode_records"][0]
+    # the drivers ran at 50 Hz, one tick per control step the loop executed, over a second
+    assert result_in["driver_timing"]["ticks"] == episode["steps"] > 50
+    assert episode["loop"]["inferences"] >= 2 and "math_game in_domain: driver: " in out
     episode = result_in["episode_records"][0]
     assert episode["reasoning"].startswith("On the whiteboard is")  # a trained model, not noise
     gif = cwd / "demo_output" / "demo.gif"
@@ -91,12 +96,14 @@ def test_demo_exports_then_drives_the_simulated_arms(first_run):
 def test_a_second_run_reuses_the_exported_bundle(first_run, cache, tmp_path):
     result, _ = first_run
     bundle = demo_record(first_run[1])["bundle"]
-    again = _demo("--split", "open_world", "--episodes", "1", "--mode", "fast", "--cache", str(cache),
+    again = _demo("--split", "open_world", "--episodes", "1", "--mode", "fast", "--loop", "sync", "--cache", str(cache),
                   "--gif", str(tmp_path / "g.gif"), "--json-out", str(tmp_path / "r" / "again.json"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     record = json.loads((tmp_path / "r" / "again.json").read_text())["demo"]
     assert record["bundle"] == bundle and record["exported"] is False and "(cached" in again.stdout
-    assert [r["split"] for r in record["results"]] == ["open_world"]
+    assert [(r["task"], r["split"], r["loop"]) for r in record["results"]] == [  # both tasks by default
+        ("math_game", "open_world", "sync"), ("toy_placement", "open_world", "sync")]
+    assert "| paper: ChatVLA-2 | - | open_world | 0.94 |" in again.stdout  # toy placement's table, with its scores
 
 
 def test_a_damaged_cached_bundle_is_exported_again(first_run, cache, tmp_path):
@@ -131,6 +138,10 @@ def test_the_cache_key_follows_the_model_files_not_the_notes(tmp_path):
     (["--backend", "torch"], "the demo runs the exported bundle"),
     (["--gif", "out.png"], "write a .gif file"),
     (["--mode", "slow"], "unknown mode 'slow'"),
+    (["--loop", "later"], "unknown loop 'later'"),
+    (["--chunk-mode", "blend"], "unknown chunk mode 'blend'"),
+    (["--loop", "sync", "--latency-ms", "300"], "--chunk-mode and --latency-ms apply to --loop async"),
+    (["--latency-ms", "soon"], "--latency-ms 'soon': expected milliseconds"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     result = _demo(*args, "--cache", str(tmp_path / "cache"), cwd=tmp_path)

@@ -274,6 +274,43 @@ def test_an_async_episode_keeps_the_arms_moving_while_the_policy_thinks(chunk_mo
     assert record["join_smoothness"]["acceleration"] <= 2 * expert["acceleration"] + 1e-6
 
 
+@pytest.mark.slow
+def test_an_async_episode_through_the_drivers_keeps_the_loops_schedule(capsys, record_file, no_threads_left_behind):
+    """--loop async --mode driver: the runtime's loop sends every action to the simulated arms through
+    the drivers; the backend does not wait a tick of its own, so each control step is one driver tick."""
+    out, result = _run(capsys, record_file, task="math_game", preset="tiny", loop="async", mode="driver", episodes=1,
+                       max_steps=100)
+    (r,) = result["episode_records"]
+    assert r["outcome"] in ("truncated", "wrong pick", "success") and r["arm_fault"] is None
+    assert result["driver_timing"]["ticks"] == r["steps"] == 100
+    assert r["loop"]["inferences"] >= 2 and result["summary"]["steps_held"] >= 0
+    assert "driver: 100 ticks at" in out and "loop (switch):" in out
+
+
+@pytest.mark.slow
+def test_an_arm_fault_ends_an_async_episode_with_the_arm_damped(no_threads_left_behind):
+    """The loop's robot is the environment on the drivers: an arm falling silent mid-episode (the
+    simulator's injected fault) ends the episode as an "arm fault" (the driver has damped it), the
+    loop stops, and the next episode gets fresh arms."""
+    from chatvla2.evaluation.async_episode import run_async_episode
+    from chatvla2.runtime.loop import LoopConfig
+    from chatvla2.sim.tasks.driver_backend import DriverBackend, open_sim_arms
+
+    faults = [{"left": "silent=5@1.5"}, None]
+    backend = DriverBackend(connect=lambda: open_sim_arms("x5", faults.pop(0)), paced=False)
+    try:
+        env = TaskEnv("math_game", "in_domain", 56, 84, backend=backend, max_steps=150)
+        policy = AsyncExpertPolicy(env)
+        faulted = run_async_episode(env, policy, 0, LoopConfig(duration_s=10.0))
+        assert faulted["outcome"] == "arm fault" and not faulted["success"], faulted["outcome"]
+        assert faulted["arm_fault"].startswith("CommunicationLost: left arm: joint4 (motor 5) silent")
+        assert faulted["loop"]["stop_reason"] == "episode ended: arm fault" and 0 < faulted["steps"] < 150
+        clean = run_async_episode(env, policy, 1, LoopConfig(duration_s=10.0))
+        assert clean["arm_fault"] is None and clean["steps"] > 0 and len(backend.restarts) == 1
+    finally:
+        backend.close()
+
+
 def test_an_async_eval_with_injected_latency_records_the_loop(capsys, record_file):
     out, result = _run(capsys, record_file, task="math_game", preset="tiny", loop="async", latency_ms="50", episodes=1)
     assert result["loop"] == "async" and result["chunk_mode"] == "switch" and result["latency_ms"] == "50"
@@ -288,7 +325,6 @@ def test_an_async_eval_with_injected_latency_records_the_loop(capsys, record_fil
     ({"latency_ms": "100"}, "--chunk-mode and --latency-ms apply to --loop async"),
     ({"loop": "async", "latency_ms": "fast"}, "--latency-ms 'fast': expected milliseconds"),
     ({"loop": "async", "latency_ms": "400-200"}, "expected 0 <= LOW <= HIGH"),
-    ({"loop": "async", "mode": "driver"}, "--loop async runs the kinematic arms"),
     ({"loop": "later"}, "unknown loop 'later'"),
     ({"loop": "async", "chunk_mode": "rtc"}, "chunk mode rtc needs an action head trained to continue"),
 ])

@@ -22,6 +22,11 @@ state is read more than `late_slack_s` (10 % of a period) after its time is late
 than a whole period late skips the ticks whose time has passed (counted as `overruns`, not made up
 in a burst). `timing` holds this episode's numbers, `timing_total` every finished episode's.
 
+`paced=False` is for a caller that keeps the schedule itself (the runtime's `ControlLoop`, whose
+execution thread sends an action every 1/rate s: evaluation/async_episode.py): `apply` sends and
+returns the state last measured without waiting, as a robot's driver does; `timing` then counts the
+ticks and their rate only (the loop's own telemetry has the lateness).
+
 What the kinematic backend gives, and how this one gives the same:
 - Rate limits, joint limits: the targets are clipped to the X5's limits (like the kinematic mode);
   the driver's 500 Hz controller then steps its command towards them at the velocity limits and
@@ -145,7 +150,7 @@ class DriverBackend:
                  connect: Callable[[], object] | None = None, rate_hz: float = CONTROL_HZ,
                  late_slack_s: float | None = None, squeeze_m: float = SQUEEZE_M,
                  settle_timeout_s: float = SETTLE_TIMEOUT_S, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, paced: bool = True):
         if not rate_hz > 0:
             raise ValueError(f"rate_hz must be positive, got {rate_hz!r}")
         self.rate_hz = float(rate_hz)
@@ -154,6 +159,7 @@ class DriverBackend:
         self.squeeze_m = float(squeeze_m)
         self.settle_timeout_s = float(settle_timeout_s)
         self.clock, self.sleep = clock, sleep
+        self.paced = bool(paced)
         self.connect = connect or (lambda: open_sim_arms(profile, faults))
         self.timing = TickTiming(self.rate_hz, self.late_slack_s)
         self.timing_total = TickTiming(self.rate_hz, self.late_slack_s)
@@ -215,7 +221,7 @@ class DriverBackend:
         return measured.copy()
 
     def apply(self, targets: np.ndarray, finger_stops: np.ndarray) -> np.ndarray:
-        """Send one tick's targets, wait for the next tick, return the measured state."""
+        """Send one tick's targets, wait for the next tick (unless not `paced`), return the measured state."""
         command = np.clip(np.asarray(targets, dtype=float).reshape(DIM), LOW, HIGH)
         stops = np.asarray(finger_stops, dtype=float).reshape(len(ARMS))
         stopped = [bool(stops[arm] > 0 and self.state[g] >= stops[arm]) for arm, g in enumerate(GRIPPER_INDICES)]
@@ -225,7 +231,11 @@ class DriverBackend:
         if self._t0 is None:
             self._start_schedule()
         self._send(command)
-        self._wait_tick(count=True)
+        if self.paced:
+            self._wait_tick(count=True)
+        else:  # the caller keeps the schedule: count the tick, wait for nothing
+            self.timing.ticks += 1
+            self.timing.elapsed_s = self.clock() - self._t0
         state = self._read()
         for arm, g in enumerate(GRIPPER_INDICES):
             if stopped[arm]:  # and measure no narrower than the prop

@@ -120,6 +120,24 @@ def test_apply_keeps_an_absolute_schedule_and_counts_late_ticks():
     assert backend.timing_total.ticks == 7 and robot.disconnected == 1
 
 
+def test_unpaced_apply_leaves_the_schedule_to_its_caller():
+    """paced=False (the runtime's loop keeps time): apply sends and returns at once, counting the tick."""
+    backend, robot, clock = fake_backend(paced=False)
+    backend.reset(START_STATE)
+    sleeps = len(clock.sleeps)
+    target = START_STATE.copy()
+    target[1] += 0.01
+    for _ in range(3):
+        clock.now += 0.02  # the loop's own tick
+        state = backend.apply(target, np.zeros(2))
+    assert len(clock.sleeps) == sleeps and robot.sent[-1][1] == pytest.approx(target[1])
+    np.testing.assert_allclose(state, target, atol=1e-6)  # the stand-in robot is where it was told
+    summary = backend.timing.summary()
+    assert summary["ticks"] == 3 and summary["ticks_per_s"] == pytest.approx(50.0 * 3 / 2, rel=1e-6)  # 3 ticks, 2 periods apart
+    assert summary["late"] == 0 and summary["overruns"] == 0
+    backend.close()
+
+
 def test_finger_stops_hold_the_gripper_on_the_prop():
     backend, robot, _ = fake_backend()
     open_state = START_STATE.copy()
