@@ -72,6 +72,16 @@ class TrainConfig:
     reading_attention_head: int = option(
         "which head of the language model's last layer the reading-attention loss teaches (default %(default)s)", 0, metavar="H"
     )
+    text_arithmetic: int = option(
+        "text-only sums per step added to the language model's loss, stages 0-1 (training/text_arithmetic.py; default %(default)s)",
+        0,
+        metavar="N",
+    )
+    text_arithmetic_from: int = option(
+        "the first step with --text-arithmetic sums; a run may take them up from a step after the one it resumes at (default %(default)s)",
+        0,
+        metavar="STEP",
+    )
     eval_every: int = option("steps between held-out measurements, written to the log and curves.png (0: never)", 500, metavar="N")
     eval_scenes: int = option("held-out scenes per split and task in each measurement (default %(default)s)", 16, metavar="N")
     out: str = option("output directory: checkpoint/, training_state.pt, train_log.jsonl", metavar="DIR")
@@ -130,6 +140,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "frame_stride", "eval_scenes", "threads"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.text_arithmetic < 0 or self.text_arithmetic_from < 0:
+            raise InvalidInput("--text-arithmetic and --text-arithmetic-from must be at least 0")
+        if self.text_arithmetic and self.stage == 2:
+            raise InvalidInput("--text-arithmetic teaches the language model, which stage 2 freezes: leave it out")
         if self.max_prefix is not None and self.max_prefix < 0:
             raise InvalidInput(f"--max-prefix must be at least 0, got {self.max_prefix}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -181,9 +195,15 @@ class TrainConfig:
             "reading_loss_weight",
             "reading_attention_weight",
             "reading_attention_head",
+            "text_arithmetic",
+            "text_arithmetic_from",
         )
         fly = {} if self.data else {"mix": self.mix_weights()}
         return {**{k: getattr(self, k) for k in keys}, "lr": self.peak_lr(), **fly}
+
+    def text_arithmetic_at(self, step: int) -> int:
+        """How many text sums step `step` (0-based) trains on."""
+        return self.text_arithmetic if step >= self.text_arithmetic_from else 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

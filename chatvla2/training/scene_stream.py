@@ -43,6 +43,7 @@ from chatvla2.sim.tasks.splits import IN_DOMAIN, SPLITS
 #   training    21 (math), 22 (toy): every robot scene this module draws
 #   held out    31 (math), 32 (toy): held_out_scene, for checks on scenes neither trained on nor evaluated
 #   reading     41..44: reading.py's own (reading.TAGS), the "reading" source's samples
+#   text sums   51: text_arithmetic.py's [seed, step, 51] (no scene: sums in text alone)
 # No training or held-out scene is an evaluation scene, nor one of the image-text samples' scenes. (The
 # streams are disjoint; the content can still repeat: the in-domain math game has at most 169 sums.)
 EVAL_TAG_MATH, EVAL_TAG_TOY = 1, 2

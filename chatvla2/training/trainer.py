@@ -51,6 +51,7 @@ from chatvla2.contract.errors import InvalidInput, MissingFile
 from chatvla2.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_config, save_checkpoint
 from chatvla2.models.training_batch import make_batch
 from chatvla2.models.vla import ChatVLA2
+from chatvla2.training import text_arithmetic
 from chatvla2.training.config import TrainConfig
 from chatvla2.training.curves import plot_curves, write_eval_record
 from chatvla2.training.data import TrainingData, draw_step
@@ -256,7 +257,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
         # A setting added after the run was saved is the one it ran with: the field's default.
         current = cfg.schedule_dict()
         saved = {**{k: field_default(TrainConfig, k) for k in current if k not in ("mix", "lr")}, **state["schedule"]}
-        if saved != current:
+        if saved != current and not _later_curriculum(saved, current, int(state["step"])):
             diff = {k: (v, current.get(k)) for k, v in saved.items() if current.get(k) != v}
             raise InvalidInput(f"--resume: the settings differ from the interrupted run's (saved, given): {diff}")
         if state["weights_sha256"] != _sha256(out / CHECKPOINT_DIR / WEIGHTS_FILE):
@@ -348,6 +349,10 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                     visual=visual,
                     prefix_len=None if prefix_len is None else prefix_len.to(device),
                 )
+                if (sums := cfg.text_arithmetic_at(step)) > 0:
+                    drawn = text_arithmetic.text_batch(model.tokenizer, text_arithmetic.sums(cfg.seed, step, sums))
+                    losses["text_arithmetic_loss"] = text_arithmetic.loss(model.language, {k: v.to(device) for k, v in drawn.items()})
+                    losses["loss"] = losses["loss"] + losses["text_arithmetic_loss"]
                 reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
                 attention_hit = None
                 if reading is not None:
@@ -410,6 +415,18 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
             f"saved {out / CHECKPOINT_DIR}"
         )
     return {"step": step, "losses": history}
+
+
+# Settings a resumed run may take up from a later step (a curriculum): they change nothing before it.
+_FROM_A_STEP = ("text_arithmetic", "text_arithmetic_from")
+
+
+def _later_curriculum(saved: dict, given: dict, step: int) -> bool:
+    """Whether `given` differs from `saved` only in text sums that neither has before `step`: the
+    resumed run is then the one an uninterrupted run with `given` would be (tested)."""
+    if any(saved.get(k) != given.get(k) for k in saved.keys() | given.keys() if k not in _FROM_A_STEP):
+        return False
+    return all(d.get("text_arithmetic", 0) == 0 or d.get("text_arithmetic_from", 0) >= step for d in (saved, given))
 
 
 def _prefix_lengths(max_prefix: int, batch: int, generator: torch.Generator) -> torch.Tensor | None:

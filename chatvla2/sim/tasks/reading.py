@@ -212,7 +212,7 @@ def make_scene(seed: int, look: str, kind: str = "board") -> MathScene:
     rng = np.random.default_rng([TAG_CONTENT, LOOKS.index(look), seed, MATH_KINDS.index(kind)])
     if kind != "scene_reasoning":
         # Only what is written changes; steps, answer and arms keep the game scene's (never read here).
-        a, op, b = _expression(rng, bounded=kind == "arithmetic")
+        a, op, b = expression(rng, bounded=kind == "arithmetic")
         scene = replace(scene, a=a, op=op, b=b, cards=_cards(rng))
     n = len(scene.expression) + 1
     if look == BEYOND:
@@ -228,7 +228,9 @@ def _number(rng) -> int:
     return int(rng.integers(10)) if rng.random() < 0.35 else int(rng.integers(10, 100))
 
 
-def _expression(rng, bounded: bool) -> tuple[int, str, int]:
+def expression(rng, bounded: bool) -> tuple[int, str, int]:
+    """(a, op, b): operands 0..99 (a third one-digit), + - or x, never below 0; `bounded`: the
+    result 0..99, as the reasoning's arithmetic writes it."""
     op = OPERATORS[int(rng.integers(len(OPERATORS)))]
     while True:
         a, b = _number(rng), _number(rng)
