@@ -341,19 +341,20 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                 noise = torch.randn(batch["actions"].shape, generator=generator).to(device)
                 timesteps = torch.randint(0, mcfg.scheduler.train_steps, (len(examples),), generator=generator).to(device)
                 prefix_len = _prefix_lengths(mcfg.action_head.max_prefix, len(examples), generator)
-                visual = model.vision(batch["pixel_values"].flatten(0, 1))
-                losses = model(
-                    **batch,
-                    noise=noise,
-                    timesteps=timesteps,
-                    visual=visual,
-                    prefix_len=None if prefix_len is None else prefix_len.to(device),
-                )
-                if (sums := cfg.text_arithmetic_at(step)) > 0:
-                    drawn = text_arithmetic.text_batch(model.tokenizer, text_arithmetic.sums(cfg.seed, step, sums))
-                    losses["text_arithmetic_loss"] = text_arithmetic.loss(model.language, {k: v.to(device) for k, v in drawn.items()})
-                    losses["loss"] = losses["loss"] + losses["text_arithmetic_loss"]
-                reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+                    visual = model.vision(batch["pixel_values"].flatten(0, 1))
+                    losses = model(
+                        **batch,
+                        noise=noise,
+                        timesteps=timesteps,
+                        visual=visual,
+                        prefix_len=None if prefix_len is None else prefix_len.to(device),
+                    )
+                    if (sums := cfg.text_arithmetic_at(step)) > 0:
+                        drawn = text_arithmetic.text_batch(model.tokenizer, text_arithmetic.sums(cfg.seed, step, sums))
+                        losses["text_arithmetic_loss"] = text_arithmetic.loss(model.language, {k: v.to(device) for k, v in drawn.items()})
+                        losses["loss"] = losses["loss"] + losses["text_arithmetic_loss"]
+                    reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)
                 attention_hit = None
                 if reading is not None:
                     losses["reading_loss"] = reading

@@ -93,6 +93,20 @@ def test_resume_on_the_fly_continues_exactly_with_or_without_workers(tmp_path):
     assert [r["image_text"] for r in resumed] == [r["image_text"] for r in straight]
 
 
+def test_bf16_autocast_trains_close_to_float32_and_resumes_exactly(tmp_path):
+    straight = _train(tmp_path / "straight", "--stage", "1", "--workers", "0", "--autocast", "bf16", steps=3)
+    full = _train(tmp_path / "fp32", "--stage", "1", "--workers", "0", steps=3)
+    assert all(np.isfinite(r["loss"]) for r in straight)
+    # step 1: the same weights, batch and noise, only the arithmetic differs
+    assert straight[0]["lm_loss"] != full[0]["lm_loss"] and straight[0]["lm_loss"] == pytest.approx(full[0]["lm_loss"], rel=0.02)
+    out = tmp_path / "interrupted"
+    _train(out, "--stage", "1", "--workers", "0", "--autocast", "bf16", "--stop-after", "1", steps=3)
+    with pytest.raises(InvalidInput, match="autocast"):  # the arithmetic is part of the run
+        _train(out, "--stage", "1", "--workers", "0", "--resume", steps=3)
+    resumed = _train(out, "--stage", "1", "--workers", "0", "--autocast", "bf16", "--resume", steps=3)
+    np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in straight], rtol=1e-6)
+
+
 def test_a_run_saved_before_a_setting_existed_resumes_with_the_settings_default(tmp_path):
     out = tmp_path / "older"
     _train(out, "--stage", "1", "--workers", "0", "--stop-after", "1", steps=2)
