@@ -20,7 +20,7 @@ from typing import IO
 
 import numpy as np
 
-LOSSES = ("lm_loss", "action_loss", "reading_loss")
+LOSSES = ("lm_loss", "action_loss", "reading_loss", "text_arithmetic_loss")
 MATH_CURVES = ("read_board", "read_cards", "arithmetic", "chosen_card")
 TOY_CURVES = ("object_recognition", "spatial_affordance")
 ACTION_CURVES = ("action/l1", "action/l1_teacher_forced")
