@@ -33,11 +33,13 @@ DEFAULT_LR = {0: 5e-4, 1: 3e-4, 2: 1e-4}
 # Image-text : robot samples in stage 1 (docs/reference/model.md, point 5: 1:3): every 4th sample is image-text.
 IMAGE_TEXT_EVERY = 4
 # The on-the-fly mixture of each stage (source -> weight, training/scene_stream.py). Stage 1 keeps
-# the paper's 1:3 of image-text to robot samples (half of the image-text share is stage 0's reading
-# questions, so reading is not forgotten); robot data is the in-domain split only.
+# the paper's 1:3 of image-text to robot samples: a third of the image-text share is stage 0's reading
+# questions (so reading is not forgotten), a third the reasoning for math scenes of every look and
+# operator (scene_stream.SCENE_REASONING: sums worked out with the image in context); robot data is
+# the in-domain split only.
 MIXES = {
     0: "reading=3,image_text=1",
-    1: "robot_math=3,robot_toy=3,reading=1,image_text=1",
+    1: "robot_math=4.5,robot_toy=4.5,reading=1,scene_reasoning=1,image_text=1",
     2: "robot_math=1,robot_toy=1",
 }
 

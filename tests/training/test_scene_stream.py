@@ -324,3 +324,22 @@ def test_arithmetic_drills_ask_a_sum_and_answer_it_right():
         assert example.reasoning == f"{expression}={value}.", example.reasoning
         operators.add(op)
     assert operators == {"+", "-", "x"}
+
+
+def test_scene_reasoning_samples_are_the_robots_first_reasoning_on_every_look_and_operator():
+    """The instruction and the expert's reasoning for a math scene (image-text: no actions), its sum
+    right, over both splits' operands and every operator."""
+    pytest.importorskip("chatvla2.sim.tasks.reading")
+    from chatvla2.contract.scene import INSTRUCTION
+
+    mixture = dataclasses.replace(MIXTURE, weights={"scene_reasoning": 1})
+    drawn = [sample(mixture, 5, step, slot) for step in range(12) for slot in range(2)]
+    operators = set()
+    for example in drawn:
+        assert example.instruction == INSTRUCTION and len(example.actions) == 0 and example.chars
+        expression = re.match(r"On the whiteboard is (\d+)([-+x])(\d+)\. ", example.reasoning)
+        a, op, b = expression.groups()
+        value = {"+": int(a) + int(b), "-": int(a) - int(b), "x": int(a) * int(b)}[op]
+        assert f" {a}{op}{b}={value}." in example.reasoning, example.reasoning
+        operators.add(op)
+    assert operators == {"+", "-", "x"}
