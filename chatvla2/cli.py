@@ -78,7 +78,7 @@ COMMANDS = {
                     "chatvla2.models.info_config:InfoConfig", "chatvla2.models.info:main"),
     "import": Command("Hugging Face Qwen2-VL (+ a DexVLA ScaleDP head) weights -> a checkpoint",
                       "chatvla2.models.import_config:ImportConfig", "chatvla2.models.import_checkpoint:main"),
-    "demo": Command("the shipped model, exported, driving simulated ARX arms on the math game",
+    "demo": Command("the shipped model, exported, driving simulated ARX arms on both tasks",
                     "chatvla2.evaluation.demo_config:DemoConfig", "chatvla2.evaluation.demo:main"),
     "export": Command("export a model to a verified ONNX bundle",
                       "chatvla2.export.export_config:ExportConfig", "chatvla2.export.cli:export_main"),
