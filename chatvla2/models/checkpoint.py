@@ -51,8 +51,12 @@ class CheckpointError(InvalidInput):
     """A checkpoint that cannot be loaded; the message names the first offending file or tensor."""
 
 
-def save_checkpoint(model: ChatVLA2, directory: str | Path) -> Path:
-    """Write a checkpoint; it appears complete or not at all (written aside, then renamed)."""
+def save_checkpoint(model: ChatVLA2, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint; it appears complete or not at all (written aside, then renamed). `dtype`
+    (torch.bfloat16 or torch.float16): store the float weights at 16 bits (a shipped checkpoint's
+    size); they load as float32 again, rounded."""
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"checkpoint weights are stored as float32, bfloat16 or float16, not {dtype}")
     directory = Path(directory)
     if model.tokenizer is None or model.stats is None:
         raise ValueError("the model has no tokenizer or normalization statistics to save")
@@ -60,6 +64,8 @@ def save_checkpoint(model: ChatVLA2, directory: str | Path) -> Path:
         config = {"format_version": FORMAT_VERSION, **model.cfg.to_dict()}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+        if dtype is not None:
+            tensors = {n: t.to(dtype) if t.dtype.is_floating_point else t for n, t in tensors.items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         model.tokenizer.save(staging / TOKENIZER_FILE)
         model.stats.save(staging / NORMALIZATION_FILE)

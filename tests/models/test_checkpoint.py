@@ -156,3 +156,17 @@ def test_a_header_that_is_json_but_not_a_tensor_table_is_named(saved, change, me
     _rewrite_header(saved / "model.safetensors", change)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.bfloat16, "BF16"), (torch.float16, "F16")])
+def test_sixteen_bit_storage_loads_as_the_rounded_float32_weights(tiny_model, tmp_path, dtype, name):
+    from chatvla2.models.checkpoint import weights_dtype
+
+    directory = save_checkpoint(tiny_model, tmp_path / name, dtype=dtype)
+    assert weights_dtype(directory) == name
+    loaded = load_checkpoint(directory).state_dict()
+    for key, tensor in tiny_model.state_dict().items():
+        expected = tensor.to(dtype).to(tensor.dtype) if tensor.dtype.is_floating_point else tensor
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], expected), key
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
+        save_checkpoint(tiny_model, tmp_path / "int8", dtype=torch.int8)
