@@ -5,6 +5,7 @@ their curves. The tiny preset, a few steps each."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -59,6 +60,21 @@ def test_stage1_on_the_fly_draws_robot_and_text_samples_from_a_stage0_model(stag
     )
     assert any(r["action_loss"] > 0 for r in log)  # robot samples reach the head
     assert sum(r["image_text"] for r in log) < 6  # and not every sample is text
+
+
+def test_stage1_continues_the_reading_probe_of_the_stage0_run(stage0, tmp_path, capsys):
+    out0, _ = stage0
+    probe = torch.load(out0 / STATE_FILE, weights_only=True)["reading_probe"]
+    assert probe  # stage 0 trained one
+    _train(tmp_path / "from_run", "--stage", "1", "--init", str(out0), "--workers", "0", steps=1)
+    assert f"reading probe: continued from {out0 / STATE_FILE}" in capsys.readouterr().err
+    _train(tmp_path / "from_checkpoint", "--stage", "1", "--init", str(out0 / CHECKPOINT_DIR), "--workers", "0", steps=1)
+    assert "reading probe: continued" in capsys.readouterr().err  # the run's checkpoint/ leads to its state too
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copytree(out0 / CHECKPOINT_DIR, bare / "ckpt")  # a checkpoint alone: the probe starts anew
+    _train(tmp_path / "from_bare", "--stage", "1", "--init", str(bare / "ckpt"), "--workers", "0", steps=1)
+    assert "reading probe: continued" not in capsys.readouterr().err
 
 
 def test_stage2_trains_the_head_to_continue_a_committed_prefix(stage0, tmp_path):
