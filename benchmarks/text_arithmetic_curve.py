@@ -28,13 +28,13 @@ from chatvla2.training import text_arithmetic
 HELD_OUT_SEED = 123456  # [HELD_OUT_SEED] is not a [seed, step, TEXT_ARITHMETIC_TAG] generator's words
 
 
-def result_rate(language, tokenizer, drawn) -> float:
+def result_rate(language, tokenizer, drawn, prompt_format: str) -> float:
     """Share of sums whose result is written exactly (greedy; expression and "=" given)."""
     right = 0
     with torch.no_grad():
         for a, op, b in drawn:
             question, answer = text_arithmetic.question_and_answer(a, op, b)
-            ids = tokenizer.encode(question + answer.split("=")[0] + "=")
+            ids = text_arithmetic.prompt_ids(tokenizer, question, prompt_format) + tokenizer.encode(answer.split("=")[0] + "=")
             written = ""
             for _ in range(4):
                 x = torch.tensor([ids])
@@ -69,15 +69,17 @@ def main() -> None:
     held_out = [reading.expression(rng, bounded=True) for _ in range(args.held_out)]
     optimizer = torch.optim.AdamW(language.parameters(), lr=args.lr, weight_decay=0.01)
     started = time.perf_counter()
-    rows = [{"step": 0, "loss": None, "exact": result_rate(language, tokenizer, held_out), "seconds": 0.0}]
+    rows = [{"step": 0, "loss": None, "exact": result_rate(language, tokenizer, held_out, model.cfg.prompt_format), "seconds": 0.0}]
     for step in range(args.steps):
-        loss = text_arithmetic.loss(language, text_arithmetic.text_batch(tokenizer, text_arithmetic.sums(0, step, args.batch)))
+        loss = text_arithmetic.loss(
+            language, text_arithmetic.text_batch(tokenizer, text_arithmetic.sums(0, step, args.batch), model.cfg.prompt_format)
+        )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(language.parameters(), 1.0)
         optimizer.step()
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
-            exact = result_rate(language, tokenizer, held_out)
+            exact = result_rate(language, tokenizer, held_out, model.cfg.prompt_format)
             rows.append(
                 {"step": step + 1, "loss": round(loss.item(), 4), "exact": exact, "seconds": round(time.perf_counter() - started, 1)}
             )

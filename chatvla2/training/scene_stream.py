@@ -34,6 +34,7 @@ from chatvla2.models.training_batch import Example
 from chatvla2.sim.tasks import image_text, math_game, toy_placement
 from chatvla2.sim.tasks.env import TASKS, TaskEnv
 from chatvla2.sim.tasks.splits import IN_DOMAIN, SPLITS
+from chatvla2.training import text_arithmetic
 
 # --- Random streams: every tag in one place -------------------------------------------------------------
 # A scene is drawn from the generator of [tag, split, seed] (math_game.make_scene, toy_placement.make_scene),
@@ -247,7 +248,7 @@ def _reading_text_example(mixture: Mixture, scene_seed: int, kind: str | None = 
     from chatvla2.sim.tasks import reading
 
     drawn = reading.sample(scene_seed, mixture.height, mixture.width, kind=kind)
-    question = f"What is {drawn['answer'].split('=')[0]}?" if drill else drawn["question"]
+    question = text_arithmetic.question(drawn["answer"].split("=")[0]) if drill else drawn["question"]
     example = text_example(mixture, drawn["image"], question, drawn["answer"])
     example.chars = drawn["chars"] or None  # a reading image: the per-token reading loss holds
     example.answer_boxes = None if drill else drawn["answer_boxes"] or None

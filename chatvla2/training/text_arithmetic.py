@@ -5,11 +5,13 @@ so the language model is taught sums here too. Taught through images only, it di
 at step 13,000 of stage 0 the reader read boards it could not compute (0.38 of the robot view's
 sums right), and samples that ask a board's sum in words (`arithmetic_drill`, one in five) had not
 changed that 900 steps later. Text is far cheaper: no image, ~25 tokens instead of ~100. Measured
-(docs/training-and-demo-model.md): the stage-0 language model, given 128 text sums per step, wrote
-0.03 -> 0.52 -> 0.92 -> 0.99 of 300 held-out results exactly at 0 / 250 / 500 / 1,000 steps.
+(benchmarks/text_arithmetic_curve.py, docs/training-and-demo-model.md): the stage-0 language model,
+given 128 text sums per step, wrote 0.03 -> 0.57 -> 0.93 -> 0.91 -> 0.99 of 300 held-out results
+exactly at 0 / 250 / 500 / 750 / 1,000 steps.
 
-A sample is the `arithmetic_drill` source's question and answer without its image: "What is 56-42?\\n"
--> "56-42=14." and the end of text (loss on the answer). The sums are reading.py's arithmetic: operands
+A sample is the `arithmetic_drill` source's question and answer without its image, in the model's
+prompt layout (contract/prompt.py, no views): "What is 56-42?" -> "56-42=14." and the end of text
+(loss on the answer). The sums are reading.py's arithmetic: operands
 0..99, + - x, results 0..99, drawn from the generator of [seed, step, TEXT_ARITHMETIC_TAG], so a
 resumed run draws what an uninterrupted one would.
 """
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chatvla2.contract.prompt import mrope_position_ids
+from chatvla2.contract.prompt import mrope_position_ids, prompt_token_ids
 from chatvla2.contract.tokenizer import TextTokenizer
 from chatvla2.models.vla import IGNORE_INDEX
 from chatvla2.sim.tasks import reading
@@ -37,17 +39,27 @@ def sums(seed: int, step: int, n: int) -> list[tuple[int, str, int]]:
     return [reading.expression(rng, bounded=True) for _ in range(n)]
 
 
+def question(expression: str) -> str:
+    """The drill's question (the instruction) for an expression: "What is 56-42?"."""
+    return f"What is {expression}?"
+
+
 def question_and_answer(a: int, op: str, b: int) -> tuple[str, str]:
     expression = f"{a}{op}{b}"
-    return f"What is {expression}?\n", f"{expression}={evaluate(a, op, b)}."
+    return question(expression), f"{expression}={evaluate(a, op, b)}."
 
 
-def text_batch(tokenizer: TextTokenizer, drawn: list[tuple[int, str, int]]) -> dict[str, torch.Tensor]:
+def prompt_ids(tokenizer: TextTokenizer, instruction: str, prompt_format: str) -> list[int]:
+    """The prompt of a text-only sample: the model's layout with no camera views."""
+    return prompt_token_ids(tokenizer, instruction, num_views=0, tokens_per_view=0, prompt_format=prompt_format)
+
+
+def text_batch(tokenizer: TextTokenizer, drawn: list[tuple[int, str, int]], prompt_format: str = "plain") -> dict[str, torch.Tensor]:
     """Token ids, labels (the answer and its end of text), attention mask and position ids of the sums."""
     sequences, starts = [], []
     for a, op, b in drawn:
-        question, answer = question_and_answer(a, op, b)
-        prompt = tokenizer.encode(question)
+        instruction, answer = question_and_answer(a, op, b)
+        prompt = prompt_ids(tokenizer, instruction, prompt_format)
         sequences.append(prompt + tokenizer.encode(answer) + [tokenizer.eos_id])
         starts.append(len(prompt))
     length = max(map(len, sequences))

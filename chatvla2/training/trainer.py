@@ -353,7 +353,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
                         prefix_len=None if prefix_len is None else prefix_len.to(device),
                     )
                     if (sums := cfg.text_arithmetic_at(step)) > 0:
-                        drawn = text_arithmetic.text_batch(model.tokenizer, text_arithmetic.sums(cfg.seed, step, sums))
+                        drawn = text_arithmetic.text_batch(model.tokenizer, text_arithmetic.sums(cfg.seed, step, sums), mcfg.prompt_format)
                         losses["text_arithmetic_loss"] = text_arithmetic.loss(model.language, {k: v.to(device) for k, v in drawn.items()})
                         losses["loss"] = losses["loss"] + losses["text_arithmetic_loss"]
                     reading, probe_accuracy = (probe.loss(visual, examples) if probe is not None else None) or (None, None)

@@ -33,12 +33,13 @@ def test_sums_are_drawn_by_seed_and_step_and_stay_within_what_the_reasoning_writ
     assert drawn != text_arithmetic.sums(0, 8, 2000) and drawn != text_arithmetic.sums(1, 7, 2000)
     assert {op for _, op, _ in drawn} == {"+", "-", "x"}
     assert all(0 <= a <= 99 and 0 <= b <= 99 and 0 <= evaluate(a, op, b) <= 99 for a, op, b in drawn)
-    assert text_arithmetic.question_and_answer(56, "-", 42) == ("What is 56-42?\n", "56-42=14.")
+    assert text_arithmetic.question_and_answer(56, "-", 42) == ("What is 56-42?", "56-42=14.")
 
 
 def test_a_batch_learns_the_answer_and_its_end_only():
     tokenizer = character_tokenizer()  # the small presets'
     batch = text_arithmetic.text_batch(tokenizer, [(56, "-", 42), (7, "x", 8)])
+    # the plain prompt layout with no views: the instruction and a newline, then the answer
     for i, (question, answer) in enumerate([("What is 56-42?\n", "56-42=14."), ("What is 7x8?\n", "7x8=56.")]):
         learned = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX].tolist()
         assert learned == tokenizer.encode(answer) + [tokenizer.eos_id]
